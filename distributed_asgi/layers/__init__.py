@@ -1,0 +1,17 @@
+"""Channel layers with the Django Channels API.
+
+``RedisChannelLayer`` is usable as a ``CHANNEL_LAYERS`` backend::
+
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "distributed_asgi.layers.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://localhost:6379/0"]},
+        }
+    }
+"""
+
+from .base import ChannelFull
+from .memory import InMemoryChannelLayer
+from .redis import RedisChannelLayer
+
+__all__ = ["ChannelFull", "InMemoryChannelLayer", "RedisChannelLayer"]

@@ -1,0 +1,139 @@
+"""What every channel layer here shares: name rules, capacity rules and ``ChannelFull``.
+
+The rules are Django Channels' (``channels.layers.BaseChannelLayer``), so a project can swap
+layers without its names or capacities changing meaning.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "CapacityRules",
+    "ChannelFull",
+    "Message",
+    "non_local_name",
+    "require_valid_channel_name",
+    "require_valid_group_name",
+    "require_valid_message",
+]
+
+Message = dict[str, Any]
+
+# Channels 4: names are shorter than 100 characters.
+MAX_NAME_LENGTH = 100
+_CHANNEL_NAME = re.compile(r"^[a-zA-Z\d\-_.]+(\![\d\w\-_.]*)?$")
+_GROUP_NAME = re.compile(r"^[a-zA-Z\d\-_.]+$")
+
+if TYPE_CHECKING:
+    _ChannelFullBase = Exception
+else:
+    try:  # With Django Channels installed, `except channels.exceptions.ChannelFull` catches ours.
+        from channels.exceptions import ChannelFull as _ChannelFullBase
+    except ImportError:  # pragma: no cover - depends on the environment
+        _ChannelFullBase = Exception
+
+
+class ChannelFull(_ChannelFullBase):
+    """The channel already holds ``capacity`` messages; nothing was sent."""
+
+
+def _require_valid_name(kind: str, name: object, pattern: re.Pattern[str]) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name must be a str, not {type(name).__name__}: {name!r}")
+    if len(name) >= MAX_NAME_LENGTH:
+        raise TypeError(
+            f"{kind} name must be shorter than {MAX_NAME_LENGTH} characters, "
+            f"got {len(name)}: {name[:40]!r}..."
+        )
+    if not pattern.match(name):
+        raise TypeError(
+            f"{kind} name must be ASCII letters, digits, hyphens, underscores or periods"
+            + (" (and one '!' for process-specific channels)" if kind == "Channel" else "")
+            + f", got {name!r}"
+        )
+    return name
+
+
+def require_valid_channel_name(name: object) -> str:
+    return _require_valid_name("Channel", name, _CHANNEL_NAME)
+
+
+def require_valid_group_name(name: object) -> str:
+    return _require_valid_name("Group", name, _GROUP_NAME)
+
+
+def require_valid_message(message: object) -> Message:
+    if not isinstance(message, dict):
+        raise TypeError(f"message must be a dict, not {type(message).__name__}")
+    return message
+
+
+def non_local_name(channel: str) -> str:
+    """The part of a process-specific channel that names the process, ``!`` included.
+
+    ``specific.abc!xyz`` -> ``specific.abc!``. Sender and receiver both shard and key on this,
+    so a message always lands where its receiver pops (channels_redis hashes the full name on
+    send and this part on receive, which strands messages when there are several hosts).
+    """
+    bang = channel.find("!")
+    return channel if bang < 0 else channel[: bang + 1]
+
+
+class CapacityRules:
+    """Default capacity plus ``channel_capacity`` overrides, first match wins.
+
+    Keys are glob strings (``"http.response!*"``) or compiled regexes, as asgi_redis documents.
+    """
+
+    def __init__(
+        self, default: int, overrides: Mapping[str | re.Pattern[str], int] | None = None
+    ) -> None:
+        self.default = _require_capacity("capacity", default)
+        self.rules: list[tuple[re.Pattern[str], int]] = []
+        for pattern, capacity in (overrides or {}).items():
+            if isinstance(pattern, re.Pattern):
+                compiled = pattern
+            elif isinstance(pattern, str):
+                compiled = re.compile(fnmatch.translate(pattern))
+            else:
+                raise TypeError(
+                    "channel_capacity keys must be glob strings or compiled regexes, "
+                    f"got {pattern!r}"
+                )
+            self.rules.append(
+                (compiled, _require_capacity(f"channel_capacity[{pattern!r}]", capacity))
+            )
+        self._cache: dict[str, int] = {}
+
+    def for_channel(self, channel: str) -> int:
+        cached = self._cache.get(channel)
+        if cached is not None:
+            return cached
+        capacity = self.default
+        for pattern, value in self.rules:
+            if pattern.match(channel):
+                capacity = value
+                break
+        if len(self._cache) < 10_000:
+            self._cache[channel] = capacity
+        return capacity
+
+    def patterns(self) -> Iterable[tuple[re.Pattern[str], int]]:
+        return iter(self.rules)
+
+
+def _require_capacity(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def require_positive_seconds(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)

@@ -1,0 +1,181 @@
+"""Turn the ``hosts`` option into Redis clients, validating it at start-up.
+
+Accepted forms, as users know them from asgi_redis and channels_redis:
+
+- a URL: ``redis://[:password@]host[:port][/db]``, ``rediss://...`` (TLS), ``unix:///path?db=0``
+- a ``(host, port)`` tuple or list
+- a dict of ``redis.asyncio.Redis`` keyword arguments, or with ``"address"`` a URL plus keyword
+  arguments (``{"address": "rediss://...", "ssl_cert_reqs": None}``)
+- a Sentinel dict: ``{"sentinels": [(host, port), ...], "master_name": "mymaster",
+  "sentinel_kwargs": {...}, **connection_kwargs}``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = ["HostSpec", "parse_hosts"]
+
+_SCHEMES = ("redis", "rediss", "unix")
+# redis-py 8 defaults to 5 s; readers block for half the socket timeout at most.
+DEFAULT_SOCKET_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One shard's connection settings. ``identity`` places it on the hash ring."""
+
+    identity: str
+    url: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str | None = None
+    sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def socket_timeout(self) -> float | None:
+        value = self.kwargs.get("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
+        return float(value) if value else None
+
+    def create_client(self) -> aioredis.Redis:
+        """A new client with its own connection pool (call once per event loop)."""
+        options: dict[str, Any] = {
+            # Fail fast on a dead server, but ride over one stale pooled connection after a
+            # restart: one quick retry, never the default multi-second backoff.
+            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            "socket_connect_timeout": 2.0,
+            "socket_timeout": DEFAULT_SOCKET_TIMEOUT,
+            "health_check_interval": 30,
+            **self.kwargs,
+            # Payloads are bytes; decoding is the serializer's job.
+            "decode_responses": False,
+        }
+        if self.sentinels:
+            from redis.asyncio.sentinel import Sentinel
+
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                list(self.sentinels), sentinel_kwargs=dict(self.sentinel_kwargs), **options
+            )
+            assert self.master_name is not None
+            master: aioredis.Redis = sentinel.master_for(self.master_name)
+            return master
+        if self.url is not None:
+            client: aioredis.Redis = aioredis.Redis.from_url(self.url, **options)
+            return client
+        return aioredis.Redis(**options)
+
+    def describe(self) -> str:
+        """The identity with any password masked, for logs and error messages."""
+        return mask_secret(self.identity)
+
+
+def mask_secret(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def parse_hosts(hosts: object) -> list[HostSpec]:
+    if hosts is None:
+        hosts = [("localhost", 6379)]
+    if isinstance(hosts, (str, Mapping)) or (
+        isinstance(hosts, tuple) and len(hosts) == 2 and isinstance(hosts[1], int)
+    ):
+        hosts = [hosts]
+    if not isinstance(hosts, Sequence) or not hosts:
+        raise ValueError(f"hosts must be a non-empty list of host configurations, got {hosts!r}")
+    specs = [_parse_host(host, index) for index, host in enumerate(hosts)]
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.identity in seen:
+            raise ValueError(f"hosts lists the same server twice: {spec.describe()}")
+        seen.add(spec.identity)
+    return specs
+
+
+def _parse_host(host: object, index: int) -> HostSpec:
+    where = f"hosts[{index}]"
+    if isinstance(host, str):
+        return HostSpec(identity=_check_url(host, where), url=host)
+    if isinstance(host, (tuple, list)):
+        if len(host) != 2 or not isinstance(host[0], str):
+            raise ValueError(f"{where} must be a (host, port) pair, got {host!r}")
+        port = _check_port(host[1], where)
+        return HostSpec(
+            identity=f"redis://{host[0]}:{port}", kwargs={"host": host[0], "port": port}
+        )
+    if isinstance(host, Mapping):
+        options = dict(host)
+        if "sentinels" in options:
+            sentinels = options.pop("sentinels")
+            master_name = options.pop("master_name", None)
+            if not isinstance(master_name, str) or not master_name:
+                raise ValueError(f"{where} has 'sentinels' but no 'master_name'")
+            if not isinstance(sentinels, Sequence) or not sentinels:
+                raise ValueError(f"{where}['sentinels'] must be a list of (host, port) pairs")
+            pairs = []
+            for pair in sentinels:
+                if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                    raise ValueError(f"{where}['sentinels'] entry {pair!r} is not (host, port)")
+                pairs.append((str(pair[0]), _check_port(pair[1], where)))
+            sentinel_kwargs = options.pop("sentinel_kwargs", None) or {}
+            identity = "sentinel://" + ",".join(f"{h}:{p}" for h, p in pairs) + f"/{master_name}"
+            return HostSpec(
+                identity=identity,
+                kwargs=options,
+                sentinels=tuple(pairs),
+                master_name=master_name,
+                sentinel_kwargs=sentinel_kwargs,
+            )
+        if "address" in options:
+            address = options.pop("address")
+            if isinstance(address, (tuple, list)):
+                spec = _parse_host(address, index)
+                return HostSpec(identity=spec.identity, kwargs={**spec.kwargs, **options})
+            if not isinstance(address, str):
+                raise ValueError(f"{where}['address'] must be a URL, got {address!r}")
+            return HostSpec(identity=_check_url(address, where), url=address, kwargs=options)
+        hostname = options.get("host", "localhost")
+        if "unix_socket_path" in options:
+            identity = f"unix://{options['unix_socket_path']}"
+        else:
+            options["port"] = _check_port(options.get("port", 6379), where)
+            identity = f"redis://{hostname}:{options['port']}"
+        if options.get("db"):
+            identity += f"/{options['db']}"
+        return HostSpec(identity=identity, kwargs=options)
+    raise ValueError(
+        f"{where} must be a URL, a (host, port) pair or a dict, got {type(host).__name__}: {host!r}"
+    )
+
+
+def _check_url(url: str, where: str) -> str:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in _SCHEMES:
+        raise ValueError(
+            f"{where} URL must start with redis://, rediss:// or unix://, got {mask_secret(url)!r}"
+        )
+    return url
+
+
+def _check_port(port: object, where: str) -> int:
+    try:
+        value = int(str(port))
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} port must be a number, got {port!r}") from None
+    if not 0 < value < 65536:
+        raise ValueError(f"{where} port must be between 1 and 65535, got {port!r}")
+    return value

@@ -1,0 +1,143 @@
+"""``InMemoryChannelLayer``: the same API inside one process, for tests and single-process use.
+
+Same semantics as the Redis layer (capacity, expiry, groups, copies of messages), so the same
+conformance tests run against both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Mapping
+
+from .base import (
+    CapacityRules,
+    ChannelFull,
+    Message,
+    require_positive_seconds,
+    require_valid_channel_name,
+    require_valid_group_name,
+    require_valid_message,
+)
+
+__all__ = ["InMemoryChannelLayer"]
+
+logger = logging.getLogger("distributed_asgi.layers")
+
+
+class _Channel:
+    def __init__(self) -> None:
+        self.messages: deque[tuple[float, Message]] = deque()  # (expires at, message)
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+class InMemoryChannelLayer:
+    extensions = ["groups", "flush"]
+
+    def __init__(
+        self,
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
+    ) -> None:
+        self.expiry = require_positive_seconds("expiry", expiry)
+        self.group_expiry = require_positive_seconds("group_expiry", group_expiry)
+        self.capacity = CapacityRules(capacity, channel_capacity)
+        self.client_prefix = secrets.token_hex(6)
+        self._channels: dict[str, _Channel] = {}
+        self._groups: dict[str, dict[str, float]] = {}  # group -> channel -> added at
+
+    def _expire(self, state: _Channel) -> None:
+        now = time.monotonic()
+        while state.messages and state.messages[0][0] <= now:
+            state.messages.popleft()
+
+    async def send(self, channel: str, message: Message) -> None:
+        require_valid_channel_name(channel)
+        self._send(channel, copy.deepcopy(require_valid_message(message)))
+
+    def _send(self, channel: str, message: Message) -> bool:
+        state = self._channels.setdefault(channel, _Channel())
+        self._expire(state)
+        if len(state.messages) >= self.capacity.for_channel(channel):
+            raise ChannelFull(channel)
+        state.messages.append((time.monotonic() + self.expiry, message))
+        state.wake_one()
+        return True
+
+    async def receive(self, channel: str) -> Message:
+        require_valid_channel_name(channel)
+        state = self._channels.setdefault(channel, _Channel())
+        while True:
+            self._expire(state)
+            if state.messages:
+                _, message = state.messages.popleft()
+                if state.messages:
+                    state.wake_one()
+                elif not state.waiters:
+                    self._channels.pop(channel, None)
+                return copy.deepcopy(message)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            state.waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    state.wake_one()  # pass the wake-up on; the message stays queued
+                raise
+            finally:
+                if waiter in state.waiters:
+                    state.waiters.remove(waiter)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        return f"{prefix}.inmemory.{self.client_prefix}!{secrets.token_hex(6)}"
+
+    async def group_add(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        self._groups.setdefault(group, {})[channel] = time.monotonic()
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        members = self._groups.get(group)
+        if members is not None:
+            members.pop(channel, None)
+            if not members:
+                del self._groups[group]
+
+    async def group_send(self, group: str, message: Message) -> None:
+        require_valid_group_name(group)
+        message = copy.deepcopy(require_valid_message(message))
+        members = self._groups.get(group, {})
+        cutoff = time.monotonic() - self.group_expiry
+        for channel in [c for c, added in members.items() if added < cutoff]:
+            del members[channel]
+        full = 0
+        for channel in list(members):
+            try:
+                self._send(channel, message)
+            except ChannelFull:
+                full += 1
+        if full:
+            logger.warning("group_send to %r skipped %d member(s) at capacity", group, full)
+
+    async def flush(self) -> None:
+        self._channels.clear()
+        self._groups.clear()
+
+    async def close(self) -> None:
+        pass

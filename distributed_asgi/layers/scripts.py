@@ -1,0 +1,174 @@
+"""The Lua scripts that make each layer operation one atomic round trip.
+
+Key layout (``P`` is the layer's prefix; docs/PROTOCOL.md has the full picture):
+
+- ``P:q:NAME`` list, the queue of a normal channel (NAME is the channel) or of one process's
+  inbox (NAME is the non-local part ``specific.abc!`` that all its channels share).
+- ``P:n:NAME`` hash, channel -> messages waiting in that inbox, so capacity is exact per
+  process-specific channel although they share one list.
+- ``P:g:GROUP`` sorted set, member channel -> time of its last ``group_add``.
+- ``P:gc:GROUP`` hash, member channel -> its capacity, so ``group_send`` needs no round trip
+  to learn members first.
+
+A group's keys live on the shard of each member channel (one set per shard), so ``group_send``
+is one script per shard and every message is written where its receiver reads.
+
+Each queue entry is ``TTTTTTTTTTTTT`` (13-digit send time in ms, Redis server clock) + channel
++ ``\\n`` + payload. The time lets any reader drop expired entries without trusting its own
+clock; the channel lets one inbox serve many process-specific channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+__all__ = ["GROUP_ADD", "GROUP_DISCARD", "GROUP_SEND", "POP", "REQUEUE", "SEND", "LuaScript"]
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+_COMMON = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function uncount(n, entry)
+  local nl = string.find(entry, '\n', 14, true)
+  if not nl then return end
+  local channel = string.sub(entry, 14, nl - 1)
+  if redis.call('HINCRBY', n, channel, -1) <= 0 then redis.call('HDEL', n, channel) end
+end
+
+-- Drop expired entries from the head of a queue (entries are in send order).
+local function trim(q, n, cutoff)
+  for _ = 1, 1000 do
+    local head = redis.call('LINDEX', q, 0)
+    if not head then return end
+    local sent = tonumber(string.sub(head, 1, 13))
+    if sent and sent >= cutoff then return end
+    redis.call('LPOP', q)
+    if n then uncount(n, head) end
+  end
+end
+
+local function push(q, n, channel, payload, capacity, expiry, now)
+  trim(q, n, now - expiry)
+  if n then
+    if tonumber(redis.call('HGET', n, channel) or 0) >= capacity then return 0 end
+    redis.call('HINCRBY', n, channel, 1)
+    redis.call('PEXPIRE', n, expiry)
+  elseif redis.call('LLEN', q) >= capacity then
+    return 0
+  end
+  redis.call('RPUSH', q, string.format('%013d', now) .. channel .. '\n' .. payload)
+  redis.call('PEXPIRE', q, expiry)
+  return 1
+end
+"""
+
+# KEYS: queue [, inbox counters]   ARGV: channel, payload, capacity, expiry_ms
+SEND = LuaScript(
+    "send",
+    _COMMON
+    + r"""
+return push(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), now_ms())
+""",
+)
+
+# KEYS: queue [, inbox counters]   ARGV: count, expiry_ms
+# Returns up to `count` live entries from the head, in order.
+POP = LuaScript(
+    "pop",
+    _COMMON
+    + r"""
+local q, n = KEYS[1], KEYS[2]
+trim(q, n, now_ms() - tonumber(ARGV[2]))
+local items = redis.call('LPOP', q, tonumber(ARGV[1]))
+if not items then return {} end
+if n then
+  for i = 1, #items do uncount(n, items[i]) end
+end
+return items
+""",
+)
+
+# KEYS: queue   ARGV: expiry_ms, entries...   Puts popped-but-undelivered entries back at the
+# head, in their order, so another receiver can take them (normal channels only).
+REQUEUE = LuaScript(
+    "requeue",
+    r"""
+for i = #ARGV, 2, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
+return #ARGV - 1
+""",
+)
+
+# KEYS: group set, group capacities   ARGV: channel, capacity, group_expiry_ms
+GROUP_ADD = LuaScript(
+    "group_add",
+    _COMMON
+    + r"""
+redis.call('ZADD', KEYS[1], now_ms(), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]))
+return 1
+""",
+)
+
+# KEYS: group set, group capacities   ARGV: channel
+GROUP_DISCARD = LuaScript(
+    "group_discard",
+    r"""
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+""",
+)
+
+# KEYS: group set, group capacities   ARGV: prefix, payload, expiry_ms, group_expiry_ms
+# Sends to every live member on this shard. Returns {sent, full, full member names...}.
+GROUP_SEND = LuaScript(
+    "group_send",
+    _COMMON
+    + r"""
+local g, gc = KEYS[1], KEYS[2]
+local prefix, payload = ARGV[1], ARGV[2]
+local expiry, group_expiry = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+local stale = redis.call('ZRANGEBYSCORE', g, '-inf', '(' .. (now - group_expiry))
+for i = 1, #stale do redis.call('HDEL', gc, stale[i]) end
+if #stale > 0 then redis.call('ZREMRANGEBYSCORE', g, '-inf', '(' .. (now - group_expiry)) end
+local members = redis.call('ZRANGE', g, 0, -1)
+local result = {0, 0}
+for i = 1, #members do
+  local channel = members[i]
+  local bang = string.find(channel, '!', 1, true)
+  local q, n
+  if bang then
+    local inbox = string.sub(channel, 1, bang)
+    q, n = prefix .. ':q:' .. inbox, prefix .. ':n:' .. inbox
+  else
+    q = prefix .. ':q:' .. channel
+  end
+  local capacity = tonumber(redis.call('HGET', gc, channel)) or 100
+  if push(q, n, channel, payload, capacity, expiry, now) == 1 then
+    result[1] = result[1] + 1
+  else
+    result[2] = result[2] + 1
+    if #result < 12 then result[#result + 1] = channel end
+  end
+end
+return result
+""",
+)

