@@ -1,0 +1,57 @@
+"""Test harness: private Redis-protocol servers on free loopback ports.
+
+- ``redis_server``: one server for the whole session (or ``REDIS_URL`` when set).
+- ``redis_url``: its URL; ``prefix``: a fresh key prefix per test, so tests never see each
+  other's keys without flushing the server.
+- ``redis_factory``: start extra servers (several at once for sharding tests, or one to stop and
+  restart); all are stopped at the end of the test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from distributed_asgi.redis_process import RedisProcess
+
+
+class _ExternalServer:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess | _ExternalServer]:
+    if os.environ.get("REDIS_URL"):
+        yield _ExternalServer(os.environ["REDIS_URL"])
+        return
+    server = RedisProcess().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess | _ExternalServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "t" + secrets.token_hex(4)
+
+
+@pytest.fixture
+def redis_factory() -> Iterator[Callable[..., RedisProcess]]:
+    started: list[RedisProcess] = []
+
+    def start(**kwargs: object) -> RedisProcess:
+        server = RedisProcess(**kwargs).start()  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
