@@ -1,0 +1,300 @@
+"""The channel layer contract, run against RedisChannelLayer and InMemoryChannelLayer alike."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from distributed_asgi.layers import ChannelFull
+
+from .conftest import LayerFactory
+
+
+async def test_send_receive_keeps_types(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    message = {
+        "type": "test.message",
+        "bytes": b"\x00\xff binary",
+        "text": "snowman \u2603",
+        "int": 2**40,
+        "float": 1.5,
+        "none": None,
+        "list": [1, "two", b"three"],
+        "nested": {"a": {"b": [True, False]}},
+    }
+    await layer.send("test.types", message)
+    received = await asyncio.wait_for(layer.receive("test.types"), 5)
+    assert received == message
+    assert isinstance(received["bytes"], bytes)
+    assert isinstance(received["text"], str)
+
+
+async def test_received_message_is_a_copy(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    message = {"type": "test", "items": [1, 2]}
+    await layer.send("test.copy", message)
+    message["items"].append(3)
+    received = await layer.receive("test.copy")
+    assert received == {"type": "test", "items": [1, 2]}
+    assert received is not message
+
+
+async def test_messages_arrive_in_order(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=1000)
+    for i in range(200):
+        await layer.send("test.order", {"i": i})
+    assert [(await layer.receive("test.order"))["i"] for _ in range(200)] == list(range(200))
+
+
+async def test_concurrent_sends_keep_their_order_per_sender(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=1000)
+    channel = await layer.new_channel()
+    await asyncio.gather(*(layer.send(channel, {"i": i}) for i in range(300)))
+    assert [(await layer.receive(channel))["i"] for _ in range(300)] == list(range(300))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "has space", "bad/char", "é", "a" * 100, "two!bangs!here", 42, None, b"bytes"],
+)
+async def test_bad_channel_names_raise_type_error(make_layer: LayerFactory, name: object) -> None:
+    layer = make_layer()
+    with pytest.raises(TypeError):
+        await layer.send(name, {"type": "x"})
+    with pytest.raises(TypeError):
+        await layer.receive(name)
+    with pytest.raises(TypeError):
+        await layer.group_add("group", name)
+
+
+@pytest.mark.parametrize("name", ["", "has space", "with!bang", "a" * 100, 7])
+async def test_bad_group_names_raise_type_error(make_layer: LayerFactory, name: object) -> None:
+    layer = make_layer()
+    with pytest.raises(TypeError):
+        await layer.group_add(name, "test.channel")
+    with pytest.raises(TypeError):
+        await layer.group_send(name, {"type": "x"})
+
+
+async def test_longest_valid_name_is_99(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    name = "a" * 99
+    await layer.send(name, {"type": "x"})
+    assert await layer.receive(name) == {"type": "x"}
+
+
+async def test_message_must_be_a_dict(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    with pytest.raises(TypeError):
+        await layer.send("test.channel", ["not", "a", "dict"])
+
+
+async def test_new_channel_is_process_specific_and_unique(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    names = {await layer.new_channel() for _ in range(50)}
+    assert len(names) == 50
+    for name in names:
+        assert "!" in name
+        await layer.send(name, {"name": name})
+    for name in names:
+        assert (await asyncio.wait_for(layer.receive(name), 5))["name"] == name
+
+
+async def test_new_channel_prefix(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    channel = await layer.new_channel("custom")
+    assert channel.startswith("custom.")
+    await layer.send(channel, {"ok": 1})
+    assert await layer.receive(channel) == {"ok": 1}
+
+
+async def test_capacity_is_exact_for_normal_channels(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=3)
+    for i in range(3):
+        await layer.send("test.full", {"i": i})
+    with pytest.raises(ChannelFull):
+        await layer.send("test.full", {"i": 3})
+    assert (await layer.receive("test.full"))["i"] == 0
+    await layer.send("test.full", {"i": 3})
+    with pytest.raises(ChannelFull):
+        await layer.send("test.full", {"i": 4})
+    assert [(await layer.receive("test.full"))["i"] for _ in range(3)] == [1, 2, 3]
+
+
+async def test_capacity_is_exact_per_process_specific_channel(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=2)
+    first, second = await layer.new_channel(), await layer.new_channel()
+    await layer.send(first, {"n": 1})
+    await layer.send(first, {"n": 2})
+    with pytest.raises(ChannelFull):
+        await layer.send(first, {"n": 3})
+    # A sibling channel of the same process has its own capacity.
+    await layer.send(second, {"n": 1})
+    await layer.send(second, {"n": 2})
+    with pytest.raises(ChannelFull):
+        await layer.send(second, {"n": 3})
+    assert await layer.receive(first) == {"n": 1}
+    await layer.send(first, {"n": 3})
+    assert [await layer.receive(first) for _ in range(2)] == [{"n": 2}, {"n": 3}]
+
+
+async def test_capacity_one_ping_pong(make_layer: LayerFactory) -> None:
+    """Capacity frees as soon as receive() returns, also when the receiver was idle-waiting."""
+    layer = make_layer(capacity=1)
+    channel = await layer.new_channel()
+    for i in range(20):
+        waiter = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0.01)
+        await layer.send(channel, {"i": i})
+        assert (await asyncio.wait_for(waiter, 5))["i"] == i
+
+
+async def test_channel_capacity_globs_and_regexes_first_match_wins(
+    make_layer: LayerFactory,
+) -> None:
+    layer = make_layer(
+        capacity=10,
+        channel_capacity={
+            "http.response!*": 2,
+            re.compile(r"^websocket\.send\!.+"): 1,
+            "http.*": 3,
+        },
+    )
+    assert layer.capacity.for_channel("http.response!abc") == 2
+    assert layer.capacity.for_channel("websocket.send!x") == 1
+    assert layer.capacity.for_channel("http.request") == 3
+    assert layer.capacity.for_channel("other") == 10
+    for i in range(3):
+        await layer.send("http.request", {"i": i})
+    with pytest.raises(ChannelFull):
+        await layer.send("http.request", {"i": 3})
+    await layer.send("websocket.send!x", {})
+    with pytest.raises(ChannelFull):
+        await layer.send("websocket.send!x", {})
+
+
+async def test_expired_messages_are_not_delivered(make_layer: LayerFactory) -> None:
+    layer = make_layer(expiry=1)
+    await layer.send("test.expiry", {"old": True})
+    channel = await layer.new_channel()
+    await layer.send(channel, {"old": True})
+    await asyncio.sleep(1.3)
+    await layer.send("test.expiry", {"old": False})
+    await layer.send(channel, {"old": False})
+    assert await asyncio.wait_for(layer.receive("test.expiry"), 5) == {"old": False}
+    assert await asyncio.wait_for(layer.receive(channel), 5) == {"old": False}
+
+
+async def test_expired_messages_free_their_capacity(make_layer: LayerFactory) -> None:
+    layer = make_layer(expiry=1, capacity=1)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"n": 1})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"n": 2})
+    await asyncio.sleep(1.3)
+    await layer.send(channel, {"n": 3})
+    assert await layer.receive(channel) == {"n": 3}
+
+
+async def test_group_send_reaches_every_member(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    members = [await layer.new_channel() for _ in range(5)] + ["test.normal.member"]
+    for channel in members:
+        await layer.group_add("everyone", channel)
+    await layer.group_add("everyone", members[0])  # adding twice is one membership
+    await layer.group_send("everyone", {"hello": "all"})
+    for channel in members:
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"hello": "all"}
+    await layer.group_discard("everyone", members[1])
+    await layer.group_send("everyone", {"second": True})
+    for channel in [members[0], *members[2:]]:
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"second": True}
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(members[1]), 0.3)
+
+
+async def test_group_send_to_empty_or_unknown_group_is_fine(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    await layer.group_send("nobody-here", {"x": 1})
+    await layer.group_discard("nobody-here", "test.channel")
+
+
+async def test_group_send_skips_full_members_and_logs_count(
+    make_layer: LayerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    layer = make_layer(capacity=1)
+    full, free = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("mixed", full)
+    await layer.group_add("mixed", free)
+    await layer.send(full, {"filler": True})
+    with caplog.at_level("WARNING", logger="distributed_asgi.layers"):
+        await layer.group_send("mixed", {"group": True})
+    assert "skipped 1 member(s) at capacity" in caplog.text
+    assert await layer.receive(free) == {"group": True}
+    assert await layer.receive(full) == {"filler": True}
+
+
+async def test_group_membership_expires(make_layer: LayerFactory) -> None:
+    layer = make_layer(group_expiry=1)
+    channel = await layer.new_channel()
+    await layer.group_add("short", channel)
+    await asyncio.sleep(1.3)
+    await layer.group_send("short", {"late": True})
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(channel), 0.3)
+
+
+async def test_cancelled_receive_loses_no_message(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    for channel in ["test.cancel", await layer.new_channel()]:
+        for i in range(20):
+            task = asyncio.ensure_future(layer.receive(channel))
+            await asyncio.sleep(0)
+            await layer.send(channel, {"i": i})
+            await asyncio.sleep(0.001 * (i % 3))  # cancel at varying points of the pop
+            task.cancel()
+            try:
+                received = await task
+            except asyncio.CancelledError:
+                received = await asyncio.wait_for(layer.receive(channel), 5)
+            assert received == {"i": i}
+
+
+async def test_flush_removes_messages_and_groups(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    channel = await layer.new_channel()
+    await layer.send("test.flush", {"x": 1})
+    await layer.group_add("flushed", channel)
+    await layer.flush()
+    await layer.group_send("flushed", {"x": 2})
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive("test.flush"), 0.3)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(channel), 0.3)
+
+
+async def test_two_instances_talk(make_layer: LayerFactory) -> None:
+    sender, receiver = make_layer(), make_layer()
+    channel = await receiver.new_channel()
+    await receiver.group_add("pair", channel)
+    await sender.send(channel, {"direct": True})
+    await sender.group_send("pair", {"group": True})
+    assert await asyncio.wait_for(receiver.receive(channel), 5) == {"direct": True}
+    assert await asyncio.wait_for(receiver.receive(channel), 5) == {"group": True}
+
+
+async def test_extensions(make_layer: LayerFactory) -> None:
+    assert {"groups", "flush"} <= set(make_layer().extensions)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"capacity": 0}, {"capacity": "10"}, {"expiry": 0}, {"group_expiry": -1}],
+)
+def test_bad_options_fail_at_construction(
+    make_layer: LayerFactory, options: dict[str, object]
+) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        make_layer(**options)

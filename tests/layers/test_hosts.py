@@ -1,0 +1,68 @@
+"""Parsing the hosts option: every documented form, and clear errors at start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.layers.hosts import mask_secret, parse_hosts
+
+
+def test_default_is_localhost() -> None:
+    (spec,) = parse_hosts(None)
+    assert spec.kwargs == {"host": "localhost", "port": 6379}
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "redis://localhost:6379/0",
+        "rediss://user:pw@redis.example:6380/1",
+        "unix:///run/redis.sock?db=2",
+        ("localhost", 6379),
+        ["localhost", "6379"],
+        {"host": "localhost", "port": 6379, "db": 3},
+        {"address": "redis://localhost:6379", "socket_timeout": 3},
+        {"address": ("localhost", 6379), "password": "pw"},
+        {"sentinels": [("localhost", 26379)], "master_name": "mymaster", "db": 0},
+    ],
+)
+def test_accepted_forms(host: object) -> None:
+    (spec,) = parse_hosts([host])
+    assert spec.identity
+    spec.create_client()  # builds a client without connecting
+
+
+def test_a_single_url_or_tuple_is_one_host() -> None:
+    assert len(parse_hosts("redis://localhost:6379")) == 1
+    assert len(parse_hosts(("localhost", 6379))) == 1
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        ([], "non-empty"),
+        (["http://localhost"], "hosts\\[0\\] URL must start with redis://"),
+        ([("localhost",)], "hosts\\[0\\] must be a \\(host, port\\) pair"),
+        ([("localhost", "port")], "hosts\\[0\\] port must be a number, got 'port'"),
+        ([("localhost", 70000)], "between 1 and 65535"),
+        ([{"sentinels": [("a", 1)]}], "no 'master_name'"),
+        ([42], "hosts\\[0\\] must be a URL"),
+        (["redis://a:1", "redis://a:1"], "same server twice"),
+    ],
+)
+def test_bad_hosts_fail_at_construction(hosts: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RedisChannelLayer(hosts=hosts)
+
+
+def test_errors_do_not_leak_passwords() -> None:
+    with pytest.raises(ValueError) as error:
+        parse_hosts(["http://admin:topsecret@localhost"])
+    assert "topsecret" not in str(error.value)
+    assert mask_secret("redis://:pw@h:1/0") == "redis://:***@h:1/0"
+
+
+def test_unknown_option_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="capcity"):
+        RedisChannelLayer(capcity=10)  # type: ignore[call-arg]

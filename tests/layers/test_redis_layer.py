@@ -1,0 +1,200 @@
+"""Behaviour only the Redis layer has: round trips, blocking pops, bad stored data, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.redis_process import RedisProcess
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def layer(redis_url: str, prefix: str) -> AsyncIterator[RedisChannelLayer]:
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+    yield layer
+    await layer.flush()
+    await layer.close()
+
+
+async def command_calls(client: aioredis.Redis, command: str) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_send_is_one_script_call(layer: RedisChannelLayer, admin: aioredis.Redis) -> None:
+    await layer.send("test.warmup", {"x": 0})
+    before = await command_calls(admin, "evalsha")
+    for i in range(10):
+        await layer.send("test.one", {"i": i})
+    assert await command_calls(admin, "evalsha") - before == 10
+
+
+async def test_group_send_is_one_call_whatever_the_group_size(
+    layer: RedisChannelLayer, admin: aioredis.Redis
+) -> None:
+    await layer.group_send("warmup", {"x": 0})  # loads the script on the server
+    for _ in range(50):
+        await layer.group_add("big", await layer.new_channel())
+    before = await command_calls(admin, "evalsha")
+    await layer.group_send("big", {"x": 1})
+    assert await command_calls(admin, "evalsha") - before == 1
+
+
+async def test_process_channels_share_one_blocking_pop(
+    layer: RedisChannelLayer, admin: aioredis.Redis
+) -> None:
+    channels = [await layer.new_channel() for _ in range(50)]
+    waiters = [asyncio.ensure_future(layer.receive(c)) for c in channels]
+    await asyncio.sleep(0.3)
+    clients = await admin.client_list()
+    blocked = [c for c in clients if c.get("cmd") == "blmove"]
+    assert len(blocked) == 1
+    for channel in reversed(channels):
+        await layer.send(channel, {"to": channel})
+    results = await asyncio.wait_for(asyncio.gather(*waiters), 5)
+    assert [r["to"] for r in results] == channels
+
+
+async def test_flush_does_not_use_keys(layer: RedisChannelLayer, admin: aioredis.Redis) -> None:
+    for i in range(30):
+        await layer.send(f"test.flush{i}", {"i": i})
+    before = await command_calls(admin, "keys")
+    await layer.flush()
+    assert await command_calls(admin, "keys") == before
+    assert not [k async for k in admin.scan_iter(match=f"{layer.prefix}:*")]
+
+
+async def test_garbage_in_a_queue_is_logged_and_dropped(
+    layer: RedisChannelLayer, admin: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = await layer.new_channel()
+    inbox = f"{layer.prefix}:q:{channel[: channel.index('!') + 1]}"
+    key = f"{layer.prefix}:q:test.garbage"
+    now = b"%013d" % 0
+    await layer.send("test.garbage", {"first": True})
+    await admin.rpush(key, b"no header at all", b"9" * 13 + b"test.garbage\n\xc1\xff", now)
+    await admin.rpush(key, b"9" * 13 + b"test.garbage\nM\x92\x01")  # valid msgpack, not a dict
+    await layer.send("test.garbage", {"last": True})
+    await admin.rpush(inbox, b"9" * 13 + channel.encode() + b"\nF-not-fernet")
+    await layer.send(channel, {"still": "works"})
+    with caplog.at_level(logging.WARNING, logger="distributed_asgi.layers"):
+        assert await asyncio.wait_for(layer.receive("test.garbage"), 5) == {"first": True}
+        assert await asyncio.wait_for(layer.receive("test.garbage"), 5) == {"last": True}
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"still": "works"}
+    assert "dropped" in caplog.text
+
+
+async def test_idle_receive_survives_socket_timeout(redis_url: str, prefix: str) -> None:
+    layer = RedisChannelLayer(hosts=[{"address": redis_url, "socket_timeout": 1}], prefix=prefix)
+    try:
+        channel = await layer.new_channel()
+        waiter = asyncio.ensure_future(layer.receive(channel))
+        normal = asyncio.ensure_future(layer.receive("test.idle"))
+        await asyncio.sleep(2.5)
+        assert not waiter.done() and not normal.done()
+        await layer.send(channel, {"late": True})
+        await layer.send("test.idle", {"late": True})
+        assert await asyncio.wait_for(waiter, 5) == {"late": True}
+        assert await asyncio.wait_for(normal, 5) == {"late": True}
+    finally:
+        await layer.flush()
+        await layer.close()
+
+
+async def test_same_layer_recovers_after_redis_restart(
+    redis_factory: Callable[..., RedisProcess], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_factory()
+    layer = RedisChannelLayer(hosts=[server.url])
+    try:
+        channel = await layer.new_channel()
+        await layer.send(channel, {"before": True})
+        assert await layer.receive(channel) == {"before": True}
+        waiter = asyncio.ensure_future(layer.receive(channel))
+        with caplog.at_level(logging.WARNING, logger="distributed_asgi.layers"):
+            server.stop()
+            with pytest.raises(Exception) as failure:
+                await asyncio.wait_for(layer.send(channel, {"during": True}), 5)
+            assert (
+                "Connection" in type(failure.value).__name__
+                or "connect" in str(failure.value).lower()
+            )
+            await asyncio.sleep(0.5)
+            server.start()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while True:
+                try:
+                    await layer.send(channel, {"after": True})
+                    break
+                except Exception:
+                    assert loop.time() < deadline, "layer did not recover within 10 s"
+                    await asyncio.sleep(0.2)
+            assert await asyncio.wait_for(waiter, 10) == {"after": True}
+        assert "unreachable" in caplog.text
+        assert "reachable again" in caplog.text
+        await layer.send("test.after", {"x": 1})
+        assert await asyncio.wait_for(layer.receive("test.after"), 5) == {"x": 1}
+    finally:
+        await layer.close()
+
+
+async def test_password_and_unix_socket_hosts(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    server = redis_factory(args=["--requirepass", "s3cret"], unix_socket=True)
+    for hosts in (
+        [f"redis://:s3cret@127.0.0.1:{server.port}/0"],
+        [("127.0.0.1", server.port)],  # no password: must fail
+        [{"host": "127.0.0.1", "port": server.port, "password": "s3cret"}],
+        [f"unix://{server.unix_socket_path}?db=0&password=s3cret"],
+    ):
+        layer = RedisChannelLayer(hosts=hosts)
+        try:
+            if isinstance(hosts[0], tuple):
+                with pytest.raises(Exception, match=r"(?i)auth"):
+                    await layer.send("test.auth", {"x": 1})
+                continue
+            await layer.send("test.auth", {"x": 1})
+            assert await asyncio.wait_for(layer.receive("test.auth"), 5) == {"x": 1}
+        finally:
+            await layer.close()
+
+
+def test_password_is_masked_in_repr() -> None:
+    layer = RedisChannelLayer(hosts=["redis://user:hunter2@example.com:6379/0"])
+    assert "hunter2" not in repr(layer)
+    assert "***" in repr(layer)
+
+
+def test_seed_style_host_arguments() -> None:
+    layer = RedisChannelLayer(host="redis.example", port="6380", db=4, password="pw")
+    (spec,) = layer.hosts
+    assert spec.kwargs == {"host": "redis.example", "port": 6380, "db": 4, "password": "pw"}
+
+
+async def test_works_from_several_event_loops(redis_url: str, prefix: str) -> None:
+    """async_to_sync runs each call in a new loop: the layer keeps per-loop connections."""
+    from asgiref.sync import async_to_sync
+
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+    try:
+        await layer.send("test.loops", {"from": "main"})
+        await asyncio.to_thread(async_to_sync(layer.send), "test.loops", {"from": "thread"})
+        assert await layer.receive("test.loops") == {"from": "main"}
+        assert await layer.receive("test.loops") == {"from": "thread"}
+    finally:
+        await layer.flush()
+        await layer.close()
