@@ -42,6 +42,7 @@ class Shard:
         self.client: aioredis.Redis = spec.create_client()
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._active = False  # a batch is being executed (by a caller or the flusher)
         self._down_since: float | None = None
 
     # -- health: log the start and end of an outage once each, not every failed call -----------
@@ -69,9 +70,19 @@ class Shard:
 
     async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((script, keys, args, future))
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        if self._active:
+            # A batch is on the wire: ride along with the next one.
+            self._pending.append((script, keys, args, future))
+            return await future
+        # Nothing in flight: run this call right here, saving a task and a loop turn.
+        self._active = True
+        try:
+            await self._run([(script, keys, args, future)])
+        finally:
+            if self._pending:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            else:
+                self._active = False
         return await future
 
     async def _flush(self) -> None:
@@ -81,6 +92,7 @@ class Shard:
                 await self._run(batch)
         finally:
             self._flusher = None
+            self._active = False
 
     async def _run(self, batch: list[_Call]) -> None:
         try:
@@ -100,13 +112,17 @@ class Shard:
                 if not future.done():
                     future.set_exception(exc)
             return
-        except BaseException as exc:
+        except Exception as exc:
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
             return
+        except BaseException:
+            # Cancelled mid-batch: whether the commands ran is unknown, so say so to the waiters.
+            for *_, future in batch:
+                if not future.done():
+                    future.cancel()
+            raise
         self.succeeded()
         for (*_, future), result in zip(batch, results, strict=True):
             if future.done():
