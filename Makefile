@@ -4,6 +4,7 @@ VENV := .venv
 BENCH_VENV := .venv-bench
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LINT_PATHS := $(wildcard distributed_asgi tests bench examples)
 
 .PHONY: demo test lint typecheck bench clean
 
@@ -17,8 +18,8 @@ demo: $(STAMP)
 	$(PY) -m distributed_asgi.demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check distributed_asgi tests bench examples
-	$(VENV)/bin/ruff format --check distributed_asgi tests bench examples
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
