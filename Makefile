@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# `make demo ARGS=--once` (or DEMO_ONCE=1) exits after the self-check.
 demo: $(STAMP)
-	$(PY) -m distributed_asgi.demo
+	$(PY) -m distributed_asgi.demo $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)

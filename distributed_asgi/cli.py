@@ -1,0 +1,446 @@
+"""``distributed-asgi``: run the edge, a worker, or the whole system on one machine.
+
+Conventions are uvicorn's: apps are ``module:attribute`` import strings, ``--app-dir`` is put on
+``sys.path``, and bad configuration stops the command at start-up with ``Error: ...`` naming the
+bad value (exit code 2 for usage errors, 1 for the rest), before any server starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from .cli_options import (
+    ConfigError,
+    check_key,
+    check_redis_url,
+    check_routes,
+    literal_keys,
+    load_app,
+    load_routes_file,
+    parse_route,
+    redis_url_or_default,
+)
+
+__all__ = ["main"]
+
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug", "trace"]
+# uvicorn exits with 3 when its start-up fails; the worker uses the same code.
+STARTUP_FAILURE = 3
+
+_redis_option = click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    help="Redis URL (redis://, rediss://, unix://). Default: $REDIS_URL, else "
+    "redis://localhost:6379/0.",
+)
+_prefix_option = click.option(
+    "--prefix",
+    default="asgi",
+    show_default=True,
+    help="Key prefix of the channel layer; the edge and its workers must agree on it.",
+)
+_log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS),
+    default="info",
+    show_default=True,
+    help="Log level.",
+)
+_app_dir_option = click.option(
+    "--app-dir",
+    default=".",
+    show_default=True,
+    help="Look for APP in this directory, by adding it to the PYTHONPATH.",
+)
+_route_options = [
+    click.option(
+        "--route",
+        "route_values",
+        multiple=True,
+        metavar="REGEX=KEY",
+        help="A route: requests whose path matches REGEX (re.search) go to channel KEY, which "
+        r"may use the match's groups (\1, \g<name>). Repeatable; tried in order, before "
+        "--routes.",
+    ),
+    click.option(
+        "--routes",
+        "routes_file",
+        metavar="FILE",
+        help="A JSON or TOML file mapping REGEX to KEY, tried in file order.",
+    ),
+]
+
+
+def _fail(message: str) -> click.ClickException:
+    return click.ClickException(message)
+
+
+def gather_routes(route_values: Sequence[str], routes_file: str | None) -> list[tuple[str, str]]:
+    """The route table from ``--route`` options then ``--routes FILE``, checked."""
+    try:
+        routes = [parse_route(value) for value in route_values]
+        if routes_file:
+            routes += load_routes_file(routes_file)
+        check_routes(routes)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    return routes
+
+
+def _checked_redis_url(url: str | None) -> str:
+    try:
+        return check_redis_url(redis_url_or_default(url))
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _make_layer(redis_url: str, prefix: str) -> Any:
+    from .layers import RedisChannelLayer
+
+    try:
+        return RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _configure_logging(level: str) -> None:
+    numeric = 5 if level == "trace" else getattr(logging, level.upper())
+    logging.basicConfig(level=numeric, format="%(levelname)-8s %(name)s: %(message)s")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="distributed-asgi")
+def main() -> None:
+    """Serve ASGI apps from workers anywhere that share a Redis server.
+
+    An edge (an ASGI server running the distributor) takes HTTP and WebSocket connections and
+    hands each one, through Redis, to whichever worker listening on the route's key picks it up.
+    """
+
+
+@main.command()
+@_route_options[0]
+@_route_options[1]
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind to this address.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Bind to this port.")
+@_redis_option
+@_prefix_option
+@click.option(
+    "--pickup-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for a worker to take a connection before answering 503.",
+)
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    help="Event loop (uvicorn's option).",
+)
+@click.option(
+    "--http",
+    type=click.Choice(["auto", "h11", "httptools"]),
+    default="auto",
+    show_default=True,
+    help="HTTP implementation (uvicorn's option).",
+)
+@click.option("--root-path", default="", help="ASGI root_path, when mounted below a prefix.")
+@click.option(
+    "--access-log/--no-access-log", default=True, show_default=True, help="Log every request."
+)
+@_log_level_option
+def edge(
+    route_values: tuple[str, ...],
+    routes_file: str | None,
+    host: str,
+    port: int,
+    redis_url: str | None,
+    prefix: str,
+    pickup_timeout: float,
+    loop: str,
+    http: str,
+    root_path: str,
+    access_log: bool,
+    log_level: str,
+) -> None:
+    """Run the edge: uvicorn serving the distributor on HOST:PORT.
+
+    \b
+    Example:
+      distributed-asgi edge --route '/api/([a-z-]+)=api-\\1' --route '/=site'
+    """
+    routes = gather_routes(route_values, routes_file)
+    url = _checked_redis_url(redis_url)
+    layer = _make_layer(url, prefix)
+
+    import uvicorn
+
+    from .distributor import Distributor
+
+    distributor = Distributor(layer, routes, pickup_timeout=pickup_timeout)
+    config = uvicorn.Config(
+        distributor,
+        host=host,
+        port=port,
+        loop=loop,
+        http=http,
+        root_path=root_path,
+        access_log=access_log,
+        log_level=log_level,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+@main.command()
+@click.argument("app")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    required=True,
+    metavar="KEY",
+    help="Channel to take connections from (a route's key). Repeatable.",
+)
+@_redis_option
+@_prefix_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Most connections served at once; beyond it work stays in Redis for other workers.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM/SIGINT, seconds to let in-flight connections finish.",
+)
+@click.option(
+    "--interface",
+    type=click.Choice(["auto", "asgi3", "asgi2"]),
+    default="auto",
+    show_default=True,
+    help="Application interface; auto tells ASGI 2 classes from ASGI 3 callables.",
+)
+@click.option("--asgi2", is_flag=True, help="Same as --interface asgi2.")
+@click.option(
+    "--factory", is_flag=True, help="APP is a factory: call it with no arguments to get the app."
+)
+@click.option(
+    "--lifespan",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Run the app's lifespan startup/shutdown in this worker.",
+)
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    help="Event loop; auto uses uvloop when installed.",
+)
+@_app_dir_option
+@_log_level_option
+def worker(
+    app: str,
+    keys: tuple[str, ...],
+    redis_url: str | None,
+    prefix: str,
+    concurrency: int,
+    drain_timeout: float,
+    interface: str,
+    asgi2: bool,
+    factory: bool,
+    lifespan: str,
+    loop: str,
+    app_dir: str,
+    log_level: str,
+) -> None:
+    """Run a worker serving APP (module:attribute) for connections on each --key.
+
+    It needs no inbound port: it pulls connections from Redis. SIGTERM or Ctrl-C stops it taking
+    new ones and lets in-flight ones finish (up to --drain-timeout); a second one exits at once.
+    """
+    url = _checked_redis_url(redis_url)
+    layer = _make_layer(url, prefix)
+    _check_keys(keys)
+    try:
+        application = load_app(
+            app, app_dir=app_dir, factory=factory, interface="asgi2" if asgi2 else interface
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    _configure_logging(log_level)
+    _install_loop(loop)
+
+    from .node import Node
+
+    node = Node(
+        app=application,
+        keys=list(keys),
+        layer=layer,
+        max_applications=concurrency,
+        drain_timeout=drain_timeout,
+        lifespan=lifespan,
+    )
+    node.run()
+
+
+def _check_keys(keys: Sequence[str]) -> None:
+    try:
+        for key in keys:
+            check_key(key)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _install_loop(loop: str) -> None:
+    """Make asyncio.run() (which Node.run() uses) create a uvloop loop when asked or available."""
+    if loop == "asyncio":
+        return
+    import asyncio
+    import importlib
+
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        if loop == "uvloop":
+            raise _fail("--loop uvloop: uvloop is not installed") from None
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+@main.command()
+@click.argument("app")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes."
+)
+@_route_options[0]
+@_route_options[1]
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="KEY",
+    help="Keys the workers listen on. Default: every route's key (needed when a key uses "
+    "backreferences).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Edge address.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Edge port.")
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    help="Use this Redis server. Default: $REDIS_URL, else a private server started (and "
+    "stopped) by this command.",
+)
+@click.option(
+    "--prefix",
+    default=None,
+    help="Key prefix. Default: 'asgi' on a private server, a fresh 'up-...' one on a shared "
+    "server. This prefix's keys are deleted on exit.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Per worker: most connections served at once.",
+)
+@click.option(
+    "--pickup-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds the edge waits for a worker before answering 503.",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="On Ctrl-C, seconds to let in-flight connections finish.",
+)
+@click.option(
+    "--factory", is_flag=True, help="APP is a factory: call it with no arguments to get the app."
+)
+@_app_dir_option
+@_log_level_option
+def up(
+    app: str,
+    workers: int,
+    route_values: tuple[str, ...],
+    routes_file: str | None,
+    keys: tuple[str, ...],
+    host: str,
+    port: int,
+    redis_url: str | None,
+    prefix: str | None,
+    concurrency: int,
+    pickup_timeout: float,
+    drain_timeout: float,
+    factory: bool,
+    app_dir: str,
+    log_level: str,
+) -> None:
+    """Run the whole system on this machine: Redis, WORKERS workers serving APP, and the edge.
+
+    For development and demos. With no routes every path goes to one key, 'app'. Ctrl-C stops
+    everything (edge first, then workers after they drain, then the private Redis) and leaves
+    no process and no key behind.
+    """
+    from .supervisor import System, UpConfig
+
+    if not route_values and not routes_file:
+        route_values = ("/=app",)
+    routes = gather_routes(route_values, routes_file)
+    worker_keys = list(keys) or literal_keys(routes)
+    if not worker_keys:
+        raise _fail("every route's key uses a backreference: say which keys to serve with --key")
+    _check_keys(worker_keys)
+    url = _checked_redis_url(redis_url) if redis_url or _env_redis_url() else None
+    config = UpConfig(
+        app=app,
+        routes=routes,
+        keys=worker_keys,
+        workers=workers,
+        host=host,
+        port=port,
+        redis_url=url,
+        prefix=prefix,
+        concurrency=concurrency,
+        pickup_timeout=pickup_timeout,
+        drain_timeout=drain_timeout,
+        factory=factory,
+        app_dir=app_dir,
+        log_level=log_level,
+    )
+    system = System(config)
+    try:
+        sys.exit(system.serve())
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _env_redis_url() -> str | None:
+    import os
+
+    return os.environ.get("REDIS_URL") or None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

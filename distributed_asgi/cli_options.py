@@ -1,0 +1,201 @@
+"""Turn command-line values into checked configuration, with errors that name the bad value.
+
+Kept apart from ``cli.py`` (and free of click) so the supervisor, the demo and the benchmark use
+the same parsing, and so the rules are testable without running a command. Every function raises
+``ConfigError`` whose text is what the user sees after ``Error: ``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from asgiref.compatibility import guarantee_single_callable, is_double_callable
+
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "ConfigError",
+    "check_key",
+    "check_redis_url",
+    "check_routes",
+    "literal_keys",
+    "load_app",
+    "load_routes_file",
+    "parse_route",
+    "redis_url_or_default",
+]
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+# A key template expands to a channel name; a backreference makes it depend on the request.
+_BACKREFERENCE = re.compile(r"\\(\d+|g<[^>]*>)")
+_KEY = re.compile(r"^[a-zA-Z\d\-_.]+$")
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message names the bad value."""
+
+
+def parse_route(value: str) -> tuple[str, str]:
+    """``REGEX=KEY`` -> ``(regex, key template)``.
+
+    Split at the last ``=``: a regex may contain ``=`` (``(?=...)``, ``?a=b``) but a key template
+    cannot, since channel names are letters, digits, ``-_.`` and backreferences.
+    """
+    regex, sep, key = value.rpartition("=")
+    if not sep or not regex or not key:
+        raise ConfigError(f"invalid route {value!r}: expected REGEX=KEY, e.g. '/api/(.*)=api'")
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise ConfigError(f"invalid route {regex!r}: {exc}") from None
+    return regex, key
+
+
+def load_routes_file(path: str) -> list[tuple[str, str]]:
+    """Routes from a JSON or TOML file holding a mapping ``{regex: key}``, in file order.
+
+    The mapping may be the whole document or its ``routes`` table.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read routes file {path!r}: {exc.strerror}") from None
+    data: Any
+    try:
+        data = _parse_toml(text) if file.suffix.lower() == ".toml" else json.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError both are
+        raise ConfigError(f"invalid routes file {path!r}: {exc}") from None
+    if isinstance(data, Mapping) and isinstance(data.get("routes"), Mapping):
+        data = data["routes"]
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError(
+            f"invalid routes file {path!r}: expected a non-empty mapping of regex to key"
+        )
+    routes = []
+    for regex, key in data.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"invalid route {regex!r} in {path!r}: key must be a string")
+        routes.append(parse_route(f"{regex}={key}"))
+    return routes
+
+
+def _parse_toml(text: str) -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ImportError:
+            raise ConfigError("TOML routes files need Python 3.11 or 'tomli'") from None
+    return tomllib.loads(text)
+
+
+def check_routes(routes: Sequence[tuple[str, str]]) -> None:
+    """Let the route table itself reject anything else (unknown groups, bad channel names)."""
+    from .routing import RouteTable
+
+    if not routes:
+        raise ConfigError("no routes: give at least one --route REGEX=KEY or --routes FILE")
+    try:
+        RouteTable(list(routes))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def literal_keys(routes: Iterable[tuple[str, str]]) -> list[str]:
+    """The keys of routes whose template has no backreference, in order, without repeats."""
+    keys: list[str] = []
+    for _, key in routes:
+        if not _BACKREFERENCE.search(key) and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def check_key(key: str) -> str:
+    """A key workers listen on: a normal channel name (no ``!``), as routes produce."""
+    if not _KEY.match(key) or len(key) >= 100:
+        raise ConfigError(
+            f"invalid key {key!r}: use ASCII letters, digits, '-', '_' or '.', "
+            "fewer than 100 characters"
+        )
+    return key
+
+
+def redis_url_or_default(url: str | None) -> str:
+    return url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def check_redis_url(url: str) -> str:
+    """Reject what the layer or redis-py would only reject at the first connection."""
+    from .layers.hosts import mask_secret, parse_hosts
+
+    try:
+        parse_hosts([url])
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
+        if parts.scheme in ("redis", "rediss") and not parts.hostname:
+            raise ValueError("no host name")
+        db = parts.path.lstrip("/")
+        if parts.scheme != "unix" and db and not db.isdigit():
+            raise ValueError(f"database must be a number, got {db!r}")
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URL {mask_secret(url)!r}: {exc}") from None
+    return url
+
+
+def load_app(
+    import_string: str, *, app_dir: str = ".", factory: bool = False, interface: str = "auto"
+) -> Callable[..., Any]:
+    """Import ``module:attribute`` as uvicorn does, and return an ASGI 3 callable.
+
+    ``interface`` is ``auto`` (asgiref's detection), ``asgi3`` or ``asgi2`` (``app(scope)``
+    returns an instance awaited with ``(receive, send)``).
+    """
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
+    if app_dir:
+        sys.path.insert(0, os.path.abspath(app_dir))
+    try:
+        app = import_from_string(import_string)
+    except ImportFromStringError as exc:
+        raise ConfigError(str(exc)) from None
+    if factory:
+        try:
+            app = app()
+        except TypeError as exc:
+            raise ConfigError(f"Error loading ASGI app factory: {exc}") from None
+    if not callable(app):
+        raise ConfigError(f"ASGI app {import_string!r} is not callable: {app!r}")
+    # asgiref's helpers are untyped; they are the detection users know from Daphne and Channels.
+    double = is_double_callable(app)  # type: ignore[no-untyped-call]
+    if interface == "asgi2" or (interface == "auto" and double):
+        single: Callable[..., Any] = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
+        if single is app:  # asgiref saw an ASGI 3 app, but the user said asgi2
+            single = _double_to_single(app)
+        return single
+    return app  # type: ignore[no-any-return]
+
+
+def _double_to_single(app: Callable[..., Any]) -> Callable[..., Any]:
+    async def application(scope: Any, receive: Any, send: Any) -> Any:
+        return await app(scope)(receive, send)
+
+    return application
+
+
+def import_module_quietly(name: str) -> bool:
+    """True when ``name`` is importable (for optional extras such as uvloop)."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,361 @@
+"""``distributed-asgi up``: Redis, workers and an edge on one machine, started and stopped as one.
+
+Rules of this module:
+
+- Every child runs in its own session, so a Ctrl-C at the terminal reaches only this process;
+  it then stops the children in an order that loses no request: the edge first (no new
+  connections; in-flight ones still have their workers), then the workers (each drains), then
+  the private Redis server. A second Ctrl-C forwards a second signal, which makes every child
+  exit at once.
+- On Linux each child also gets ``PR_SET_PDEATHSIG``: if this process is killed outright, the
+  kernel sends the children SIGTERM, so nothing outlives it.
+- Children are the ordinary commands (``python -m distributed_asgi worker|edge``), so what runs
+  here is exactly what runs in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from .cli_options import ConfigError
+from .redis_process import RedisProcess
+
+__all__ = ["System", "UpConfig"]
+
+# Time allowed, on top of the drain timeout, for a process to exit after SIGTERM.
+EXIT_GRACE = 5.0
+
+
+@dataclass
+class UpConfig:
+    app: str
+    routes: Sequence[tuple[str, str]] = (("/", "app"),)
+    keys: Sequence[str] = ("app",)
+    workers: int = 1
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str | None = None  # None: start a private server
+    prefix: str | None = None
+    concurrency: int = 1000
+    pickup_timeout: float = 5.0
+    drain_timeout: float = 10.0
+    factory: bool = False
+    app_dir: str = "."
+    log_level: str = "info"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
+    os.setsid()
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def spawn(args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a child in its own session that dies with this process; output is shared."""
+    return subprocess.Popen(
+        list(args),
+        env=env,
+        # preexec_fn is not safe with threads running; this module starts children only from
+        # the main thread, before any thread of its own exists.
+        preexec_fn=_set_parent_death_signal if os.name == "posix" else None,
+    )
+
+
+class _PrivateRedis(RedisProcess):
+    """A RedisProcess whose server is out of the terminal's reach (see the module rules)."""
+
+    def start(self, timeout: float = 10.0) -> RedisProcess:
+        if self.running:
+            return self
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_set_parent_death_signal if os.name == "posix" else None,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ConfigError(f"redis server exited at start-up; log: {self.log_tail()}")
+            if self._answers_ping():
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise ConfigError(f"redis server did not answer on port {self.port} in {timeout}s")
+
+
+class System:
+    """One edge, ``workers`` workers and (without ``redis_url``) a private Redis server."""
+
+    def __init__(
+        self,
+        config: UpConfig,
+        *,
+        out: Callable[[str], None] = print,
+        python: str = sys.executable,
+    ) -> None:
+        self.config = config
+        self.out = out
+        self.python = python
+        self.redis: RedisProcess | None = None
+        self.redis_url = config.redis_url or ""
+        self.prefix = config.prefix or ("asgi" if config.redis_url is None else _fresh_prefix())
+        self.children: list[Child] = []
+        self.failure: str | None = None
+        self._stop_requested = threading.Event()
+        self._force = False
+
+    # -- what runs where --------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.config.port}"
+
+    def worker_command(self) -> list[str]:
+        cfg = self.config
+        args = [self.python, "-m", "distributed_asgi", "worker", cfg.app]
+        for key in cfg.keys:
+            args += ["--key", key]
+        args += ["--redis", self.redis_url, "--prefix", self.prefix]
+        args += ["--concurrency", str(cfg.concurrency), "--drain-timeout", str(cfg.drain_timeout)]
+        args += ["--app-dir", os.path.abspath(cfg.app_dir), "--log-level", cfg.log_level]
+        return [*args, "--factory"] if cfg.factory else args
+
+    def edge_command(self) -> list[str]:
+        cfg = self.config
+        args = [self.python, "-m", "distributed_asgi", "edge"]
+        for regex, key in cfg.routes:
+            args += ["--route", f"{regex}={key}"]
+        args += ["--host", cfg.host, "--port", str(cfg.port)]
+        args += ["--redis", self.redis_url, "--prefix", self.prefix]
+        args += ["--pickup-timeout", str(cfg.pickup_timeout), "--log-level", cfg.log_level]
+        return args
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def serve(self, on_ready: Callable[[System], None] | None = None) -> int:
+        """Start, print the summary, run until Ctrl-C/SIGTERM or a child dies, stop; exit code.
+
+        ``on_ready(system)`` runs once everything is up (the demo's self-check); an exception
+        from it counts as a failure and stops the system.
+        """
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in _STOP_SIGNALS}
+        try:
+            try:
+                self.start()
+            except ConfigError as exc:
+                self.failure = str(exc)
+            else:
+                self.out(self.summary())
+                if on_ready is not None and not self._stop_requested.is_set():
+                    try:
+                        on_ready(self)
+                    except Exception as exc:
+                        self.failure = f"{type(exc).__name__}: {exc}"
+                if self.failure is None:
+                    self.wait()
+        finally:
+            code = self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self.failure:
+            self.out(f"Error: {self.failure}")
+        return code
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start everything; return once the edge accepts connections. ConfigError on failure."""
+        if self.config.redis_url is None:
+            self.redis = _PrivateRedis().start()
+            self.redis_url = self.redis.url
+        else:
+            _require_reachable(self.redis_url)
+        env = {**os.environ, **self.config.extra_env}
+        for number in range(1, self.config.workers + 1):
+            self._spawn(f"worker {number}", self.worker_command(), env)
+        self._spawn("edge", self.edge_command(), env)
+        self._wait_for_edge(timeout)
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self.children.append(Child(name, spawn(args, env)))
+
+    def _wait_for_edge(self, timeout: float) -> None:
+        host = self.url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_children()
+            if self.failure:
+                raise ConfigError(self.failure)
+            if self._stop_requested.is_set():
+                return
+            try:
+                with socket.create_connection((host, self.config.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise ConfigError(f"the edge did not accept connections on {self.url} in {timeout:.0f}s")
+
+    def wait(self) -> None:
+        """Block until a stop signal or until a child exits by itself."""
+        while not self._stop_requested.wait(0.2):
+            self._check_children()
+            if self.failure:
+                return
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None and self.failure is None:
+                self.failure = (
+                    f"{child.name} (pid {child.pid}) exited with code {code}; its output is above"
+                )
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stop_requested.is_set():
+            self._force = True
+            for child in self.children:
+                _signal(child, signal.SIGTERM)  # a second signal: children exit at once
+        self._stop_requested.set()
+
+    def stop(self) -> int:
+        """Stop edge, then workers, then Redis. 0 when all exited cleanly and nothing failed."""
+        clean = self.failure is None
+        edges = [c for c in self.children if c.name == "edge"]
+        workers = [c for c in self.children if c.name != "edge"]
+        for group in (edges, workers):
+            clean &= self._terminate(group, self.config.drain_timeout + EXIT_GRACE)
+        self.children.clear()
+        if self.redis is not None:
+            self.redis.close()
+            self.redis = None
+        elif self.redis_url:
+            try:
+                _flush_prefix(self.redis_url, self.prefix)
+            except Exception as exc:  # the server may be gone; nothing else to clean then
+                self.out(f"could not delete keys under '{self.prefix}:': {exc}")
+                clean = False
+        return 0 if clean else 1
+
+    def _terminate(self, children: list[Child], timeout: float) -> bool:
+        for child in children:
+            _signal(child, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        clean = True
+        for child in children:
+            while child.process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                if self._force:
+                    deadline = min(deadline, time.monotonic() + 2.0)
+            if child.process.poll() is None:
+                child.process.kill()
+                clean = False
+            child.process.wait()
+            # A child we signalled exits 0; a negative code means a signal killed it.
+            clean &= child.process.returncode == 0
+        return clean
+
+    def summary(self) -> str:
+        cfg = self.config
+        workers = [c for c in self.children if c.name != "edge"]
+        edge = next(c for c in self.children if c.name == "edge")
+        if self.redis is not None:
+            redis = f"{self.redis_url}  (private server, pid {self.redis.process.pid})"  # type: ignore[union-attr]
+        else:
+            redis = f"{_masked(self.redis_url)}  (keys under '{self.prefix}:' deleted on exit)"
+        routes = ", ".join(f"{regex} -> {key}" for regex, key in cfg.routes)
+        pids = ", ".join(str(c.pid) for c in workers)
+        extra = (
+            f"distributed-asgi worker {cfg.app} "
+            + " ".join(f"--key {k}" for k in cfg.keys)
+            + f" --redis {_masked(self.redis_url)} --prefix {self.prefix}"
+        )
+        return "\n".join(
+            [
+                "distributed-asgi up",
+                f"  redis    {redis}",
+                f"  workers  {len(workers)} x {cfg.app}, keys {', '.join(cfg.keys)}  (pids {pids})",
+                f"  edge     {self.url}  (pid {edge.pid})",
+                f"  routes   {routes}",
+                f"  another worker:  {extra}",
+                f"Open {self.url} -- Ctrl-C stops everything.",
+            ]
+        )
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _signal(child: Child, signum: int) -> None:
+    if child.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):  # exited between poll() and now
+            child.process.send_signal(signum)
+
+
+def _fresh_prefix() -> str:
+    return "up-" + secrets.token_hex(4)
+
+
+def _masked(url: str) -> str:
+    from .layers.hosts import mask_secret
+
+    return mask_secret(url)
+
+
+def _require_reachable(url: str) -> None:
+    import redis
+
+    client: Any = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ConfigError(f"cannot reach Redis at {_masked(url)}: {exc}") from None
+    finally:
+        client.close()
+
+
+def _flush_prefix(url: str, prefix: str) -> None:
+    from .layers import RedisChannelLayer
+
+    async def flush() -> None:
+        layer = RedisChannelLayer(hosts=[url], prefix=prefix)
+        try:
+            await layer.flush()
+        finally:
+            await layer.close()
+
+    asyncio.run(flush())

@@ -1,0 +1,1 @@
+"""Example applications served through the gateway (see README.md here)."""
