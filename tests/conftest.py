@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from distributed_asgi.redis_process import RedisProcess
+from distributed_asgi.redis_process import RedisProcess, ServerBinaryNotFound, find_server_binary
 
 
 class _ExternalServer:
@@ -29,6 +29,18 @@ def redis_server() -> Iterator[RedisProcess | _ExternalServer]:
         yield _ExternalServer(os.environ["REDIS_URL"])
         return
     server = RedisProcess().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[RedisProcess]:
+    """A valkey-server (the ``embedded`` extra's binary), for running suites on Valkey too."""
+    try:
+        binary = find_server_binary("valkey")
+    except ServerBinaryNotFound:
+        pytest.skip("no valkey-server on this machine")
+    server = RedisProcess(binary=binary).start()
     yield server
     server.close()
 

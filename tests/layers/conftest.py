@@ -10,17 +10,25 @@ from distributed_asgi.layers import InMemoryChannelLayer, RedisChannelLayer
 LayerFactory = Callable[..., Any]
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "valkey", "memory"])
 async def make_layer(
     request: pytest.FixtureRequest, redis_url: str, prefix: str
 ) -> AsyncIterator[LayerFactory]:
-    """Build layers of the parametrised kind; layers made by one test share Redis keys."""
+    """Build layers of the parametrised kind; layers made by one test share Redis keys.
+
+    "redis" is the session's redis-server (or REDIS_URL), "valkey" the embedded valkey-server.
+    """
     made: list[Any] = []
     memory: list[InMemoryChannelLayer] = []
 
     def factory(**options: Any) -> Any:
-        if request.param == "redis":
-            layer: Any = RedisChannelLayer(hosts=[redis_url], prefix=prefix, **options)
+        if request.param in ("redis", "valkey"):
+            url = (
+                redis_url
+                if request.param == "redis"
+                else request.getfixturevalue("valkey_server").url
+            )
+            layer: Any = RedisChannelLayer(hosts=[url], prefix=prefix, **options)
         else:
             # One in-memory layer is one process: several "instances" share it.
             if not memory:
