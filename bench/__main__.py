@@ -1,0 +1,58 @@
+"""``python -m bench [SECTION] [--quick] [--no-write] [--loop asyncio|uvloop] [--strict]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from . import layer
+from .cases import Sizes
+
+# Section name -> runner(sizes, loop=..., write=...) returning True when every target passes.
+SECTIONS: dict[str, tuple[Callable[..., bool], Sizes, Sizes]] = {
+    "layer": (layer.main, layer.FULL, layer.QUICK),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmarks of distributed_asgi, side by side with what it replaces.",
+    )
+    parser.add_argument(
+        "section",
+        nargs="?",
+        default="all",
+        choices=["all", *SECTIONS],
+        help="which section to run (default: all)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer messages and one run: a smoke run (implies --no-write)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="event loop of the measuring processes (default: asyncio)",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+
+    names = list(SECTIONS) if args.section == "all" else [args.section]
+    passed = True
+    for name in names:
+        runner, full, quick = SECTIONS[name]
+        passed &= runner(
+            quick if args.quick else full,
+            loop=args.loop,
+            write=not (args.no_write or args.quick),
+        )
+    return 1 if args.strict and not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
