@@ -1,0 +1,21 @@
+"""Serve ASGI applications from workers anywhere that share only a Redis server.
+
+- ``create_path_distributor`` / ``Distributor``: the edge, an ASGI 3 app for any ASGI server.
+- ``Node``: a worker that takes connections from route channels and runs your application.
+- ``RouteTable``: the ordered path-regex -> channel-name table the edge routes with.
+"""
+
+from .distributor import Distributor, RemoteApplicationError, create_path_distributor
+from .node import Node
+from .protocol import FrameError
+from .routing import RouteTable
+
+__all__ = [
+    "Distributor",
+    "FrameError",
+    "Node",
+    "RemoteApplicationError",
+    "RouteTable",
+    "create_path_distributor",
+]
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,293 @@
+"""Wire frames between the edge and the Nodes. Pure: no I/O, no clocks, no randomness.
+
+Rules of this file:
+
+- A frame is a dict the channel layer carries as msgpack: only dict, list, str, bytes, int,
+  float, bool and None inside. Every frame has ``"v": 1`` (the version) and ``"t"`` (its kind).
+- ``encode_*`` functions build frames; ``decode_frame`` is the one way back and validates
+  everything the I/O layer relies on. Anything malformed raises ``FrameError`` with a message
+  saying what was wrong; callers log it and drop the frame, never crash on it.
+- Scopes cross the wire through ``scope_to_wire`` / ``scope_from_wire``: tuples become lists on
+  the way out and tuples again on the way in, so an application sees what uvicorn would give it.
+
+docs/PROTOCOL.md describes the frames and the conversation they make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "FRAME_VERSION",
+    "SUPPORTED_EXTENSIONS",
+    "Accept",
+    "Asgi",
+    "Connect",
+    "End",
+    "Frame",
+    "FrameError",
+    "Heartbeat",
+    "decode_frame",
+    "encode_accept",
+    "encode_asgi",
+    "encode_connect",
+    "encode_end",
+    "encode_heartbeat",
+    "scope_from_wire",
+    "scope_to_wire",
+]
+
+FRAME_VERSION = 1
+
+# Scope extensions every hop can honour. Others (trailers, server push, zero-copy or path
+# sends, early hints) need the edge server to act on something only the Node has, so they are
+# not advertised to the application even when the edge server offers them.
+SUPPORTED_EXTENSIONS = frozenset({"websocket.http.response", "tls"})
+
+# Scope keys that cannot cross: the edge's lifespan state is not the Node's, and extensions are
+# re-advertised from SUPPORTED_EXTENSIONS.
+_LOCAL_SCOPE_KEYS = frozenset({"state", "extensions", "app"})
+_SCOPE_TYPES = frozenset({"http", "websocket"})
+
+Message = dict[str, Any]
+
+
+class FrameError(ValueError):
+    """A frame that is not version 1 of this protocol, or is malformed."""
+
+
+@dataclass(frozen=True)
+class Connect:
+    """edge -> route channel: a new connection for whichever Node takes it."""
+
+    conn_id: str
+    scope: dict[str, Any]
+    reply_channel: str
+    deadline: float
+    heartbeat: float
+    messages: list[Message] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Node -> reply channel: this Node runs the connection; talk to ``channel`` from now on."""
+
+    conn_id: str
+    channel: str
+    heartbeat: float
+
+
+@dataclass(frozen=True)
+class Asgi:
+    """Either way: ASGI messages of the connection, in order."""
+
+    conn_id: str
+    messages: list[Message]
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Either way: the sender is alive and still has the connection."""
+
+    conn_id: str
+
+
+@dataclass(frozen=True)
+class End:
+    """Node -> reply channel: the application instance finished before the connection did.
+
+    ``error`` is ``"ExceptionType: text"`` when the application raised, else None.
+    """
+
+    conn_id: str
+    error: str | None = None
+
+
+Frame = Connect | Accept | Asgi | Heartbeat | End
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+
+def encode_connect(
+    conn_id: str,
+    scope: Mapping[str, Any],
+    reply_channel: str,
+    deadline: float,
+    heartbeat: float,
+    messages: Sequence[Message] = (),
+) -> Message:
+    return {
+        "v": FRAME_VERSION,
+        "t": "connect",
+        "id": conn_id,
+        "scope": scope_to_wire(scope),
+        "reply": reply_channel,
+        "deadline": deadline,
+        "hb": heartbeat,
+        "m": list(messages),
+    }
+
+
+def encode_accept(conn_id: str, channel: str, heartbeat: float) -> Message:
+    return {"v": FRAME_VERSION, "t": "accept", "id": conn_id, "channel": channel, "hb": heartbeat}
+
+
+def encode_asgi(conn_id: str, messages: Sequence[Message]) -> Message:
+    return {"v": FRAME_VERSION, "t": "asgi", "id": conn_id, "m": list(messages)}
+
+
+def encode_heartbeat(conn_id: str) -> Message:
+    return {"v": FRAME_VERSION, "t": "heartbeat", "id": conn_id}
+
+
+def encode_end(conn_id: str, error: str | None = None) -> Message:
+    return {"v": FRAME_VERSION, "t": "end", "id": conn_id, "error": error}
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+
+def decode_frame(message: object) -> Frame:
+    """The frame in ``message``; ``FrameError`` if it is not a valid version 1 frame."""
+    if not isinstance(message, dict):
+        raise FrameError(f"frame must be a dict, got {type(message).__name__}")
+    version = message.get("v")
+    if version != FRAME_VERSION:
+        raise FrameError(f"unsupported frame version {version!r} (this side speaks 1)")
+    kind = message.get("t")
+    conn_id = _str(message, "id")
+    if kind == "asgi":
+        return Asgi(conn_id, _messages(message.get("m")))
+    if kind == "heartbeat":
+        return Heartbeat(conn_id)
+    if kind == "accept":
+        return Accept(conn_id, _str(message, "channel"), _seconds(message, "hb"))
+    if kind == "end":
+        error = message.get("error")
+        if error is not None and not isinstance(error, str):
+            raise FrameError(f"end frame 'error' must be a str or None, got {error!r}")
+        return End(conn_id, error)
+    if kind == "connect":
+        deadline = message.get("deadline")
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+            raise FrameError(f"connect frame 'deadline' must be a number, got {deadline!r}")
+        return Connect(
+            conn_id,
+            scope_from_wire(message.get("scope")),
+            _str(message, "reply"),
+            float(deadline),
+            _seconds(message, "hb"),
+            _messages(message.get("m", [])),
+        )
+    raise FrameError(f"unknown frame kind {kind!r}")
+
+
+def _str(message: Mapping[str, Any], key: str) -> str:
+    value = message.get(key)
+    if not isinstance(value, str) or not value:
+        raise FrameError(f"frame field {key!r} must be a non-empty str, got {value!r}")
+    return value
+
+
+def _seconds(message: Mapping[str, Any], key: str) -> float:
+    value = message.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise FrameError(f"frame field {key!r} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def _messages(value: object) -> list[Message]:
+    if not isinstance(value, list):
+        raise FrameError(f"frame field 'm' must be a list of ASGI messages, got {value!r}")
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise FrameError(f"not an ASGI message (a dict with a str 'type'): {item!r}")
+    return value
+
+
+# -- scopes --------------------------------------------------------------------------------------
+
+
+def scope_to_wire(scope: Mapping[str, Any]) -> dict[str, Any]:
+    """A msgpack-safe copy of an http or websocket scope, for the Node to rebuild."""
+    wire = {key: value for key, value in scope.items() if key not in _LOCAL_SCOPE_KEYS}
+    wire["headers"] = [[name, value] for name, value in scope.get("headers", ())]
+    for key in ("client", "server"):
+        address = scope.get(key)
+        wire[key] = None if address is None else list(address)
+    if "subprotocols" in scope:
+        wire["subprotocols"] = list(scope["subprotocols"])
+    offered = scope.get("extensions") or {}
+    kept = {name: offered[name] for name in SUPPORTED_EXTENSIONS if name in offered}
+    if kept:
+        wire["extensions"] = kept
+    return wire
+
+
+def scope_from_wire(wire: object) -> dict[str, Any]:
+    """The scope an application sees, validated; ``FrameError`` if it is malformed."""
+    if not isinstance(wire, dict):
+        raise FrameError(f"scope must be a dict, got {type(wire).__name__}")
+    kind = wire.get("type")
+    if kind not in _SCOPE_TYPES:
+        raise FrameError(f"scope type must be 'http' or 'websocket', got {kind!r}")
+    scope = dict(wire)
+    for key, expected in _SCOPE_FIELDS:
+        if key in scope and not isinstance(scope[key], expected):
+            raise FrameError(f"scope[{key!r}] must be {_type_names(expected)}, got {scope[key]!r}")
+    if not isinstance(scope.get("path"), str):
+        raise FrameError(f"scope['path'] must be a str, got {scope.get('path')!r}")
+    headers = scope.get("headers", [])
+    if not isinstance(headers, list):
+        raise FrameError("scope['headers'] must be a list of [name, value] pairs")
+    pairs: list[tuple[bytes, bytes]] = []
+    for header in headers:
+        if (
+            not isinstance(header, list)
+            or len(header) != 2
+            or not isinstance(header[0], bytes)
+            or not isinstance(header[1], bytes)
+        ):
+            raise FrameError(f"scope header must be a [bytes, bytes] pair, got {header!r}")
+        pairs.append((header[0], header[1]))
+    scope["headers"] = pairs
+    for key in ("client", "server"):
+        scope[key] = _address(scope.get(key), key)
+    if kind == "websocket":
+        subprotocols = scope.get("subprotocols", [])
+        if not isinstance(subprotocols, list) or not all(isinstance(s, str) for s in subprotocols):
+            raise FrameError(f"scope['subprotocols'] must be a list of str, got {subprotocols!r}")
+    return scope
+
+
+_SCOPE_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("asgi", dict),
+    ("http_version", str),
+    ("method", str),
+    ("scheme", str),
+    ("root_path", str),
+    ("raw_path", (bytes, type(None))),
+    ("query_string", bytes),
+    ("extensions", dict),
+)
+
+
+def _type_names(expected: type | tuple[type, ...]) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join(t.__name__ for t in types)
+
+
+def _address(value: object, key: str) -> tuple[str, int | None] | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and (value[1] is None or isinstance(value[1], int))
+    ):
+        return (value[0], value[1])
+    raise FrameError(f"scope[{key!r}] must be a [host, port] pair or None, got {value!r}")

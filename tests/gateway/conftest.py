@@ -1,0 +1,150 @@
+"""Real gateways for the tests: a uvicorn edge process and Node processes on the session Redis.
+
+``gateway`` (per test) and ``shared_gateway`` (per module, for the fidelity tests that need
+nothing special) give a ``Gateway``: ``start_edge()``, ``start_node()``, ``url()``, and
+``stop()`` which kills whatever is still running, so no test leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distributed_asgi.redis_process import free_port
+
+RUNNER = Path(__file__).with_name("runner.py")
+FIDELITY_APP = "tests.gateway.apps.fidelity:app"
+DEFAULT_ROUTES = [["^/", "fidelity"]]
+
+
+class Gateway:
+    def __init__(self, redis_url: str, prefix: str, workdir: Path) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.workdir = workdir
+        self.port = 0
+        self.processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def _spawn(self, kind: str, config: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+        log = self.workdir / f"{kind}-{len(self.processes)}.log"
+        handle = open(log, "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [sys.executable, str(RUNNER), kind, json.dumps(config)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MARKER_DIR": str(self.workdir), **(env or {})},
+        )
+        handle.close()
+        self.processes.append((process, log))
+        return process, log
+
+    def start_edge(
+        self, routes: list[list[str]] | None = None, **options: Any
+    ) -> subprocess.Popen[bytes]:
+        self.port = free_port()
+        config = {
+            "url": self.redis_url,
+            "prefix": self.prefix,
+            "port": self.port,
+            "routes": routes or DEFAULT_ROUTES,
+            "options": options,
+        }
+        process, log = self._spawn("edge", config)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"edge exited: {log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return process  # type: ignore[no-any-return]
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"edge did not listen in time: {log.read_text()}")
+
+    def start_node(
+        self,
+        app: str = FIDELITY_APP,
+        keys: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        **options: Any,
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        config = {
+            "url": self.redis_url,
+            "prefix": self.prefix,
+            "app": app,
+            "keys": keys or ["fidelity"],
+            "options": options,
+        }
+        process, log = self._spawn("node", config, env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if "Node listening" in log.read_text(errors="replace"):
+                return process, log
+            if process.poll() is not None:
+                raise RuntimeError(f"node exited: {log.read_text()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"node did not start in time: {log.read_text()}")
+
+    def url(self, path: str = "/", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def marker(self, name: str) -> Path:
+        return self.workdir / name
+
+    def wait_marker(self, name: str, timeout: float = 10.0) -> str:
+        path = self.marker(name)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists():
+                return path.read_text()
+            time.sleep(0.02)
+        raise AssertionError(f"marker {name} did not appear in {timeout}s; logs:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')}" for _, log in self.processes
+        )
+
+    def stop(self) -> None:
+        for process, _ in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for process, _ in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def gateway(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(redis_url, prefix, tmp_path)
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_gateway(redis_server: Any) -> Iterator[Gateway]:
+    """One edge and one Node with the fidelity app, for tests that need nothing else."""
+    with tempfile.TemporaryDirectory(prefix="gateway-") as workdir:
+        gw = Gateway(redis_server.url, "t" + secrets.token_hex(4), Path(workdir))
+        try:
+            gw.start_edge()
+            gw.start_node()
+            yield gw
+        finally:
+            gw.stop()
