@@ -51,7 +51,10 @@ class Gateway:
         return process, log
 
     def start_edge(
-        self, routes: list[list[str]] | None = None, **options: Any
+        self,
+        routes: list[list[str]] | None = None,
+        uvicorn: dict[str, Any] | None = None,
+        **options: Any,
     ) -> subprocess.Popen[bytes]:
         self.port = free_port()
         config = {
@@ -60,6 +63,7 @@ class Gateway:
             "port": self.port,
             "routes": routes or DEFAULT_ROUTES,
             "options": options,
+            "uvicorn": uvicorn or {},
         }
         process, log = self._spawn("edge", config)
         deadline = time.monotonic() + 20

@@ -1,0 +1,153 @@
+"""Wire frames: round trips through msgpack, and validation of everything malformed."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from distributed_asgi.protocol import (
+    Accept,
+    Asgi,
+    Connect,
+    End,
+    FrameError,
+    Heartbeat,
+    decode_frame,
+    encode_accept,
+    encode_asgi,
+    encode_connect,
+    encode_end,
+    encode_heartbeat,
+    scope_to_wire,
+)
+
+SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0", "spec_version": "2.3"},
+    "http_version": "1.1",
+    "server": ("127.0.0.1", 8000),
+    "client": ("127.0.0.1", 51000),
+    "scheme": "http",
+    "method": "POST",
+    "root_path": "",
+    "path": "/caf\u00e9",
+    "raw_path": b"/caf%C3%A9",
+    "query_string": b"a=1&a=2",
+    "headers": [(b"host", b"x"), (b"set-cookie", b"1"), (b"set-cookie", b"2")],
+    "state": {"edge": object()},
+    "extensions": {"http.response.trailers": {}, "tls": {"tls_version": 772}},
+}
+
+
+def wire(frame: dict[str, Any]) -> dict[str, Any]:
+    """What the channel layer does to a message: msgpack both ways."""
+    result: dict[str, Any] = msgpack.unpackb(msgpack.packb(frame, use_bin_type=True), raw=False)
+    return result
+
+
+def test_connect_round_trip_restores_scope_types() -> None:
+    first = {"type": "http.request", "body": b"abc", "more_body": True}
+    frame = decode_frame(wire(encode_connect("c1", SCOPE, "edge.x!y", 123.5, 2.0, [first])))
+    assert isinstance(frame, Connect)
+    assert frame.reply_channel == "edge.x!y"
+    assert frame.deadline == 123.5
+    assert frame.messages == [first]
+    scope = frame.scope
+    assert scope["headers"] == SCOPE["headers"]
+    assert all(isinstance(h, tuple) for h in scope["headers"])
+    assert scope["client"] == ("127.0.0.1", 51000)
+    assert scope["raw_path"] == b"/caf%C3%A9"
+    assert "state" not in scope
+    # Only extensions every hop supports are advertised.
+    assert scope["extensions"] == {"tls": {"tls_version": 772}}
+
+
+def test_other_frames_round_trip() -> None:
+    assert decode_frame(wire(encode_accept("c", "node.a!b", 2))) == Accept("c", "node.a!b", 2.0)
+    message = {"type": "websocket.send", "bytes": b"\x00\xff"}
+    assert decode_frame(wire(encode_asgi("c", [message]))) == Asgi("c", [message])
+    assert decode_frame(wire(encode_heartbeat("c"))) == Heartbeat("c")
+    assert decode_frame(wire(encode_end("c", "ValueError: x"))) == End("c", "ValueError: x")
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ([], "must be a dict"),
+        ({"t": "asgi", "id": "c", "m": []}, "unsupported frame version None"),
+        ({"v": 2, "t": "asgi", "id": "c", "m": []}, "unsupported frame version 2"),
+        ({"v": 1, "t": "nope", "id": "c"}, "unknown frame kind 'nope'"),
+        ({"v": 1, "t": "asgi", "m": []}, "'id' must be a non-empty str"),
+        ({"v": 1, "t": "asgi", "id": "c", "m": [{"no": "type"}]}, "not an ASGI message"),
+        ({"v": 1, "t": "accept", "id": "c", "channel": "x", "hb": -1}, "'hb' must be a positive"),
+        ({"v": 1, "t": "end", "id": "c", "error": 3}, "'error' must be a str"),
+    ],
+)
+def test_malformed_frames_raise_frame_error(frame: object, message: str) -> None:
+    with pytest.raises(FrameError, match=message):
+        decode_frame(frame)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"type": "lifespan"}, "scope type"),
+        ({"path": b"/"}, "scope\\['path'\\] must be a str"),
+        ({"headers": [["a", "b"]]}, "header must be a \\[bytes, bytes\\] pair"),
+        ({"client": ["h"]}, "scope\\['client'\\]"),
+        ({"query_string": "a=1"}, "query_string"),
+    ],
+)
+def test_malformed_scopes_raise_frame_error(change: dict[str, Any], message: str) -> None:
+    frame = wire(encode_connect("c", SCOPE, "edge.x!y", 1.0, 2.0))
+    frame["scope"].update(change)
+    with pytest.raises(FrameError, match=message):
+        decode_frame(frame)
+
+
+def test_websocket_scope_keeps_subprotocols_and_denial_extension() -> None:
+    scope = {
+        **SCOPE,
+        "type": "websocket",
+        "subprotocols": ["a", "b"],
+        "extensions": {"websocket.http.response": {}},
+    }
+    decoded = decode_frame(wire(encode_connect("c", scope_to_wire(scope), "e!x", 1.0, 1.0)))
+    assert isinstance(decoded, Connect)
+    assert decoded.scope["subprotocols"] == ["a", "b"]
+    assert decoded.scope["extensions"] == {"websocket.http.response": {}}
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text() | st.binary(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    )
+)
+def test_decode_never_raises_anything_but_frame_error(value: object) -> None:
+    with contextlib.suppress(FrameError):
+        decode_frame(value)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["v", "t", "id", "m", "scope", "reply", "deadline", "hb", "channel", "error"]
+        ),
+        st.none()
+        | st.integers()
+        | st.text()
+        | st.binary()
+        | st.lists(st.integers())
+        | st.just(1)
+        | st.sampled_from(["connect", "accept", "asgi", "end"]),
+    )
+)
+def test_decode_of_near_frames_never_raises_anything_but_frame_error(value: dict[str, Any]) -> None:
+    with contextlib.suppress(FrameError):
+        decode_frame(value)
