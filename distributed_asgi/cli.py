@@ -8,8 +8,10 @@ bad value (exit code 2 for usage errors, 1 for the rest), before any server star
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import click
@@ -197,9 +199,18 @@ def edge(
         log_level=log_level,
     )
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to whatever
+    # handler was there before it; make that handler a clean exit, so a drained edge exits 0
+    # like a drained worker (and a supervisor can tell a clean stop from a crash).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_after_shutdown)
     server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 @main.command()

@@ -282,11 +282,13 @@ class System:
                 if self._force:
                     deadline = min(deadline, time.monotonic() + 2.0)
             if child.process.poll() is None:
+                self.out(f"{child.name} (pid {child.pid}) did not stop in {timeout:.0f}s: killed")
                 child.process.kill()
-                clean = False
-            child.process.wait()
+            code = child.process.wait()
             # A child we signalled exits 0; a negative code means a signal killed it.
-            clean &= child.process.returncode == 0
+            if code != 0:
+                self.out(f"{child.name} (pid {child.pid}) exited with code {code}")
+                clean = False
         return clean
 
     def summary(self) -> str:
@@ -303,6 +305,7 @@ class System:
             f"distributed-asgi worker {cfg.app} "
             + " ".join(f"--key {k}" for k in cfg.keys)
             + f" --redis {_masked(self.redis_url)} --prefix {self.prefix}"
+            + ("" if cfg.app_dir == "." else f" --app-dir {os.path.abspath(cfg.app_dir)}")
         )
         return "\n".join(
             [

@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>distributed-asgi</title></head>
 <body style="font-family: sans-serif; max-width: 40em; margin: 2em auto">
-<h1>Served by worker {pid}</h1>
+<h1>Served by worker $PID</h1>
 <p>Reload to see which worker takes the next request. Try
 <a href="/api/hello?name=you">/api/hello</a> and <a href="/api/stream">/api/stream</a>.</p>
 <p><input id="msg" value="hello">
@@ -46,7 +46,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
 
 
 async def homepage(request: Request) -> HTMLResponse:
-    return HTMLResponse(PAGE.format(pid=os.getpid()))
+    return HTMLResponse(PAGE.replace("$PID", str(os.getpid())))
 
 
 async def hello(request: Request) -> JSONResponse:

@@ -1,0 +1,83 @@
+"""Serve an example app through the gateway: a real uvicorn edge and a real worker process.
+
+Both are started the way users start them (``python -m distributed_asgi edge|worker``) on the
+session's Redis server, with the test's own key prefix so tests never see each other's work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from distributed_asgi.redis_process import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Gateway:
+    url: str
+    worker_pid: int
+
+
+def _wait_for_port(port: int, processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            assert process.poll() is None, f"{process.args} exited with {process.returncode}"
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} after {timeout}s")
+
+
+@contextlib.contextmanager
+def serve_through_gateway(app: str, redis_url: str, prefix: str) -> Iterator[Gateway]:
+    port = free_port()
+    cli = [sys.executable, "-m", "distributed_asgi"]
+    layer = ["--redis", redis_url, "--prefix", prefix, "--log-level", "warning"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    worker = subprocess.Popen(
+        [*cli, "worker", app, "--key", "site", "--app-dir", str(ROOT), *layer], env=env
+    )
+    edge = subprocess.Popen(
+        [*cli, "edge", "--route", "/=site", "--port", str(port), "--no-access-log", *layer],
+        env=env,
+    )
+    processes = [edge, worker]
+    try:
+        _wait_for_port(port, processes, timeout=30)
+        yield Gateway(url=f"http://127.0.0.1:{port}", worker_pid=worker.pid)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes = []
+        for process in processes:
+            try:
+                codes.append(process.wait(30))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes.append(process.wait())
+    assert codes == [0, 0], f"edge and worker exit codes after SIGTERM: {codes}"
+
+
+Start = Callable[[str], contextlib.AbstractContextManager[Gateway]]
+
+
+@pytest.fixture
+def gateway(redis_url: str, prefix: str) -> Start:
+    def start(app: str) -> contextlib.AbstractContextManager[Gateway]:
+        return serve_through_gateway(app, redis_url, prefix)
+
+    return start

@@ -1,0 +1,253 @@
+"""The command line: help, start-up errors that name the bad value, and a real ``up`` run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from click.testing import CliRunner
+
+from distributed_asgi.cli import gather_routes, main
+from distributed_asgi.redis_process import free_port
+
+
+@pytest.mark.parametrize("command", [[], ["edge"], ["worker"], ["up"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+
+
+def test_installed_entry_point_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "distributed_asgi", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0
+    assert "edge" in result.stdout and "worker" in result.stdout and "up" in result.stdout
+
+
+def _error(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.output.strip().splitlines()[-1]
+
+
+def test_invalid_route_regex_names_it() -> None:
+    assert _error(["edge", "--route", "bad(=X"]) == (
+        "Error: invalid route 'bad(': missing ), unterminated subpattern at position 3"
+    )
+
+
+def test_route_without_key() -> None:
+    assert _error(["edge", "--route", "/api"]) == (
+        "Error: invalid route '/api': expected REGEX=KEY, e.g. '/api/(.*)=api'"
+    )
+
+
+def test_route_template_with_unknown_group_names_the_route() -> None:
+    message = _error(["edge", "--route", r"/api/([a-z]+)=API-\2"])
+    assert message.startswith("Error: route '/api/([a-z]+)' -> 'API-\\\\2'")
+    assert "group 2" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://localhost:6379", "URL must start with redis://, rediss:// or unix://"),
+        ("redis://localhost:99999/0", "Port out of range"),
+        ("redis://localhost:6379/zero", "database must be a number, got 'zero'"),
+    ],
+)
+def test_bad_redis_url_names_it(url: str, reason: str) -> None:
+    for command in (["edge", "--route", "/=site"], ["worker", "json:dumps", "--key", "site"]):
+        message = _error([*command, "--redis", url])
+        assert message.startswith(f"Error: invalid Redis URL '{url}': ")
+        assert reason in message
+
+
+def test_redis_url_password_is_masked() -> None:
+    message = _error(["edge", "--route", "/=a", "--redis", "http://:secret@host"])
+    assert "secret" not in message and "***" in message
+
+
+def test_redis_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "mysql://db")
+    assert _error(["edge", "--route", "/=a"]).startswith("Error: invalid Redis URL 'mysql://db'")
+
+
+def test_worker_app_errors_are_uvicorns() -> None:
+    assert _error(["worker", "no_such_module:app", "--key", "a"]) == (
+        'Error: Could not import module "no_such_module".'
+    )
+    assert _error(["worker", "json", "--key", "a"]) == (
+        'Error: Import string "json" must be in format "<module>:<attribute>".'
+    )
+    assert _error(["worker", "json:nope", "--key", "a"]) == (
+        'Error: Attribute "nope" not found in module "json".'
+    )
+
+
+def test_worker_needs_a_valid_key() -> None:
+    assert "Missing option '--key'" in CliRunner().invoke(main, ["worker", "json:dumps"]).output
+    assert _error(["worker", "json:dumps", "--key", "a!b"]).startswith("Error: invalid key 'a!b': ")
+
+
+def test_up_needs_keys_when_every_route_is_dynamic() -> None:
+    assert _error(["up", "json:dumps", "--route", r"/(\w+)=k-\1"]) == (
+        "Error: every route's key uses a backreference: say which keys to serve with --key"
+    )
+
+
+def test_routes_file_keeps_order_and_comes_after_route_options(tmp_path: Path) -> None:
+    routes = {"/api/([a-z-]+)": r"API-\1", "/worker/([0-9]+)": r"worker-queue-\1", "/": "ALL"}
+    as_json = tmp_path / "routes.json"
+    as_json.write_text(json.dumps(routes))
+    as_toml = tmp_path / "routes.toml"
+    as_toml.write_text(
+        textwrap.dedent(
+            r"""
+            [routes]
+            "/api/([a-z-]+)" = 'API-\1'
+            "/worker/([0-9]+)" = 'worker-queue-\1'
+            "/" = "ALL"
+            """
+        )
+    )
+    expected = [("/first", "first"), *routes.items()]
+    assert gather_routes(["/first=first"], str(as_json)) == expected
+    assert gather_routes(["/first=first"], str(as_toml)) == expected
+
+
+def test_bad_routes_file(tmp_path: Path) -> None:
+    broken = tmp_path / "routes.json"
+    broken.write_text("{not json")
+    assert _error(["edge", "--routes", str(broken)]).startswith(
+        f"Error: invalid routes file '{broken}': "
+    )
+    assert _error(["edge", "--routes", str(tmp_path / "missing.json")]) == (
+        f"Error: cannot read routes file '{tmp_path / 'missing.json'}': No such file or directory"
+    )
+    listed = tmp_path / "list.json"
+    listed.write_text('[["/", "a"]]')
+    assert _error(["edge", "--routes", str(listed)]) == (
+        f"Error: invalid routes file '{listed}': expected a non-empty mapping of regex to key"
+    )
+
+
+def test_edge_needs_a_route() -> None:
+    assert _error(["edge"]) == (
+        "Error: no routes: give at least one --route REGEX=KEY or --routes FILE"
+    )
+
+
+# -- a real `up` --------------------------------------------------------------------------
+
+TINY_APP = """
+import os
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = f"hello from {os.getpid()} at {scope['path']}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def _children(pid: int) -> set[int]:
+    """Direct children of ``pid``, from /proc (the supervisor's redis, workers and edge)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_for_output(path: Path, text: str, process: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        output = path.read_text()
+        if text in output:
+            return output
+        assert process.poll() is None, f"up exited with {process.returncode}:\n{output}"
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} never printed:\n{path.read_text()}")
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads child processes from /proc")
+def test_up_serves_then_stops_everything_on_sigint(
+    tmp_path: Path, redis_url: str, prefix: str
+) -> None:
+    (tmp_path / "tiny_up_app.py").write_text(TINY_APP)
+    port = free_port()
+    log = tmp_path / "up.log"
+    args = ["up", "tiny_up_app:app", "--workers", "2", "--port", str(port)]
+    args += ["--app-dir", str(tmp_path), "--redis", redis_url, "--prefix", prefix]
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "distributed_asgi", *args, "--log-level", "warning"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        output = _wait_for_output(log, "Ctrl-C stops everything", up)
+        assert f"edge     http://127.0.0.1:{port}" in output
+        assert "workers  2 x tiny_up_app:app, keys app" in output
+
+        children = _children(up.pid)
+        assert len(children) == 3  # two workers and the edge; Redis is the session's
+
+        response = httpx.get(f"http://127.0.0.1:{port}/some/path", timeout=20)
+        assert response.status_code == 200
+        served_by = int(response.text.split()[2])
+        assert served_by in children
+        assert response.text.endswith(" at /some/path")
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, log.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert not [pid for pid in children if _alive(pid)]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.keys(f"{prefix}:*") == []
+    finally:
+        client.close()
