@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
-from . import layer
-from .cases import Sizes
+from . import http, layer
 
-# Section name -> runner(sizes, loop=..., write=...) returning True when every target passes.
-SECTIONS: dict[str, tuple[Callable[..., bool], Sizes, Sizes]] = {
+# Section name -> runner(sizes, loop=..., write=...) returning True when every target passes;
+# each section has its own kind of sizes (full, quick).
+SECTIONS: dict[str, tuple[Callable[..., bool], Any, Any]] = {
     "layer": (layer.main, layer.FULL, layer.QUICK),
+    "http": (http.main, http.FULL, http.QUICK),
 }
 
 
