@@ -281,7 +281,7 @@ class EdgeConnection:
         self.node_channel = accept.channel
         self.distributor.register(self)
         self._stop = asyncio.get_running_loop().create_future()
-        pump = asyncio.ensure_future(self._client_to_node(None if first.done() else first))
+        pump = asyncio.ensure_future(self._client_to_node(None if initial else first))
         try:
             await self._node_to_client(accept.heartbeat * self.distributor.heartbeat_misses)
         finally:
@@ -496,6 +496,10 @@ class EdgeConnection:
         headers = []
         if retry_after:
             headers.append((b"retry-after", str(self.distributor.retry_after).encode()))
+        if status == 413:
+            # The rest of the body is unread: close rather than keep a half-read connection
+            # alive (RFC 9110 15.5.14), which also spares the server from draining it.
+            headers.append((b"connection", b"close"))
         self.cycle = cycle_for(self.scope)  # an edge answer replaces whatever was under way
         await _refuse(self.scope, self.client_send, status, headers)
 

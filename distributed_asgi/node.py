@@ -414,7 +414,6 @@ class NodeConnection:
         self._send_lock = asyncio.Lock()
         self._pending_start: Message | None = None
         self._flushing: asyncio.Task[None] | None = None
-        self._accepted: asyncio.Task[None] | None = None
         for message in connect.messages:
             self.cycle.on_receive(message)
 
@@ -422,14 +421,17 @@ class NodeConnection:
 
     async def run(self, application: Callable[..., Awaitable[None]]) -> None:
         self.channel = await self.layer.new_channel("node")
-        # The accept goes first under the send lock, so the application's own frames (which
-        # wait for the lock) follow it, while the application starts without a round trip.
-        self._accepted = asyncio.ensure_future(
-            self._send_frame(
-                encode_accept(self.conn_id, self.channel, self.node.heartbeat_interval)
+        # The accept is sent before the application starts, so a Node that dies before the
+        # edge hears of it never ran anything, and the edge's 503 means "not started".
+        try:
+            await self._send_frame(
+                encode_accept(self.conn_id, self.channel, self.node.heartbeat_interval),
+                retry=False,
             )
-        )
-        await asyncio.sleep(0)
+        except CONNECTION_ERRORS as exc:
+            logger.warning("could not accept %s: %s", _describe(self.scope), exc)
+            self.node.connection_done(self)
+            return
         reader = asyncio.ensure_future(self._read_from_edge())
         error: BaseException | None = None
         try:
@@ -446,8 +448,6 @@ class NodeConnection:
 
     async def _finish(self, error: BaseException | None) -> None:
         await self._flush_start()
-        if self._accepted is not None:
-            await asyncio.gather(self._accepted, return_exceptions=True)
         if self.disconnected or self.cycle.finished:
             return
         if isinstance(self.cycle, HTTPCycle) and not self.cycle.response_started:

@@ -25,6 +25,7 @@ import pytest
 from distributed_asgi.redis_process import free_port
 
 RUNNER = Path(__file__).with_name("runner.py")
+ROOT = str(Path(__file__).resolve().parents[2])
 FIDELITY_APP = "tests.gateway.apps.fidelity:app"
 DEFAULT_ROUTES = [["^/", "fidelity"]]
 
@@ -36,6 +37,7 @@ class Gateway:
         self.workdir = workdir
         self.port = 0
         self.processes: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self.killed: list[str] = []
 
     def _spawn(self, kind: str, config: dict[str, Any], env: dict[str, str] | None = None) -> Any:
         log = self.workdir / f"{kind}-{len(self.processes)}.log"
@@ -125,13 +127,16 @@ class Gateway:
         for process, _ in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for process, _ in self.processes:
+        # The layer's close() can take up to its block timeout (5 s) to return; see the report.
+        deadline = time.monotonic() + 8
+        for process, log in self.processes:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+                self.killed.append(log.name)
+                print(f"killed {log.name} after SIGTERM timed out:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
