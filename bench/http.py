@@ -99,10 +99,10 @@ def _start(args: list[str]) -> subprocess.Popen[bytes]:
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """One after the other: the edge finishes its in-flight requests while the worker still runs."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    for process in processes:
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
@@ -402,7 +402,14 @@ def table_rows(outcome: Outcome) -> list[list[str]]:
 HEADER = ["setup", "req/s", "p50 ms", "p99 ms", "errors"]
 
 
-def markdown(outcome: Outcome, sizes: HttpSizes, loop: str) -> str:
+def _load_average() -> str:
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def markdown(outcome: Outcome, sizes: HttpSizes, loop: str, load_before: str) -> str:
     facts = machine_facts()
     generator = load_generator()
     gen_text = "wrk, 1 thread" if generator == "wrk" else f"the bundled asyncio generator ({loop})"
@@ -422,14 +429,15 @@ run(s) per setup in rotation, the median by req/s shown. Every response is check
 {verdicts}
 
 Recorded {facts["date"]} at {git_revision()} on {facts["cpu"]} ({facts["cores"]} cores,
-{facts["system"]}, {facts["python"]}). The load generator, the servers and Redis share these
-cores, so the gateway (three processes) competes with its own load generator more than direct
-uvicorn (one) does.
+{facts["system"]}, {facts["python"]}); load average before the run: {load_before}. The load
+generator, the servers and Redis share these cores, so the gateway (three processes) competes
+with its own load generator more than direct uvicorn (one) does.
 """
 
 
 def main(sizes: HttpSizes = FULL, *, loop: str = "asyncio", write: bool = True) -> bool:
     """Run both setups, print the table, update docs/benchmarks.md; True if every target met."""
+    load_before = _load_average()
     print(
         f"http: hello world, direct uvicorn vs. gateway; {load_generator()} load, "
         f"{sizes.connections} connections x {sizes.duration:.0f} s, {sizes.runs} run(s) each",
@@ -441,7 +449,7 @@ def main(sizes: HttpSizes = FULL, *, loop: str = "asyncio", write: bool = True) 
     for text, ok in outcome.verdicts():
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     if write:
-        replace_section(SECTION, markdown(outcome, sizes, loop))
+        replace_section(SECTION, markdown(outcome, sizes, loop, load_before))
         print(f"(written to docs/benchmarks.md, section {SECTION})")
     print(flush=True)
     return all(ok for _, ok in outcome.verdicts())
