@@ -283,7 +283,8 @@ class EdgeConnection:
         self._stop = asyncio.get_running_loop().create_future()
         pump = asyncio.ensure_future(self._client_to_node(None if initial else first))
         try:
-            await self._node_to_client(accept.heartbeat * self.distributor.heartbeat_misses)
+            if not await self._to_client_all(accept.messages):
+                await self._node_to_client(accept.heartbeat * self.distributor.heartbeat_misses)
         finally:
             pump.cancel()
             self.distributor.unregister(self)
@@ -425,10 +426,8 @@ class EdgeConnection:
                 return
             frame = self._decode(receiving.result())
             if isinstance(frame, Asgi):
-                for message in frame.messages:
-                    await self._to_client(message)
-                    if self.cycle.finished:
-                        return
+                if await self._to_client_all(frame.messages):
+                    return
             elif isinstance(frame, End):
                 self.node_ended = True
                 if frame.error is not None:
@@ -441,6 +440,14 @@ class EdgeConnection:
                 logger.warning(
                     "unexpected %s frame on a running connection: dropped", type(frame).__name__
                 )
+
+    async def _to_client_all(self, messages: list[Message]) -> bool:
+        """Pass messages on to the client; True once the application's side is finished."""
+        for message in messages:
+            await self._to_client(message)
+            if self.cycle.finished:
+                return True
+        return False
 
     async def _to_client(self, message: Message) -> None:
         try:

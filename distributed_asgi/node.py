@@ -64,6 +64,11 @@ MAX_BODY_FRAME = 128 * 1024
 INBOX_LIMIT = 16
 # More receives than this per key do not pop faster; they only hold more capacity.
 RECEIVES_PER_KEY = 8
+# How long the accept may wait for the application's first messages to travel with it. A
+# Node that dies within this window after starting an application leaves the edge answering
+# 503 (as if no Node had taken the connection); the saving is a frame and a Redis round trip
+# each way on every short request.
+ACCEPT_DELAY = 0.05
 _FULL_BACKOFF_START = 0.002
 _FULL_BACKOFF_MAX = 0.1
 
@@ -414,6 +419,8 @@ class NodeConnection:
         self._send_lock = asyncio.Lock()
         self._pending_start: Message | None = None
         self._flushing: asyncio.Task[None] | None = None
+        self.accepted = False
+        self._accepting: asyncio.Task[None] | None = None
         for message in connect.messages:
             self.cycle.on_receive(message)
 
@@ -421,17 +428,9 @@ class NodeConnection:
 
     async def run(self, application: Callable[..., Awaitable[None]]) -> None:
         self.channel = await self.layer.new_channel("node")
-        # The accept is sent before the application starts, so a Node that dies before the
-        # edge hears of it never ran anything, and the edge's 503 means "not started".
-        try:
-            await self._send_frame(
-                encode_accept(self.conn_id, self.channel, self.node.heartbeat_interval),
-                retry=False,
-            )
-        except CONNECTION_ERRORS as exc:
-            logger.warning("could not accept %s: %s", _describe(self.scope), exc)
-            self.node.connection_done(self)
-            return
+        # The accept waits (briefly) for the application's first messages so that a short
+        # request costs one frame each way; see ACCEPT_DELAY.
+        accept_timer = asyncio.get_running_loop().call_later(ACCEPT_DELAY, self._accept_soon)
         reader = asyncio.ensure_future(self._read_from_edge())
         error: BaseException | None = None
         try:
@@ -441,6 +440,7 @@ class NodeConnection:
             raise
         finally:
             reader.cancel()
+            accept_timer.cancel()
             try:
                 await self._finish(error)
             finally:
@@ -448,6 +448,8 @@ class NodeConnection:
 
     async def _finish(self, error: BaseException | None) -> None:
         await self._flush_start()
+        if self._accepting is not None:
+            await asyncio.gather(self._accepting, return_exceptions=True)
         if self.disconnected or self.cycle.finished:
             return
         if isinstance(self.cycle, HTTPCycle) and not self.cycle.response_started:
@@ -470,6 +472,7 @@ class NodeConnection:
             logger.error("ASGI callable returned without completing response.")
         text = None if error is None else f"{type(error).__name__}: {error}"
         with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
+            await self._ensure_accepted()
             await self._send_frame(encode_end(self.conn_id, text), retry=False)
 
     # -- receive ---------------------------------------------------------------------------------
@@ -482,6 +485,10 @@ class NodeConnection:
                 message = self.inbox.popleft()
                 self._room.set()
                 return message
+            if not self.accepted:
+                # The edge needs the Node's channel before it can send anything more.
+                await self._ensure_accepted()
+                continue
             if isinstance(self.cycle, WebSocketCycle) and self.cycle.finished:
                 return {"type": "websocket.disconnect", "code": 1005}
             self._arrived.clear()
@@ -551,7 +558,7 @@ class NodeConnection:
                 self._arrived.set()
             return
         await self._flush_start()
-        await self._send_frame(encode_asgi(self.conn_id, [_plain_message(message)]))
+        await self._send_messages([_plain_message(message)])
 
     async def _send_body(self, message: Message) -> None:
         body = bytes(message.get("body", b""))
@@ -569,7 +576,7 @@ class NodeConnection:
                 batch.insert(0, self._pending_start)
                 self._pending_start = None
             await self._flush_start()
-            await self._send_frame(encode_asgi(self.conn_id, batch))
+            await self._send_messages(batch)
 
     def _schedule_flush(self) -> None:
         if self._pending_start is not None and self._flushing is None:
@@ -578,7 +585,7 @@ class NodeConnection:
     async def _send_pending_start(self) -> None:
         start, self._pending_start = self._pending_start, None
         if start is not None:
-            await self._send_frame(encode_asgi(self.conn_id, [start]))
+            await self._send_messages([start])
 
     async def _flush_start(self) -> None:
         """Make sure a held ``http.response.start`` is on its way before anything after it."""
@@ -587,23 +594,51 @@ class NodeConnection:
         if self._flushing is not None:
             await self._flushing
 
+    async def _send_messages(self, messages: list[Message]) -> None:
+        async with self._send_lock:
+            if self.accepted:
+                frame = encode_asgi(self.conn_id, messages)
+            else:
+                frame = self._accept_frame(messages)
+            await self._push(frame, retry=True)
+
+    def _accept_frame(self, messages: list[Message]) -> Message:
+        self.accepted = True
+        return encode_accept(self.conn_id, self.channel, self.node.heartbeat_interval, messages)
+
+    def _accept_soon(self) -> None:
+        if not self.accepted and self._accepting is None:
+            self._accepting = asyncio.ensure_future(self._ensure_accepted())
+
+    async def _ensure_accepted(self) -> None:
+        if self.accepted:
+            return
+        async with self._send_lock:
+            if not self.accepted:
+                await self._push(self._accept_frame([]), retry=False)
+
     async def _send_frame(self, frame: Message, *, retry: bool = True) -> None:
         async with self._send_lock:
-            delay = _FULL_BACKOFF_START
-            while True:
-                try:
-                    await self.layer.send(self.reply_channel, frame)
-                except ChannelFull:
-                    # The edge is slower than the application: wait for it (flow control).
-                    if not retry or self.disconnected:
-                        return
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _FULL_BACKOFF_MAX)
-                    continue
-                self.last_sent = time.monotonic()
-                return
+            await self._push(frame, retry=retry)
+
+    async def _push(self, frame: Message, *, retry: bool) -> None:
+        delay = _FULL_BACKOFF_START
+        while True:
+            try:
+                await self.layer.send(self.reply_channel, frame)
+            except ChannelFull:
+                # The edge is slower than the application: wait for it (flow control).
+                if not retry or self.disconnected:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _FULL_BACKOFF_MAX)
+                continue
+            self.last_sent = time.monotonic()
+            return
 
     async def send_heartbeat(self) -> None:
+        if not self.accepted:
+            return  # the edge only listens for an accept until then
         self.last_sent = time.monotonic()
         with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
             await self.layer.send(self.reply_channel, encode_heartbeat(self.conn_id))

@@ -72,11 +72,16 @@ class Connect:
 
 @dataclass(frozen=True)
 class Accept:
-    """Node -> reply channel: this Node runs the connection; talk to ``channel`` from now on."""
+    """Node -> reply channel: this Node runs the connection; talk to ``channel`` from now on.
+
+    ``messages`` are the application's first messages when they were ready with the accept
+    (saves a frame and a Redis round trip each way on short requests).
+    """
 
     conn_id: str
     channel: str
     heartbeat: float
+    messages: list[Message] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -131,8 +136,13 @@ def encode_connect(
     }
 
 
-def encode_accept(conn_id: str, channel: str, heartbeat: float) -> Message:
-    return {"v": FRAME_VERSION, "t": "accept", "id": conn_id, "channel": channel, "hb": heartbeat}
+def encode_accept(
+    conn_id: str, channel: str, heartbeat: float, messages: Sequence[Message] = ()
+) -> Message:
+    frame = {"v": FRAME_VERSION, "t": "accept", "id": conn_id, "channel": channel, "hb": heartbeat}
+    if messages:
+        frame["m"] = list(messages)
+    return frame
 
 
 def encode_asgi(conn_id: str, messages: Sequence[Message]) -> Message:
@@ -164,7 +174,12 @@ def decode_frame(message: object) -> Frame:
     if kind == "heartbeat":
         return Heartbeat(conn_id)
     if kind == "accept":
-        return Accept(conn_id, _str(message, "channel"), _seconds(message, "hb"))
+        return Accept(
+            conn_id,
+            _str(message, "channel"),
+            _seconds(message, "hb"),
+            _messages(message.get("m", [])),
+        )
     if kind == "end":
         error = message.get("error")
         if error is not None and not isinstance(error, str):

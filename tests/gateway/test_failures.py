@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import httpx
@@ -98,9 +99,10 @@ def test_node_dying_mid_request_is_502(gateway: Gateway) -> None:
 
         def kill_when_started() -> None:
             gateway.wait_marker("dying")
+            # Past the accept delay: the edge knows this Node has the connection. (A Node
+            # killed before its accept leaves the edge answering 503, as if nobody took it.)
+            time.sleep(0.3)
             os.kill(node.pid, signal.SIGKILL)
-
-        import threading
 
         thread = threading.Thread(target=kill_when_started)
         thread.start()
