@@ -56,6 +56,7 @@ class Gateway:
         self,
         routes: list[list[str]] | None = None,
         uvicorn: dict[str, Any] | None = None,
+        layer: dict[str, Any] | None = None,
         **options: Any,
     ) -> subprocess.Popen[bytes]:
         self.port = free_port()
@@ -66,6 +67,7 @@ class Gateway:
             "routes": routes or DEFAULT_ROUTES,
             "options": options,
             "uvicorn": uvicorn or {},
+            "layer": layer or {},
         }
         process, log = self._spawn("edge", config)
         deadline = time.monotonic() + 20

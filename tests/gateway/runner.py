@@ -29,7 +29,7 @@ def edge(config: dict[str, object]) -> None:
     app = create_path_distributor(
         url=str(config["url"]),
         routes=[tuple(r) for r in config["routes"]],  # type: ignore[attr-defined]
-        layer_options={"prefix": config["prefix"]},
+        layer_options={"prefix": config["prefix"], **config.get("layer", {})},  # type: ignore[dict-item]
         **config.get("options", {}),  # type: ignore[arg-type]
     )
     uvicorn.run(

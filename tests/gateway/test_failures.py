@@ -6,11 +6,15 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+
+from distributed_asgi.redis_process import RedisProcess
 
 from .conftest import Gateway
 
@@ -110,3 +114,63 @@ def test_node_dying_mid_request_is_502(gateway: Gateway) -> None:
         thread.join()
     assert response.status_code == 502
     assert time.monotonic() - killer_started < 10
+
+
+def test_full_route_channel_is_503_at_once(gateway: Gateway) -> None:
+    gateway.start_edge(pickup_timeout=3, layer={"channel_capacity": {"fidelity": 1}})
+    waiting = threading.Thread(target=lambda: httpx.get(gateway.url("/hello"), timeout=10))
+    waiting.start()  # its connect fills the one slot (no Node is running)
+    time.sleep(0.3)
+    started = time.monotonic()
+    response = httpx.get(gateway.url("/hello"), timeout=10)
+    assert response.status_code == 503
+    assert "retry-after" in response.headers
+    assert time.monotonic() - started < 1.0
+    waiting.join()
+
+
+def test_edge_dying_mid_websocket_reaches_the_app_as_1006(gateway: Gateway) -> None:
+    edge = gateway.start_edge(heartbeat_interval=0.3)
+    gateway.start_node()
+    with connect(gateway.url("/ws?marker=edge-died", "ws")) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "echo:hi"
+        edge.kill()
+        assert gateway.wait_marker("edge-died") == "1006"
+
+
+def test_node_dying_mid_websocket_closes_with_1011(gateway: Gateway) -> None:
+    gateway.start_edge()
+    node, _ = gateway.start_node(heartbeat_interval=0.3)
+    with connect(gateway.url("/ws", "ws")) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "echo:hi"
+        node.kill()
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.code == 1011
+
+
+def test_redis_outage_fails_fast_with_503_then_recovers(
+    redis_factory: Callable[..., RedisProcess], prefix: str, tmp_path: Path
+) -> None:
+    server = redis_factory()
+    gateway = Gateway(server.url, prefix, tmp_path)
+    try:
+        gateway.start_edge(pickup_timeout=2)
+        gateway.start_node()
+        with httpx.Client(base_url=gateway.url(), timeout=10) as http:
+            assert http.get("/hello").status_code == 200
+            server.stop()
+            started = time.monotonic()
+            assert http.get("/hello").status_code == 503
+            assert time.monotonic() - started < 2.5
+            server.start()
+            deadline = time.monotonic() + 15
+            status = 0
+            while time.monotonic() < deadline and status != 200:
+                status = http.get("/hello").status_code
+        assert status == 200
+    finally:
+        gateway.stop()
