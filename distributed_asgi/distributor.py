@@ -5,7 +5,8 @@ One connection, as the edge sees it (docs/PROTOCOL.md has the frames):
 1. Route the path (no route: 404 here). Make a reply channel for the connection and send a
    ``connect`` frame to the route's channel, with the first client message when it is already
    there (a whole small request body, or ``websocket.connect``).
-2. Wait up to ``pickup_timeout`` for an ``accept``: none means no Node is free, so the client
+2. Wait up to ``pickup_timeout`` for an ``accept`` (which may carry the application's first
+   messages, e.g. a whole short response): none means no Node is free, so the client
    gets ``no_worker_status`` (503) with ``Retry-After``. A full route channel answers the same
    at once: nothing is queued that the edge would have to wait for.
 3. Pump both ways until the application's side is finished: client ``receive()`` -> the Node's

@@ -9,7 +9,8 @@ application checker logging exceptions. Differences, and why:
   Nodes; the base class's eviction of the oldest instance never happens.
 - An instance's ``receive`` and ``send`` belong to its ``NodeConnection`` (below), which turns
   messages into frames on the edge's reply channel and feeds frames from the Node's own channel
-  back in.
+  back in. The ``accept`` frame travels with the application's first messages when they come
+  within ``ACCEPT_DELAY`` (one frame each way for a short request).
 
 Stopping (``stop()``, SIGTERM, SIGINT): stop reading route channels, let running connections
 finish for up to ``drain_timeout``, cancel the rest, run lifespan shutdown, return. A second

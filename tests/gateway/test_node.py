@@ -190,3 +190,37 @@ async def test_embedded_node_serves_and_stops(redis_url: str, prefix: str) -> No
         node.stop()
         await asyncio.wait_for(running, 10)
         await distributor.aclose()
+
+
+def test_drain_timeout_cancels_what_is_left_and_a_second_signal_exits_at_once(
+    gateway: Gateway,
+) -> None:
+    gateway.start_edge()
+    patient, _ = gateway.start_node(drain_timeout=1.0)
+    result: dict[str, int] = {}
+
+    def call(name: str) -> None:
+        response = httpx.get(gateway.url("/pid"), params={"sleep": 30, "marker": name}, timeout=20)
+        result[name] = response.status_code
+
+    first = threading.Thread(target=call, args=("patient",))
+    first.start()
+    gateway.wait_marker("patient")
+    started = time.monotonic()
+    patient.send_signal(signal.SIGTERM)
+    assert patient.wait(10) == 0
+    assert 0.9 < time.monotonic() - started < 5
+    first.join()
+    assert result["patient"] == 500  # cancelled by the drain timeout before responding
+
+    impatient, _ = gateway.start_node(drain_timeout=30.0)
+    second = threading.Thread(target=call, args=("impatient",))
+    second.start()
+    gateway.wait_marker("impatient")
+    started = time.monotonic()
+    impatient.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    impatient.send_signal(signal.SIGTERM)
+    impatient.wait(10)
+    assert time.monotonic() - started < 5
+    second.join()

@@ -1,0 +1,62 @@
+"""The public API's construction rules (no servers needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from distributed_asgi import Distributor, Node, RouteTable, create_path_distributor
+from distributed_asgi.layers import RedisChannelLayer
+
+
+class Asgi2App:
+    def __init__(self, scope: dict[str, object]) -> None:
+        self.scope = scope
+
+    async def __call__(self, receive: object, send: object) -> None:
+        pass
+
+
+async def asgi3_app(scope: object, receive: object, send: object) -> None:
+    pass
+
+
+def test_redis_url_from_the_environment_when_no_host_or_port_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://envhost:7000/2")
+    distributor = create_path_distributor(routes={"/": "all"})
+    assert distributor.layer.hosts[0].identity == "redis://envhost:7000/2"
+    explicit = create_path_distributor(host="other", port="6380", routes={"/": "all"})
+    assert explicit.layer.hosts[0].identity == "redis://other:6380"
+    node = Node(app=asgi3_app, key="k")
+    assert node.layer.hosts[0].identity == "redis://envhost:7000/2"
+
+
+def test_seed_arguments_build_a_layer_with_a_string_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    node = Node(host="example.org", port="6379", password="abc123", cls=Asgi2App, key="ASGI-t")
+    assert node.layer.hosts[0].identity == "redis://example.org:6379"
+    assert node.asgi_version == "2.0"
+    assert Node(app=asgi3_app, keys=["a", "b", "a"]).keys == ["a", "b"]
+
+
+def test_layer_argument_is_used_as_is() -> None:
+    layer = RedisChannelLayer(prefix="mine")
+    assert create_path_distributor(layer=layer, routes={"/": "all"}).layer is layer
+    assert Node(app=asgi3_app, key="k", layer=layer).layer is layer
+    with pytest.raises(ValueError, match="either layer= or Redis connection settings"):
+        Node(app=asgi3_app, key="k", layer=layer, host="x")
+
+
+def test_distributor_options_are_checked() -> None:
+    layer = RedisChannelLayer()
+    with pytest.raises(ValueError, match="needs routes"):
+        create_path_distributor(layer=layer)
+    with pytest.raises(ValueError, match="pickup_timeout"):
+        Distributor(layer, {"/": "all"}, pickup_timeout=0)
+    with pytest.raises(ValueError, match="no_worker_status"):
+        Distributor(layer, {"/": "all"}, no_worker_status=200)
+    with pytest.raises(ValueError, match="route '\\('"):
+        Distributor(layer, {"(": "all"})
+    table = RouteTable({"/": "all"})
+    assert Distributor(layer, table).routes is table
