@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -46,13 +47,22 @@ def main(argv: list[str] | None = None) -> int:
 
     names = list(SECTIONS) if args.section == "all" else [args.section]
     passed = True
+    crashed: list[str] = []
     for name in names:
         runner, full, quick = SECTIONS[name]
-        passed &= runner(
-            quick if args.quick else full,
-            loop=args.loop,
-            write=not (args.no_write or args.quick),
-        )
+        try:
+            passed &= runner(
+                quick if args.quick else full,
+                loop=args.loop,
+                write=not (args.no_write or args.quick),
+            )
+        except Exception:
+            # One broken section must not hide the others' figures.
+            traceback.print_exc()
+            print(f"\nsection {name!r} crashed; its figures were not recorded", file=sys.stderr)
+            crashed.append(name)
+    if crashed:
+        return 2
     return 1 if args.strict and not passed else 0
 
 
