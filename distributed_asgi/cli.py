@@ -141,6 +141,20 @@ def main() -> None:
     help="Seconds to wait for a worker to take a connection before answering 503.",
 )
 @click.option(
+    "--no-worker-status",
+    type=int,
+    default=503,
+    show_default=True,
+    help="Status answered when no worker takes a connection in time (the seed used 405).",
+)
+@click.option(
+    "--max-body-size",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="BYTES",
+    help="Largest request body forwarded; bigger ones get 413. Default: the distributor's.",
+)
+@click.option(
     "--loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
@@ -167,6 +181,8 @@ def edge(
     redis_url: str | None,
     prefix: str,
     pickup_timeout: float,
+    no_worker_status: int,
+    max_body_size: int | None,
     loop: str,
     http: str,
     root_path: str,
@@ -187,7 +203,14 @@ def edge(
 
     from .distributor import Distributor
 
-    distributor = Distributor(layer, routes, pickup_timeout=pickup_timeout)
+    options: dict[str, Any] = {"pickup_timeout": pickup_timeout}
+    options["no_worker_status"] = no_worker_status
+    if max_body_size is not None:
+        options["max_body_size"] = max_body_size
+    try:
+        distributor = Distributor(layer, routes, **options)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     config = uvicorn.Config(
         distributor,
         host=host,

@@ -251,3 +251,72 @@ def test_up_serves_then_stops_everything_on_sigint(
         assert client.keys(f"{prefix}:*") == []
     finally:
         client.close()
+
+
+def test_bad_distributor_option_names_it() -> None:
+    assert _error(["edge", "--route", "/=a", "--no-worker-status", "200"]) == (
+        "Error: no_worker_status must be an HTTP error status, got 200"
+    )
+
+
+def test_edge_without_workers_answers_the_configured_status(redis_url: str, prefix: str) -> None:
+    port = free_port()
+    args = ["edge", "--route", "/=nobody-home", "--port", str(port), "--redis", redis_url]
+    args += ["--prefix", prefix, "--pickup-timeout", "0.5", "--no-worker-status", "405"]
+    edge = subprocess.Popen([sys.executable, "-m", "distributed_asgi", *args])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/anything", timeout=10)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and edge.poll() is None
+                time.sleep(0.05)
+        assert response.status_code == 405
+        assert "retry-after" in response.headers
+    finally:
+        edge.send_signal(signal.SIGTERM)
+        assert edge.wait(30) == 0
+
+
+SEED_APP = """
+class ASGIApp:
+    def __init__(self, scope):
+        self.scope = scope
+
+    async def __call__(self, receive, send):
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"Hello World!"})
+"""
+
+
+def test_worker_serves_the_seeds_asgi2_class_and_exits_0_on_sigterm(
+    tmp_path: Path, redis_url: str, prefix: str
+) -> None:
+    (tmp_path / "seed_worker_app.py").write_text(SEED_APP)
+    port = free_port()
+    cli = [sys.executable, "-m", "distributed_asgi"]
+    layer = ["--redis", redis_url, "--prefix", prefix, "--log-level", "warning"]
+    app = ["seed_worker_app:ASGIApp", "--key", "ASGI-testing", "--app-dir", str(tmp_path)]
+    worker = subprocess.Popen([*cli, "worker", *app, *layer])
+    edge = subprocess.Popen(
+        [*cli, "edge", "--route", r"/api/([a-z-]+)=ASGI-\1", "--port", str(port), *layer]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/testing/1", timeout=10)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and edge.poll() is None
+                time.sleep(0.05)
+        assert response.status_code == 200
+        assert response.text == "Hello World!"
+        assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=10).status_code == 404
+    finally:
+        edge.send_signal(signal.SIGTERM)
+        worker.send_signal(signal.SIGTERM)
+        assert edge.wait(30) == 0
+        assert worker.wait(30) == 0
