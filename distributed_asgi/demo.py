@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nAll checks passed. Open {system.url} -- Ctrl-C to stop.", flush=True)
 
     code = System(config, out=lambda text: print(text, flush=True)).serve(on_ready=check)
-    print("Stopped: no process left." if code == 0 else f"Stopped with exit code {code}.")
+    if code != 0:
+        print(f"Stopped with exit code {code}.")
     return code
 
 

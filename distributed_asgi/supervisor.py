@@ -188,11 +188,16 @@ class System:
                 if self.failure is None:
                     self.wait()
         finally:
+            private = self.redis is not None
+            started = len(self.children)
             code = self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if self.failure:
             self.out(f"Error: {self.failure}")
+        elif code == 0:
+            cleaned = "the private Redis server" if private else f"the keys under '{self.prefix}:'"
+            self.out(f"Stopped {started} process(es) and {cleaned}: nothing left behind.")
         return code
 
     def start(self, timeout: float = 30.0) -> None:
@@ -202,7 +207,8 @@ class System:
             self.redis_url = self.redis.url
         else:
             _require_reachable(self.redis_url)
-        env = {**os.environ, **self.config.extra_env}
+        # Apps that use the channel layer themselves (Django Channels) find the same server.
+        env = {**os.environ, "REDIS_URL": self.redis_url, **self.config.extra_env}
         for number in range(1, self.config.workers + 1):
             self._spawn(f"worker {number}", self.worker_command(), env)
         self._spawn("edge", self.edge_command(), env)

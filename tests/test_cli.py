@@ -241,6 +241,7 @@ def test_up_serves_then_stops_everything_on_sigint(
 
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0, log.read_text()
+        assert f"and the keys under '{prefix}:': nothing left behind." in log.read_text()
     finally:
         if up.poll() is None:
             up.kill()

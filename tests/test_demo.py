@@ -23,4 +23,4 @@ def test_demo_once_checks_itself_and_stops_cleanly() -> None:
     assert "(private server, pid" in output
     assert "ok  WebSocket /ws" in output
     assert "All checks passed; stopping (--once)." in output
-    assert "Stopped: no process left." in output
+    assert "Stopped 3 process(es) and the private Redis server: nothing left behind." in output

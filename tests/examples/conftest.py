@@ -27,7 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 @dataclass
 class Gateway:
     url: str
-    worker_pid: int
+    worker_pids: list[int]
+
+    @property
+    def worker_pid(self) -> int:
+        return self.worker_pids[0]
 
 
 def _wait_for_port(port: int, processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
@@ -42,22 +46,29 @@ def _wait_for_port(port: int, processes: list[subprocess.Popen[bytes]], timeout:
 
 
 @contextlib.contextmanager
-def serve_through_gateway(app: str, redis_url: str, prefix: str) -> Iterator[Gateway]:
+def serve_through_gateway(
+    app: str, redis_url: str, prefix: str, workers: int = 1
+) -> Iterator[Gateway]:
     port = free_port()
     cli = [sys.executable, "-m", "distributed_asgi"]
     layer = ["--redis", redis_url, "--prefix", prefix, "--log-level", "warning"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    worker = subprocess.Popen(
-        [*cli, "worker", app, "--key", "site", "--app-dir", str(ROOT), *layer], env=env
-    )
+    # Apps that use the channel layer themselves (the Django chat) find the server here.
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "REDIS_URL": redis_url,
+        "CHAT_PREFIX": f"{prefix}-chat",
+    }
+    worker_args = [*cli, "worker", app, "--key", "site", "--app-dir", str(ROOT), *layer]
+    worker_processes = [subprocess.Popen(worker_args, env=env) for _ in range(workers)]
     edge = subprocess.Popen(
         [*cli, "edge", "--route", "/=site", "--port", str(port), "--no-access-log", *layer],
         env=env,
     )
-    processes = [edge, worker]
+    processes = [edge, *worker_processes]
     try:
         _wait_for_port(port, processes, timeout=30)
-        yield Gateway(url=f"http://127.0.0.1:{port}", worker_pid=worker.pid)
+        yield Gateway(url=f"http://127.0.0.1:{port}", worker_pids=[w.pid for w in worker_processes])
     finally:
         for process in processes:
             if process.poll() is None:
@@ -69,15 +80,15 @@ def serve_through_gateway(app: str, redis_url: str, prefix: str) -> Iterator[Gat
             except subprocess.TimeoutExpired:
                 process.kill()
                 codes.append(process.wait())
-    assert codes == [0, 0], f"edge and worker exit codes after SIGTERM: {codes}"
+    assert codes == [0] * len(processes), f"edge and worker exit codes after SIGTERM: {codes}"
 
 
-Start = Callable[[str], contextlib.AbstractContextManager[Gateway]]
+Start = Callable[..., contextlib.AbstractContextManager[Gateway]]
 
 
 @pytest.fixture
 def gateway(redis_url: str, prefix: str) -> Start:
-    def start(app: str) -> contextlib.AbstractContextManager[Gateway]:
-        return serve_through_gateway(app, redis_url, prefix)
+    def start(app: str, workers: int = 1) -> contextlib.AbstractContextManager[Gateway]:
+        return serve_through_gateway(app, redis_url, prefix, workers)
 
     return start

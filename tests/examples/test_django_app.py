@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import httpx
+import websockets
 
 from .conftest import Start
 
@@ -37,3 +41,20 @@ async def test_django_views(gateway: Start) -> None:
 
             assert (await client.get("/echo/")).status_code == 405
             assert (await client.get("/missing/")).status_code == 404
+
+
+async def test_channels_chat_reaches_every_member_through_the_layer(gateway: Start) -> None:
+    with gateway(APP, workers=2) as served:
+        room = served.url.replace("http://", "ws://") + "/ws/chat/lobby/"
+        async with (
+            websockets.connect(room, open_timeout=20) as alice,
+            websockets.connect(room, open_timeout=20) as bob,
+        ):
+            for member in (alice, bob):
+                joined = json.loads(await asyncio.wait_for(member.recv(), 20))
+                assert joined["joined"] == "chat-lobby"
+                assert joined["worker_pid"] in served.worker_pids
+            await alice.send(json.dumps({"text": "hello, room"}))
+            for member in (alice, bob):
+                message = json.loads(await asyncio.wait_for(member.recv(), 20))
+                assert message["text"] == "hello, room"
