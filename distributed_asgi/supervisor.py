@@ -202,6 +202,7 @@ class System:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start everything; return once the edge accepts connections. ConfigError on failure."""
+        _require_free_port(self.config.host, self.config.port)
         if self.config.redis_url is None:
             self.redis = _PrivateRedis().start()
             self.redis_url = self.redis.url
@@ -278,6 +279,8 @@ class System:
         return 0 if clean else 1
 
     def _terminate(self, children: list[Child], timeout: float) -> bool:
+        # A child that exited before we asked is already in self.failure; say nothing twice.
+        already_gone = {child.pid for child in children if child.process.poll() is not None}
         for child in children:
             _signal(child, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -293,7 +296,8 @@ class System:
             code = child.process.wait()
             # A child we signalled exits 0; a negative code means a signal killed it.
             if code != 0:
-                self.out(f"{child.name} (pid {child.pid}) exited with code {code}")
+                if child.pid not in already_gone:
+                    self.out(f"{child.name} (pid {child.pid}) exited with code {code}")
                 clean = False
         return clean
 
@@ -343,6 +347,17 @@ def _masked(url: str) -> str:
     from .layers.hosts import mask_secret
 
     return mask_secret(url)
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Fail before starting anything, rather than find some other server on the edge's port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
 
 
 def _require_reachable(url: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -321,3 +322,12 @@ def test_worker_serves_the_seeds_asgi2_class_and_exits_0_on_sigterm(
         worker.send_signal(signal.SIGTERM)
         assert edge.wait(30) == 0
         assert worker.wait(30) == 0
+
+
+def test_up_refuses_a_port_in_use_before_starting_anything() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        message = _error(["up", "json:dumps", "--port", str(port)])
+    assert message == f"Error: cannot serve on 127.0.0.1:{port}: Address already in use"
