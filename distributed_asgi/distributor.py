@@ -280,12 +280,20 @@ class EdgeConnection:
             first.cancel()
             return
         self.node_channel = accept.channel
+        if accept.messages:
+            try:
+                finished = await self._to_client_all(accept.messages)
+            except BaseException:
+                first.cancel()
+                raise
+            if finished:  # a whole short response came with the accept: nothing to pump
+                first.cancel()
+                return
         self.distributor.register(self)
         self._stop = asyncio.get_running_loop().create_future()
         pump = asyncio.ensure_future(self._client_to_node(None if initial else first))
         try:
-            if not await self._to_client_all(accept.messages):
-                await self._node_to_client(accept.heartbeat * self.distributor.heartbeat_misses)
+            await self._node_to_client(accept.heartbeat * self.distributor.heartbeat_misses)
         finally:
             pump.cancel()
             self.distributor.unregister(self)

@@ -222,9 +222,12 @@ class Node(StatelessServer):
             for task in (checker, heartbeats):
                 task.cancel()
             await asyncio.gather(checker, heartbeats, return_exceptions=True)
-            await self._report_finished()
-            await self.lifespan.shutdown()
-            await self.layer.close()
+            # After a second signal nothing more is awaited: a hanging lifespan shutdown or
+            # Redis is exactly what the user is cutting short.
+            if self._signals < 2:
+                await self._report_finished()
+                await self.lifespan.shutdown()
+                await self.layer.close()
             logger.info("Node stopped")
 
     # -- taking connections ----------------------------------------------------------------------
@@ -421,6 +424,7 @@ class NodeConnection:
         self._pending_start: Message | None = None
         self._flushing: asyncio.Task[None] | None = None
         self.accepted = False
+        self._reader: asyncio.Task[None] | None = None
         self._accepting: asyncio.Task[None] | None = None
         for message in connect.messages:
             self.cycle.on_receive(message)
@@ -432,7 +436,6 @@ class NodeConnection:
         # The accept waits (briefly) for the application's first messages so that a short
         # request costs one frame each way; see ACCEPT_DELAY.
         accept_timer = asyncio.get_running_loop().call_later(ACCEPT_DELAY, self._accept_soon)
-        reader = asyncio.ensure_future(self._read_from_edge())
         error: BaseException | None = None
         try:
             await application(self.scope, self.receive, self.send)
@@ -440,7 +443,8 @@ class NodeConnection:
             error = exc
             raise
         finally:
-            reader.cancel()
+            if self._reader is not None:
+                self._reader.cancel()
             accept_timer.cancel()
             try:
                 await self._finish(error)
@@ -605,6 +609,10 @@ class NodeConnection:
 
     def _accept_frame(self, messages: list[Message]) -> Message:
         self.accepted = True
+        # Nothing can come from the edge before it has the accept; after a finished response
+        # nothing that matters can come at all.
+        if not self.cycle.finished:
+            self._reader = asyncio.ensure_future(self._read_from_edge())
         return encode_accept(self.conn_id, self.channel, self.node.heartbeat_interval, messages)
 
     def _accept_soon(self) -> None:
