@@ -1,0 +1,137 @@
+"""The pure per-connection state: uvicorn's rules and error texts, and the lifespan runner."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from distributed_asgi.cycle import HTTPCycle, WebSocketCycle, cycle_for
+from distributed_asgi.lifespan import Lifespan, LifespanFailed
+
+
+def exactly(text: str) -> str:
+    return "^" + re.escape(text) + "$"
+
+
+def test_http_cycle_flags_and_errors() -> None:
+    cycle = HTTPCycle()
+    with pytest.raises(
+        RuntimeError,
+        match=exactly("Expected ASGI message 'http.response.start', but got 'http.response.body'."),
+    ):
+        cycle.on_send({"type": "http.response.body"})
+    cycle.on_send({"type": "http.response.start", "status": 200})
+    assert cycle.response_started and not cycle.response_complete
+    cycle.on_send({"type": "http.response.body", "body": b"a", "more_body": True})
+    assert not cycle.finished
+    with pytest.raises(
+        RuntimeError,
+        match=exactly("Expected ASGI message 'http.response.body', but got 'http.response.start'."),
+    ):
+        cycle.on_send({"type": "http.response.start", "status": 200})
+    cycle.on_send({"type": "http.response.body"})
+    assert cycle.finished
+    with pytest.raises(
+        RuntimeError,
+        match=exactly(
+            "Unexpected ASGI message 'http.response.body' sent, after response already completed."
+        ),
+    ):
+        cycle.on_send({"type": "http.response.body"})
+    cycle.on_receive({"type": "http.disconnect"})
+    assert cycle.disconnected
+
+
+def test_websocket_cycle() -> None:
+    cycle = WebSocketCycle()
+    with pytest.raises(
+        RuntimeError,
+        match=exactly(
+            "Expected ASGI message 'websocket.accept', 'websocket.close', or "
+            "'websocket.http.response.start' but got 'websocket.http.response.start'."
+        ),
+    ):
+        cycle.on_send({"type": "websocket.http.response.start", "status": 403})
+    cycle.on_send({"type": "websocket.accept"})
+    cycle.on_send({"type": "websocket.send", "text": "x"})
+    with pytest.raises(
+        RuntimeError,
+        match=exactly(
+            "Expected ASGI message 'websocket.send' or 'websocket.close', "
+            "but got 'websocket.accept'."
+        ),
+    ):
+        cycle.on_send({"type": "websocket.accept"})
+    cycle.on_send({"type": "websocket.close", "code": 4001})
+    assert cycle.finished and cycle.close_code == 4001
+    with pytest.raises(
+        RuntimeError,
+        match=exactly(
+            "Unexpected ASGI message 'websocket.send', after sending 'websocket.close' "
+            "or response already completed."
+        ),
+    ):
+        cycle.on_send({"type": "websocket.send", "text": "x"})
+
+
+def test_websocket_denial_response_only_when_offered() -> None:
+    offered = cycle_for({"type": "websocket", "extensions": {"websocket.http.response": {}}})
+    assert isinstance(offered, WebSocketCycle)
+    offered.on_send({"type": "websocket.http.response.start", "status": 403})
+    assert offered.started and not offered.finished
+    offered.on_send({"type": "websocket.http.response.body", "body": b"no"})
+    assert offered.finished
+
+
+async def test_lifespan_startup_state_and_shutdown() -> None:
+    events: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            events.append(message["type"])
+            if message["type"] == "lifespan.startup":
+                scope["state"]["db"] = "connected"
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    lifespan = Lifespan(app, "auto")
+    await lifespan.startup()
+    assert lifespan.state == {"db": "connected"}
+    await lifespan.shutdown()
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+async def test_lifespan_auto_tolerates_apps_without_it() -> None:
+    async def http_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+
+    lifespan = Lifespan(http_only, "auto")
+    await lifespan.startup()
+    assert lifespan.unsupported
+    await lifespan.shutdown()
+    with pytest.raises(LifespanFailed):
+        await Lifespan(http_only, "on").startup()
+
+
+async def test_lifespan_startup_failed_is_fatal() -> None:
+    async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    with pytest.raises(LifespanFailed, match="no database"):
+        await Lifespan(failing, "auto").startup()
+
+
+async def test_lifespan_off_never_calls_the_app() -> None:
+    async def never(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise AssertionError("called")
+
+    lifespan = Lifespan(never, "off")
+    await lifespan.startup()
+    await lifespan.shutdown()
