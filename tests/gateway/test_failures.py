@@ -174,3 +174,10 @@ def test_redis_outage_fails_fast_with_503_then_recovers(
         assert status == 200
     finally:
         gateway.stop()
+
+
+def test_websocket_with_no_route_is_404_through_the_denial_extension(gateway: Gateway) -> None:
+    gateway.start_edge(routes=[["^/api/", "api"]])
+    with pytest.raises(InvalidStatus) as info:
+        connect(gateway.url("/ws", "ws"))
+    assert info.value.response.status_code == 404
