@@ -16,6 +16,7 @@ the functions that build its layers: it is installed in the bench venv only.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -251,6 +252,13 @@ def _server_facts(url: str) -> str:
     return f"{name} {version}"
 
 
+def _load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
+
+
 def _flushall(url: str) -> None:
     import redis
 
@@ -270,6 +278,7 @@ def main(sizes: Sizes = FULL, *, loop: str = "asyncio", write: bool = True) -> b
     print(f"== Channel layer: {', '.join(f'{k} = {c}' for k, c in LAYER_CLASSES.items())}")
     with RedisProcess() as server:
         server_version = _server_facts(server.url)
+        load_before = _load_average()
         print(f"   server {server_version} at {server.url}, {sizes.runs} run(s), loop {loop}")
         for run in range(sizes.runs):
             order = LAYERS[run % len(LAYERS) :] + LAYERS[: run % len(LAYERS)]
@@ -302,10 +311,12 @@ def main(sizes: Sizes = FULL, *, loop: str = "asyncio", write: bool = True) -> b
     ]
     for note in losses + failures:
         print(f"   note: {note}")
+    load = f"{load_before} at the start, {_load_average()} at the end"
+    print(f"   load average (1 min, {os.cpu_count()} cores): {load}")
     print(f"\nChannel layer targets: {sum(verdicts)}/{len(verdicts)} pass")
 
     if write:
-        body = _markdown(rows, spread, sizes, loop, server_version, losses + failures)
+        body = _markdown(rows, spread, sizes, loop, server_version, load, losses + failures)
         replace_section(SECTION, body)
         print("   recorded in docs/benchmarks.md")
     return passed
@@ -317,6 +328,7 @@ def _markdown(
     sizes: Sizes,
     loop: str,
     server_version: str,
+    load: str,
     notes: list[str],
 ) -> str:
     m = machine_facts()
@@ -331,6 +343,7 @@ def _markdown(
         f"channels_redis {package_version('channels-redis')}, "
         f"msgpack {package_version('msgpack')}, event loop {loop}",
         f"- Server: {server_version}, one private server for all three layers",
+        f"- Load average (1 min): {load}; the machine is shared, so figures move between runs",
         f"- distributed_asgi at {git_revision()}",
         f"- Layers: {legend}",
         "",
