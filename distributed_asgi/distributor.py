@@ -421,7 +421,7 @@ class EdgeConnection:
 
     async def _node_to_client(self, window: float) -> None:
         assert self._stop is not None
-        while True:
+        while not self.cycle.finished:
             receiving = asyncio.ensure_future(self.layer.receive(self.reply_channel))
             waiting: set[asyncio.Future[Any]] = {receiving, self._stop}
             done, _ = await asyncio.wait(
@@ -453,10 +453,10 @@ class EdgeConnection:
     async def _to_client_all(self, messages: list[Message]) -> bool:
         """Pass messages on to the client; True once the application's side is finished."""
         for message in messages:
-            await self._to_client(message)
-            if self.cycle.finished:
+            if self.cycle.finished:  # e.g. the edge answered 413 meanwhile
                 return True
-        return False
+            await self._to_client(message)
+        return self.cycle.finished
 
     async def _to_client(self, message: Message) -> None:
         try:
@@ -516,29 +516,41 @@ class EdgeConnection:
             # The rest of the body is unread: close rather than keep a half-read connection
             # alive (RFC 9110 15.5.14), which also spares the server from draining it.
             headers.append((b"connection", b"close"))
-        self.cycle = cycle_for(self.scope)  # an edge answer replaces whatever was under way
-        await _refuse(self.scope, self.client_send, status, headers)
+        # An edge answer replaces whatever was under way; it goes through a fresh cycle so
+        # that anything the Node still sends afterwards is recognised as too late.
+        self.cycle = cycle_for(self.scope)
+        for message in _refusal(self.scope, status, headers):
+            self.cycle.on_send(message)
+            await self.client_send(message)
 
 
 async def _refuse(
     scope: Scope, send: Send, status: int, extra_headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    """Answer from the edge itself: a plain-text error for HTTP; for a WebSocket handshake a
+    for message in _refusal(scope, status, extra_headers or []):
+        await send(message)
+
+
+def _refusal(scope: Scope, status: int, extra_headers: list[tuple[bytes, bytes]]) -> list[Message]:
+    """An answer from the edge itself: a plain-text error for HTTP; for a WebSocket handshake a
     denial response where the server offers one, else a close (the server sends 403)."""
     body = http.HTTPStatus(status).phrase.encode()
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
-        *(extra_headers or []),
+        *extra_headers,
     ]
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-    elif "websocket.http.response" in (scope.get("extensions") or {}):
-        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1013})
+        return [
+            {"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body},
+        ]
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        return [
+            {"type": "websocket.http.response.start", "status": status, "headers": headers},
+            {"type": "websocket.http.response.body", "body": body},
+        ]
+    return [{"type": "websocket.close", "code": 1013}]
 
 
 def _describe(scope: Scope) -> str:
