@@ -259,10 +259,16 @@ class EdgeConnection:
         if self.is_http and self._declared_length() > self.distributor.max_body_size:
             await self._respond(413)
             return
-        first: asyncio.Task[Message] = asyncio.ensure_future(self.receive())
-        # One turn of the loop: enough for a body that is already here to come back with the
-        # connect frame, never a wait for a slow client before a Node is even asked.
-        await asyncio.sleep(0)
+        first: asyncio.Future[Message]
+        if self._expects_no_body():
+            # websocket.connect, or a request without a body: the server answers at once.
+            first = asyncio.get_running_loop().create_future()
+            first.set_result(await self.receive())
+        else:
+            first = asyncio.ensure_future(self.receive())
+            # One turn of the loop: enough for a body that is already here to come back with
+            # the connect frame, never a wait for a slow client before a Node is even asked.
+            await asyncio.sleep(0)
         initial: list[Message] = []
         if first.done():
             message = first.result()
@@ -493,6 +499,14 @@ class EdgeConnection:
         except FrameError as exc:
             logger.warning("dropped a bad frame on %s: %s", self.reply_channel, exc)
             return None
+
+    def _expects_no_body(self) -> bool:
+        if not self.is_http:
+            return True
+        for name, value in self.scope.get("headers", ()):
+            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+                return False
+        return True
 
     def _declared_length(self) -> int:
         for name, value in self.scope.get("headers", ()):
