@@ -144,7 +144,9 @@ class Node(StatelessServer):
         self.lifespan: Lifespan | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._wakeup: asyncio.Event | None = None
+        self._receives: dict[asyncio.Future[Message], str] = {}
+        self._turn = 0
+        self._background: set[asyncio.Task[None]] = set()
         self._stop_requested = False
         self._signals = 0
         self._main_task: asyncio.Task[None] | None = None
@@ -200,14 +202,11 @@ class Node(StatelessServer):
     def _request_stop(self) -> None:
         if self._stopping is not None:
             self._stopping.set()
-        if self._wakeup is not None:
-            self._wakeup.set()
 
     async def arun(self) -> None:
         """Serve in the running event loop until stopped (for embedding)."""
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self._wakeup = asyncio.Event()
         if self._stop_requested:
             self._stopping.set()
         self.lifespan = Lifespan(self.application, self.lifespan_mode, self.asgi_version)
@@ -233,62 +232,67 @@ class Node(StatelessServer):
     # -- taking connections ----------------------------------------------------------------------
 
     async def handle(self) -> None:
-        """Read route channels while there is room; start a connection per ``connect``."""
-        assert self._stopping is not None and self._wakeup is not None
-        receives: dict[asyncio.Future[Message], str] = {}
-        turn = 0
+        """Read route channels while there is room; start a connection per ``connect``.
+
+        Receives are futures with done-callbacks rather than a wait loop: a finished receive
+        starts its connection and a finished connection refills the receives, directly.
+        """
+        assert self._stopping is not None
+        self._fill()
         try:
-            while not self._stopping.is_set():
-                turn = self._fill(receives, turn)
-                self._wakeup.clear()
-                wakeup = asyncio.ensure_future(self._wakeup.wait())
-                waiting: list[asyncio.Future[Any]] = [*receives, wakeup]
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                wakeup.cancel()
-                for task in done:
-                    key = receives.pop(task, None)
-                    if key is None:
-                        continue
-                    if task.exception() is not None:
-                        logger.warning("receive on %r failed: %s", key, task.exception())
-                        await asyncio.sleep(0.1)
-                        continue
-                    await self._on_route_message(key, task.result())
-                if len(self.connections) >= self.max_applications:
-                    self._cancel(receives)
+            await self._stopping.wait()
         finally:
             # Cancelled receives put anything they popped back at the head of the queue.
-            self._cancel(receives)
+            self._cancel_receives()
 
-    def _fill(self, receives: dict[asyncio.Future[Message], str], turn: int) -> int:
-        room = self.max_applications - len(self.connections) - len(receives)
-        if len(self.connections) >= self.max_applications:
-            return turn
-        waiting = {key: 0 for key in self.keys}
-        for key in receives.values():
+    def _fill(self) -> None:
+        stopping = self._stopping is None or self._stopping.is_set()
+        if stopping or len(self.connections) >= self.max_applications:
+            return
+        room = self.max_applications - len(self.connections) - len(self._receives)
+        waiting = dict.fromkeys(self.keys, 0)
+        for key in self._receives.values():
             waiting[key] += 1
-        for key in self.keys:
+        for key in self.keys:  # one per key while there is any room: no key starves
             if waiting[key] == 0:
-                receives[asyncio.ensure_future(self.layer.receive(key))] = key
+                self._receive(key)
                 waiting[key] = 1
                 room -= 1
         # Extra receives let one Redis round trip pop several connections under load.
         while room > 0 and any(n < RECEIVES_PER_KEY for n in waiting.values()):
-            key = self.keys[turn % len(self.keys)]
-            turn += 1
+            key = self.keys[self._turn % len(self.keys)]
+            self._turn += 1
             if waiting[key] < RECEIVES_PER_KEY:
-                receives[asyncio.ensure_future(self.layer.receive(key))] = key
+                self._receive(key)
                 waiting[key] += 1
                 room -= 1
-        return turn
 
-    @staticmethod
-    def _cancel(receives: dict[asyncio.Future[Message], str]) -> None:
-        for task in receives:
-            task.cancel()
-        receives.clear()
+    def _receive(self, key: str) -> None:
+        future = asyncio.ensure_future(self.layer.receive(key))
+        self._receives[future] = key
+        future.add_done_callback(self._received)
 
-    async def _on_route_message(self, key: str, raw: Message) -> None:
+    def _received(self, future: asyncio.Future[Message]) -> None:
+        key = self._receives.pop(future, None)
+        if key is None or future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            logger.warning("receive on %r failed: %s", key, error)
+            asyncio.get_running_loop().call_later(0.1, self._fill)
+            return
+        self._on_route_message(key, future.result())
+        if len(self.connections) >= self.max_applications:
+            self._cancel_receives()
+        else:
+            self._fill()
+
+    def _cancel_receives(self) -> None:
+        receives, self._receives = self._receives, {}
+        for future in receives:
+            future.cancel()
+
+    def _on_route_message(self, key: str, raw: Message) -> None:
         try:
             frame = decode_frame(raw)
         except FrameError as exc:
@@ -309,10 +313,18 @@ class Node(StatelessServer):
         stopping = self._stopping is not None and self._stopping.is_set()
         if stopping or len(self.connections) >= self.max_applications:
             # Popped beyond our room (one receive per key is kept): hand it back.
-            with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
-                await self.layer.send(key, raw)
+            self._spawn(self._hand_back(key, raw))
             return
         self._start(frame)
+
+    async def _hand_back(self, key: str, raw: Message) -> None:
+        with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
+            await self.layer.send(key, raw)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _start(self, connect: Connect) -> None:
         scope = connect.scope
@@ -342,8 +354,7 @@ class Node(StatelessServer):
 
     def connection_done(self, connection: NodeConnection) -> None:
         self.connections.pop(connection.conn_id, None)
-        if self._wakeup is not None:
-            self._wakeup.set()
+        self._fill()
 
     async def application_send(self, scope: Mapping[str, Any], message: Message) -> None:
         raise RuntimeError("Node sends through each connection's own send()")
