@@ -92,6 +92,8 @@ def build_layer(
             raise ValueError("pass either layer= or Redis connection settings, not both")
         return layer
     options = dict(layer_options or {})
+    if url is not None and (host is not None or port is not None or password is not None):
+        raise ValueError("pass either url= or host/port/password, not both")
     if url is None and host is None and port is None:
         url = os.environ.get("REDIS_URL") or None
     if url is not None:

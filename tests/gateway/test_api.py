@@ -60,3 +60,8 @@ def test_distributor_options_are_checked() -> None:
         Distributor(layer, {"(": "all"})
     table = RouteTable({"/": "all"})
     assert Distributor(layer, table).routes is table
+
+
+def test_url_and_host_together_are_an_error() -> None:
+    with pytest.raises(ValueError, match="either url= or host/port/password"):
+        Node(app=asgi3_app, key="k", url="redis://x:1/0", host="y")
