@@ -129,7 +129,16 @@ def create_path_distributor(
 
 
 class Distributor:
-    """An ASGI 3 application that routes each connection to a Node through ``layer``."""
+    """An ASGI 3 application that routes each connection to a Node through ``layer``.
+
+    - ``routes``: a ``RouteTable``, a mapping or ``(regex, key template)`` pairs (in order).
+    - ``pickup_timeout`` (5 s): how long a Node may take to accept a connection.
+    - ``no_worker_status`` (503) and ``retry_after`` (1 s): the answer when none does, or when
+      the route channel is full.
+    - ``max_body_size`` (100 MiB): larger request bodies get 413 and are not forwarded.
+    - ``heartbeat_interval`` (2 s) and ``heartbeat_misses`` (3): the edge tells idle Nodes it is
+      alive this often, and gives up on a Node silent for this many of *its* intervals.
+    """
 
     def __init__(
         self,

@@ -75,6 +75,15 @@ _FULL_BACKOFF_MAX = 0.1
 
 
 class Node(StatelessServer):
+    """A worker serving ``cls`` (ASGI 2 or 3) or ``app`` (ASGI 3) from ``key``/``keys``.
+
+    Redis: ``url``, else ``REDIS_URL`` when neither host nor port is given, else
+    host/port/db/password; or a ready ``layer``. ``max_applications`` (1000) bounds concurrent
+    connections; ``drain_timeout`` (30 s) bounds the graceful stop; ``lifespan`` is uvicorn's
+    "auto"/"on"/"off". ``run()`` blocks and returns once stopped (raising ``LifespanFailed``
+    if startup failed); ``await arun()`` embeds it; ``stop()`` asks it to drain and stop.
+    """
+
     def __init__(
         self,
         host: str | None = None,
