@@ -181,3 +181,26 @@ def test_websocket_with_no_route_is_404_through_the_denial_extension(gateway: Ga
     with pytest.raises(InvalidStatus) as info:
         connect(gateway.url("/ws", "ws"))
     assert info.value.response.status_code == 404
+
+
+def test_garbage_on_the_route_channel_is_dropped_and_the_node_keeps_serving(
+    gateway: Gateway,
+) -> None:
+    import asyncio
+
+    from distributed_asgi.layers import RedisChannelLayer
+
+    gateway.start_edge()
+    _, log = gateway.start_node()
+
+    async def send_garbage() -> None:
+        layer = RedisChannelLayer(hosts=[gateway.redis_url], prefix=gateway.prefix)
+        await layer.send("fidelity", {"v": 99, "t": "connect"})
+        await layer.send("fidelity", {"hello": b"\x00"})
+        await layer.close()
+
+    asyncio.run(send_garbage())
+    assert httpx.get(gateway.url("/hello"), timeout=10).text == "hello, world"
+    text = log.read_text()
+    assert "unsupported frame version 99" in text
+    assert "unsupported frame version None" in text
