@@ -20,29 +20,14 @@ shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http
-import logging
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from .cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
-from .layers import ChannelFull, RedisChannelLayer
-from .layers.shard import CONNECTION_ERRORS
-from .protocol import (
-    Accept,
-    Asgi,
-    End,
-    FrameError,
-    Heartbeat,
-    decode_frame,
-    encode_asgi,
-    encode_connect,
-    encode_heartbeat,
-)
+from .edge_connection import EdgeConnection, RemoteApplicationError, refuse
+from .layers import RedisChannelLayer
 from .routing import RouteTable
 
 __all__ = [
@@ -53,23 +38,12 @@ __all__ = [
     "create_path_distributor",
 ]
 
-logger = logging.getLogger("distributed_asgi.distributor")
-
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
-# ChannelFull on a connection's channel is flow control (the other side is slower): retry with
-# a short, growing pause rather than fail.
-_FULL_BACKOFF_START = 0.002
-_FULL_BACKOFF_MAX = 0.1
-
-
-class RemoteApplicationError(Exception):
-    """The application raised on the Node; raised at the edge so its server acts as it would
-    for a local exception (500 before the response started, a closed connection after)."""
 
 
 def build_layer(
@@ -189,7 +163,7 @@ class Distributor:
             raise RuntimeError(f"Distributor cannot serve scope type {kind!r}")
         key = self.routes.match(scope["path"])
         if key is None:
-            await _refuse(scope, send, 404)
+            await refuse(scope, send, 404)
             return
         await EdgeConnection(self, scope, receive, send, key).run()
 
@@ -240,347 +214,6 @@ class Distributor:
         task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-class EdgeConnection:
-    """One client connection at the edge: uvicorn's cycle, with a Node instead of an app."""
-
-    def __init__(
-        self, distributor: Distributor, scope: Scope, receive: Receive, send: Send, key: str
-    ) -> None:
-        self.distributor = distributor
-        self.layer = distributor.layer
-        self.scope = scope
-        self.receive = receive
-        self.client_send = send
-        self.key = key
-        self.conn_id = secrets.token_hex(8)
-        self.is_http = scope["type"] == "http"
-        self.cycle: HTTPCycle | WebSocketCycle = cycle_for(scope)
-        self.node_channel: str | None = None
-        self.reply_channel = ""
-        self.last_sent = time.monotonic()
-        self.body_size = 0
-        self.disconnected = False
-        self.node_told_disconnect = False
-        self.node_ended = False
-        self._stop: asyncio.Future[str] | None = None
-
-    async def run(self) -> None:
-        if self.is_http and self._declared_length() > self.distributor.max_body_size:
-            await self._respond(413)
-            return
-        first: asyncio.Future[Message]
-        if self._expects_no_body():
-            # websocket.connect, or a request without a body: the server answers at once.
-            first = asyncio.get_running_loop().create_future()
-            first.set_result(await self.receive())
-        else:
-            first = asyncio.ensure_future(self.receive())
-            # One turn of the loop: enough for a body that is already here to come back with
-            # the connect frame, never a wait for a slow client before a Node is even asked.
-            await asyncio.sleep(0)
-        initial: list[Message] = []
-        if first.done():
-            message = first.result()
-            if not self._check_body(message):
-                await self._respond(413)
-                return
-            initial.append(message)
-            self._note_client_message(message)
-        try:
-            accept = await self._pick_up(initial)
-        except BaseException:
-            first.cancel()
-            raise
-        if accept is None:
-            first.cancel()
-            return
-        self.node_channel = accept.channel
-        if accept.messages:
-            try:
-                finished = await self._to_client_all(accept.messages)
-            except BaseException:
-                first.cancel()
-                raise
-            if finished:  # a whole short response came with the accept: nothing to pump
-                first.cancel()
-                return
-        self.distributor.register(self)
-        self._stop = asyncio.get_running_loop().create_future()
-        pump = asyncio.ensure_future(self._client_to_node(None if initial else first))
-        try:
-            await self._node_to_client(accept.heartbeat * self.distributor.heartbeat_misses)
-        finally:
-            pump.cancel()
-            self.distributor.unregister(self)
-            if not (self.cycle.finished or self.node_told_disconnect or self.node_ended):
-                # The edge is leaving (client gone, server shutting down): tell the Node so
-                # the application sees a disconnect instead of waiting for the heartbeat window.
-                self.node_told_disconnect = True
-                self.distributor.spawn(
-                    self._send_to_node([self._disconnect_message()], retry=False)
-                )
-
-    # -- pick-up -------------------------------------------------------------------------------
-
-    async def _pick_up(self, initial: list[Message]) -> Accept | None:
-        distributor = self.distributor
-        self.reply_channel = await self.layer.new_channel("edge")
-        frame = encode_connect(
-            self.conn_id,
-            self.scope,
-            self.reply_channel,
-            time.time() + distributor.pickup_timeout,
-            distributor.heartbeat_interval,
-            initial,
-        )
-        try:
-            await self.layer.send(self.key, frame)
-        except ChannelFull:
-            logger.warning("route channel %r is full: refusing %s", self.key, _describe(self.scope))
-            await self._respond(distributor.no_worker_status, retry_after=True)
-            return None
-        except CONNECTION_ERRORS as exc:
-            logger.warning("cannot reach Redis (%s): refusing %s", exc, _describe(self.scope))
-            await self._respond(503, retry_after=True)
-            return None
-        deadline = time.monotonic() + distributor.pickup_timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                raw = await asyncio.wait_for(self.layer.receive(self.reply_channel), remaining)
-            except asyncio.TimeoutError:
-                break
-            frame_in = self._decode(raw)
-            if isinstance(frame_in, Accept):
-                return frame_in
-            if frame_in is not None:
-                logger.warning("expected an accept frame, got %r: dropped", type(frame_in).__name__)
-        logger.warning(
-            "no Node took %s on %r within %.1fs",
-            _describe(self.scope),
-            self.key,
-            distributor.pickup_timeout,
-        )
-        await self._respond(distributor.no_worker_status, retry_after=True)
-        return None
-
-    # -- client -> Node ----------------------------------------------------------------------
-
-    async def _client_to_node(self, first: asyncio.Future[Message] | None) -> None:
-        try:
-            message = await first if first is not None else await self.receive()
-            while True:
-                if not self._check_body(message):
-                    await self._too_large()
-                    return
-                self._note_client_message(message)
-                await self._send_to_node([message])
-                if self.disconnected:
-                    self._finish("client disconnected")
-                    return
-                # After a complete body this waits for the disconnect (uvicorn's receive()
-                # returns only that); the pump is cancelled when the response is done.
-                message = await self.receive()
-        except CONNECTION_ERRORS as exc:
-            logger.warning("lost Redis while forwarding %s: %s", _describe(self.scope), exc)
-            self._finish("redis")
-
-    def _note_client_message(self, message: Message) -> None:
-        if message["type"] in ("http.disconnect", "websocket.disconnect"):
-            self.disconnected = True
-            self.node_told_disconnect = True
-
-    def _check_body(self, message: Message) -> bool:
-        if message["type"] == "http.request":
-            self.body_size += len(message.get("body", b""))
-            return self.body_size <= self.distributor.max_body_size
-        return True
-
-    async def _too_large(self) -> None:
-        await self._send_to_node([{"type": "http.disconnect"}], retry=False)
-        self.node_told_disconnect = True
-        if not self.cycle.started:
-            await self._respond(413)
-        self._finish("request body too large")
-
-    async def _send_to_node(self, messages: list[Message], *, retry: bool = True) -> None:
-        assert self.node_channel is not None
-        frame = encode_asgi(self.conn_id, messages)
-        delay = _FULL_BACKOFF_START
-        while True:
-            try:
-                await self.layer.send(self.node_channel, frame)
-            except ChannelFull:
-                if not retry:
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _FULL_BACKOFF_MAX)
-                continue
-            except CONNECTION_ERRORS:
-                if not retry:
-                    return
-                raise
-            self.last_sent = time.monotonic()
-            return
-
-    async def send_heartbeat(self) -> None:
-        if self.node_channel is None:
-            return
-        self.last_sent = time.monotonic()
-        with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
-            await self.layer.send(self.node_channel, encode_heartbeat(self.conn_id))
-
-    # -- Node -> client ------------------------------------------------------------------------
-
-    async def _node_to_client(self, window: float) -> None:
-        assert self._stop is not None
-        while not self.cycle.finished:
-            receiving = asyncio.ensure_future(self.layer.receive(self.reply_channel))
-            waiting: set[asyncio.Future[Any]] = {receiving, self._stop}
-            done, _ = await asyncio.wait(
-                waiting, timeout=window, return_when=asyncio.FIRST_COMPLETED
-            )
-            if receiving not in done:
-                receiving.cancel()
-                if self._stop.done():
-                    return
-                await self._node_lost(window)
-                return
-            frame = self._decode(receiving.result())
-            if isinstance(frame, Asgi):
-                if await self._to_client_all(frame.messages):
-                    return
-            elif isinstance(frame, End):
-                self.node_ended = True
-                if frame.error is not None:
-                    raise RemoteApplicationError(
-                        f"the application raised on the Node for {_describe(self.scope)}: "
-                        f"{frame.error}"
-                    )
-                return
-            elif frame is not None and not isinstance(frame, Heartbeat):
-                logger.warning(
-                    "unexpected %s frame on a running connection: dropped", type(frame).__name__
-                )
-
-    async def _to_client_all(self, messages: list[Message]) -> bool:
-        """Pass messages on to the client; True once the application's side is finished."""
-        for message in messages:
-            if self.cycle.finished:  # e.g. the edge answered 413 meanwhile
-                return True
-            await self._to_client(message)
-        return self.cycle.finished
-
-    async def _to_client(self, message: Message) -> None:
-        try:
-            self.cycle.on_send(message)
-        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-            # The Node checks the same rules before sending, so this is a foreign or corrupt
-            # frame: end the connection rather than pass on something the server would reject.
-            raise RemoteApplicationError(f"invalid message from the Node: {exc}") from None
-        await self.client_send(message)
-
-    async def _node_lost(self, window: float) -> None:
-        logger.warning(
-            "the Node serving %s sent nothing for %.1fs: giving up on it",
-            _describe(self.scope),
-            window,
-        )
-        if not self.cycle.started:
-            await self._respond(502)
-        elif (
-            isinstance(self.cycle, WebSocketCycle) and self.cycle.state is WebSocketState.CONNECTED
-        ):
-            await self.client_send({"type": "websocket.close", "code": 1011})
-        # An HTTP response already under way: returning unfinished makes the server close it.
-
-    def _finish(self, reason: str) -> None:
-        if self._stop is not None and not self._stop.done():
-            self._stop.set_result(reason)
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    def _decode(self, raw: Message) -> Any:
-        try:
-            return decode_frame(raw)
-        except FrameError as exc:
-            logger.warning("dropped a bad frame on %s: %s", self.reply_channel, exc)
-            return None
-
-    def _expects_no_body(self) -> bool:
-        if not self.is_http:
-            return True
-        for name, value in self.scope.get("headers", ()):
-            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                return False
-        return True
-
-    def _declared_length(self) -> int:
-        for name, value in self.scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    return int(value)
-                except ValueError:
-                    return 0
-        return 0
-
-    def _disconnect_message(self) -> Message:
-        if self.is_http:
-            return {"type": "http.disconnect"}
-        return {"type": "websocket.disconnect", "code": 1006}
-
-    async def _respond(self, status: int, *, retry_after: bool = False) -> None:
-        headers = []
-        if retry_after:
-            headers.append((b"retry-after", str(self.distributor.retry_after).encode()))
-        if status == 413:
-            # The rest of the body is unread: close rather than keep a half-read connection
-            # alive (RFC 9110 15.5.14), which also spares the server from draining it.
-            headers.append((b"connection", b"close"))
-        # An edge answer replaces whatever was under way; it goes through a fresh cycle so
-        # that anything the Node still sends afterwards is recognised as too late.
-        self.cycle = cycle_for(self.scope)
-        for message in _refusal(self.scope, status, headers):
-            self.cycle.on_send(message)
-            await self.client_send(message)
-
-
-async def _refuse(
-    scope: Scope, send: Send, status: int, extra_headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    for message in _refusal(scope, status, extra_headers or []):
-        await send(message)
-
-
-def _refusal(scope: Scope, status: int, extra_headers: list[tuple[bytes, bytes]]) -> list[Message]:
-    """An answer from the edge itself: a plain-text error for HTTP; for a WebSocket handshake a
-    denial response where the server offers one, else a close (the server sends 403)."""
-    body = http.HTTPStatus(status).phrase.encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        *extra_headers,
-    ]
-    if scope["type"] == "http":
-        return [
-            {"type": "http.response.start", "status": status, "headers": headers},
-            {"type": "http.response.body", "body": body},
-        ]
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        return [
-            {"type": "websocket.http.response.start", "status": status, "headers": headers},
-            {"type": "websocket.http.response.body", "body": body},
-        ]
-    return [{"type": "websocket.close", "code": 1013}]
-
-
-def _describe(scope: Scope) -> str:
-    kind = "WebSocket" if scope["type"] == "websocket" else scope.get("method", "HTTP")
-    return f"{kind} {scope.get('path', '?')}"
 
 
 def _positive(what: str, value: object) -> float:
