@@ -28,7 +28,7 @@ from .base import (
 )
 from .hashring import HashRing
 from .hosts import HostSpec, parse_hosts
-from .queue_reader import QueueReader
+from .queue_reader import ChannelReader, InboxReader, QueueReader
 from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND
 from .serialization import BadMessage, MessageSerializer
 from .shard import Shard
@@ -150,12 +150,12 @@ class RedisChannelLayer:
         shard_name, keys = self._queue_keys(channel)
         reader = state.readers.get(keys[0])
         if reader is None:
-            reader = state.readers[keys[0]] = QueueReader(
-                state.shards[self.ring.shard_for(shard_name)],
-                keys[0],
-                keys[1] if len(keys) > 1 else None,
-                expiry=self.expiry,
-                block_timeout=self.block_timeout,
+            shard = state.shards[self.ring.shard_for(shard_name)]
+            options = {"expiry": self.expiry, "block_timeout": self.block_timeout}
+            reader = state.readers[keys[0]] = (
+                InboxReader(shard, keys[0], keys[1], **options)
+                if len(keys) > 1
+                else ChannelReader(shard, keys[0], **options)
             )
         return reader
 

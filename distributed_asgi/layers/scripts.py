@@ -4,7 +4,8 @@ Key layout (``P`` is the layer's prefix; docs/PROTOCOL.md has the full picture):
 
 - ``P:q:NAME`` list, the queue of a normal channel (NAME is the channel) or of one process's
   inbox (NAME is the non-local part ``specific.abc!`` that all its channels share).
-- ``P:n:NAME`` hash, channel -> messages waiting in that inbox, so capacity is exact per
+- ``P:n:NAME`` hash, channel -> messages sent to it and not yet received (in the inbox, or
+  popped into its process but not yet returned by ``receive()``), so capacity is exact per
   process-specific channel although they share one list.
 - ``P:g:GROUP`` sorted set, member channel -> time of its last ``group_add``.
 - ``P:gc:GROUP`` hash, member channel -> its capacity, so ``group_send`` needs no round trip
@@ -23,7 +24,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-__all__ = ["GROUP_ADD", "GROUP_DISCARD", "GROUP_SEND", "POP", "REQUEUE", "SEND", "LuaScript"]
+__all__ = [
+    "ACK",
+    "FORGET_IDLE",
+    "GROUP_ADD",
+    "GROUP_DISCARD",
+    "GROUP_SEND",
+    "REQUEUE",
+    "SEND",
+    "LuaScript",
+]
 
 
 @dataclass(frozen=True)
@@ -61,17 +71,27 @@ local function trim(q, n, cutoff)
   end
 end
 
-local function push(q, n, channel, payload, capacity, expiry, now)
-  trim(q, n, now - expiry)
+local function over(q, n, channel, capacity)
   if n then
-    if tonumber(redis.call('HGET', n, channel) or 0) >= capacity then return 0 end
-    redis.call('HINCRBY', n, channel, 1)
-    redis.call('PEXPIRE', n, expiry)
-  elseif redis.call('LLEN', q) >= capacity then
-    return 0
+    if redis.call('HINCRBY', n, channel, 1) > capacity then
+      redis.call('HINCRBY', n, channel, -1)
+      return true
+    end
+    return false
+  end
+  return redis.call('LLEN', q) >= capacity
+end
+
+-- Expired entries are trimmed only when a channel looks full: until then they cost nothing
+-- (readers drop them by their time), and the common send stays at a handful of calls.
+local function push(q, n, channel, payload, capacity, expiry, now)
+  if over(q, n, channel, capacity) then
+    trim(q, n, now - expiry)
+    if over(q, n, channel, capacity) then return 0 end
   end
   redis.call('RPUSH', q, string.format('%013d', now) .. channel .. '\n' .. payload)
   redis.call('PEXPIRE', q, expiry)
+  if n then redis.call('PEXPIRE', n, expiry) end
   return 1
 end
 """
@@ -85,20 +105,29 @@ return push(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV
 """,
 )
 
-# KEYS: queue [, inbox counters]   ARGV: count, expiry_ms
-# Returns up to `count` live entries from the head, in order.
-POP = LuaScript(
-    "pop",
-    _COMMON
-    + r"""
-local q, n = KEYS[1], KEYS[2]
-trim(q, n, now_ms() - tonumber(ARGV[2]))
-local items = redis.call('LPOP', q, tonumber(ARGV[1]))
-if not items then return {} end
-if n then
-  for i = 1, #items do uncount(n, items[i]) end
+# KEYS: inbox counters   ARGV: channel, count, channel, count, ...   (many acks in one call)
+ACK = LuaScript(
+    "ack",
+    r"""
+for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) end
+return #ARGV / 2
+""",
+)
+
+# KEYS: inbox counters   ARGV: channels
+# Receivers ack with a plain HINCRBY -1 (cheap, on every message's path), which leaves fields
+# at 0; a reader sweeps the channels it acked with this now and then.
+FORGET_IDLE = LuaScript(
+    "forget_idle",
+    r"""
+local removed = 0
+for i = 1, #ARGV do
+  if tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or 1) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    removed = removed + 1
+  end
 end
-return items
+return removed
 """,
 )
 

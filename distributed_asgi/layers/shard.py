@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,31 +19,36 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .connection import DedicatedConnection
 from .hosts import HostSpec
-from .scripts import LuaScript
+from .scripts import ACK, LuaScript
 
 __all__ = ["CONNECTION_ERRORS", "Shard", "is_noscript"]
 
 logger = logging.getLogger("distributed_asgi.layers")
 
 # What a lost or unreachable server looks like from redis-py.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     OSError,  # includes the builtin ConnectionError and TimeoutError
     asyncio.TimeoutError,
     RedisConnectionError,
     RedisTimeoutError,
 )
 
-_Call = tuple[LuaScript, Sequence[str], Sequence[Any], "asyncio.Future[Any]"]
+# (script, keys, args, future); script None is an ack: keys is [counter key] and args holds one
+# Counter of channel -> messages received, merged while the ack waits for its batch.
+_Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any]"]
 
 
 class Shard:
     def __init__(self, spec: HostSpec) -> None:
         self.spec = spec
         self.client: aioredis.Redis = spec.create_client()
+        self._batch_connection = DedicatedConnection(self.client)
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
         self._active = False  # a batch is being executed (by a caller or the flusher)
+        self._open_acks: dict[str, Counter[str]] = {}  # counter key -> acks of a queued call
         self._down_since: float | None = None
 
     # -- health: log the start and end of an outage once each, not every failed call -----------
@@ -71,13 +77,13 @@ class Shard:
     async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._active:
-            # A batch is on the wire: ride along with the next one.
-            self._pending.append((script, keys, args, future))
+            # A batch is on the wire or queued: ride along with the next one, in order.
+            self._pending.append((script, keys, list(args), future))
             return await future
         # Nothing in flight: run this call right here, saving a task and a loop turn.
         self._active = True
         try:
-            await self._run([(script, keys, args, future)])
+            await self._run([(script, keys, list(args), future)])
         finally:
             if self._pending:
                 self._flusher = asyncio.get_running_loop().create_task(self._flush())
@@ -85,10 +91,36 @@ class Shard:
                 self._active = False
         return await future
 
+    def ack(self, counter_key: str, channel: str) -> None:
+        """Count one message of ``channel`` as received, without waiting.
+
+        Acks of one inbox merge while they wait for a batch: one plain ``HINCRBY`` when it is a
+        single channel (the ping-pong case), one script call for many (the fan-out case). The
+        ack is queued before anything this process sends afterwards, on the same connection,
+        so any send that follows a receive() (here, or elsewhere in reaction to a message sent
+        from here) sees the freed capacity.
+        """
+        counts = self._open_acks.get(counter_key)
+        if counts is None:
+            counts = self._open_acks[counter_key] = Counter()
+            self._enqueue((None, [counter_key], [counts], _ignored_future()))
+        counts[channel] += 1
+
+    def post(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue a script call whose result nobody waits for (failures are logged)."""
+        self._enqueue((script, keys, list(args), _ignored_future()))
+
+    def _enqueue(self, call: _Call) -> None:
+        self._pending.append(call)
+        if not self._active:
+            self._active = True
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
     async def _flush(self) -> None:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                self._open_acks.clear()
                 await self._run(batch)
         finally:
             self._flusher = None
@@ -101,7 +133,7 @@ class Shard:
             if retry:
                 # The server restarted or flushed its script cache: load and run those again
                 # (they were not executed, so nothing runs twice).
-                for script in {c[0] for c in retry}:
+                for script in {c[0] or ACK for c in retry}:
                     await self.client.script_load(script.source)
                 results = [r for c, r in zip(batch, results, strict=True) if not is_noscript(r)]
                 batch = [c for c in batch if c not in retry] + retry
@@ -133,16 +165,18 @@ class Shard:
                 future.set_result(result)
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
-        if len(batch) == 1:
-            script, keys, args, _ = batch[0]
-            try:
-                return [await self.client.evalsha(script.sha, len(keys), *keys, *args)]
-            except ResponseError as exc:
-                return [exc]
-        pipe = self.client.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        commands = [
+            _ack_command(keys[0], args[0])
+            if script is None
+            else ("EVALSHA", script.sha, len(keys), *keys, *args)
+            for script, keys, args, _ in batch
+        ]
+        try:
+            return await self._batch_connection.execute(commands)
+        except CONNECTION_ERRORS:
+            # A pooled connection goes stale when the server restarts; a restarted server ran
+            # none of these commands, so one immediate retry on a fresh connection is safe.
+            return await self._batch_connection.execute(commands)
 
     async def load_script(self, script: LuaScript) -> None:
         await self.client.script_load(script.source)
@@ -150,6 +184,7 @@ class Shard:
     async def close(self) -> None:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._batch_connection.release()
         await self.client.aclose()
 
 
@@ -157,3 +192,23 @@ def is_noscript(result: object) -> bool:
     return isinstance(result, NoScriptError) or (
         isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT")
     )
+
+
+def _ack_command(counter_key: str, counts: Counter[str]) -> tuple[Any, ...]:
+    if len(counts) == 1:
+        ((channel, count),) = counts.items()
+        return ("HINCRBY", counter_key, channel, -count)
+    flat = [item for pair in counts.items() for item in pair]
+    return ("EVALSHA", ACK.sha, 1, counter_key, *flat)
+
+
+def _ignored_future() -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.add_done_callback(_report_failure)
+    return future
+
+
+def _report_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        # A lost ack costs capacity until the inbox's counters expire (after `expiry` idle).
+        logger.warning("background Redis call failed: %s", future.exception())

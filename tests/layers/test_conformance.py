@@ -298,3 +298,28 @@ def test_bad_options_fail_at_construction(
 ) -> None:
     with pytest.raises(ValueError, match=next(iter(options))):
         make_layer(**options)
+
+
+async def test_capacity_holds_while_siblings_are_being_received(
+    make_layer: LayerFactory,
+) -> None:
+    """Messages a process has pulled from Redis but not yet received still count: a slow
+    channel pushes back on its senders even while the process reads its other channels."""
+    layer = make_layer(capacity=2)
+    slow, busy = await layer.new_channel(), await layer.new_channel()
+    reader = asyncio.ensure_future(layer.receive(busy))
+    await asyncio.sleep(0.05)
+    await layer.send(slow, {"n": 1})
+    await layer.send(slow, {"n": 2})
+    await layer.send(busy, {"n": 0})
+    assert await asyncio.wait_for(reader, 5) == {"n": 0}
+    for _ in range(3):  # keep the process reading while the slow channel stays full
+        reader = asyncio.ensure_future(layer.receive(busy))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ChannelFull):
+            await layer.send(slow, {"n": 3})
+        await layer.send(busy, {"n": 0})
+        await asyncio.wait_for(reader, 5)
+    assert [await layer.receive(slow) for _ in range(2)] == [{"n": 1}, {"n": 2}]
+    await layer.send(slow, {"n": 3})
+    assert await layer.receive(slow) == {"n": 3}

@@ -1,0 +1,133 @@
+"""A pool connection held by one user for pipelined commands, bypassing per-call pool work.
+
+redis-py's ``client.evalsha()`` and ``pipeline().execute()`` take a connection from the pool
+and give it back on every call, with locking and bookkeeping that cost more than the loopback
+round trip itself. The layer's two hot paths each have exactly one user at a time (the shard's
+batcher, and each queue reader), so each keeps one connection and writes its commands to it
+directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ResponseError
+
+__all__ = ["DedicatedConnection", "pack_commands"]
+
+
+_WRITE_HIGH_WATER = 256 * 1024
+
+
+def _arg(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise TypeError(f"cannot send {type(value).__name__} to Redis")
+
+
+def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
+    """RESP-encode commands: str as UTF-8, numbers as their repr, bytes as they are.
+
+    Written here because redis-py's general packer costs more than a loopback round trip on
+    small commands, and the layer sends nothing but these few argument types.
+    """
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for value in command:
+            data = _arg(value)
+            out.append(b"$%d\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+    return b"".join(out)
+
+
+class DedicatedConnection:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._connection: AbstractConnection | None = None
+
+    async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` in one write and read one reply each, in order.
+
+        A command's error reply is returned in its place as a ``ResponseError``; a lost
+        connection raises (and is reconnected by the next call).
+        """
+        await self.send(commands)
+        return await self.read(len(commands))
+
+    async def send(self, commands: Sequence[Sequence[Any]] | bytes) -> None:
+        """Write ``commands`` (or their ``pack_commands`` bytes) without reading; ``read()``
+        their replies later, in order."""
+        connection = await self.connect()
+        packed = commands if isinstance(commands, bytes) else pack_commands(commands)
+        try:
+            if not connection.is_connected:
+                await connection.connect()  # type: ignore[no-untyped-call]
+            writer = getattr(connection, "_writer", None)
+            if writer is None:  # pragma: no cover - a redis-py without the stream writer
+                await connection.send_packed_command(packed, check_health=False)
+                return
+            # redis-py wraps every write in asyncio.wait_for (a task per command on 3.11);
+            # a write that fits the transport buffer needs no waiting at all.
+            writer.write(packed)
+            if writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+                await asyncio.wait_for(writer.drain(), connection.socket_timeout)
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+
+    async def read(self, count: int) -> list[Any]:
+        connection = await self.connect()
+        replies: list[Any] = []
+        try:
+            for index in range(count):
+                try:
+                    # Replies written together arrive together: only the first wait needs the
+                    # socket timeout (whose bookkeeping is not free).
+                    timeout = None if index == 0 else math.inf
+                    replies.append(await connection.read_response(timeout=timeout))
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            # Cancelled or failed between a write and its replies: the stream is out of step.
+            await connection.disconnect(nowait=True)
+            raise
+        return replies
+
+    async def connect(self) -> AbstractConnection:
+        if self._connection is None:
+            self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        return self._connection
+
+    async def client_id(self) -> int:
+        """This connection's server-side id (for ``CLIENT UNBLOCK``); connects if needed."""
+        (reply,) = await self.execute([("CLIENT", "ID")])
+        return int(reply)
+
+    async def disconnect(self) -> None:
+        if self._connection is not None:
+            await self._connection.disconnect(nowait=True)
+
+    async def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await self._pool.release(connection)
+            except (KeyError, ValueError):
+                await connection.disconnect(nowait=True)
+
+    async def __aenter__(self) -> DedicatedConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.release())
