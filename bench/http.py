@@ -413,26 +413,39 @@ def markdown(outcome: Outcome, sizes: HttpSizes, loop: str, load_before: str) ->
     facts = machine_facts()
     generator = load_generator()
     gen_text = "wrk, 1 thread" if generator == "wrk" else f"the bundled asyncio generator ({loop})"
-    verdicts = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in outcome.verdicts())
-    return f"""## HTTP: direct uvicorn vs. through the gateway
-
-The same hello-world ASGI app (`bench/http.py`: 200, 13-byte body) served (a) directly by uvicorn
-and (b) through the gateway: a uvicorn edge running the distributor, one worker
-(`distributed-asgi worker`), and a private Redis server on loopback. Same uvicorn settings for
-both: one process, `--loop auto --http auto` (uvloop {package_version("uvloop")}, httptools
-{package_version("httptools")}), no access log. Load: {gen_text}, {sizes.connections} keep-alive
-connections for {sizes.duration:.0f} s per run after a {sizes.warmup:.0f} s warm-up; {sizes.runs}
-run(s) per setup in rotation, the median by req/s shown. Every response is checked.
-
-{markdown_table(HEADER, table_rows(outcome), "lrrrr")}
-
-{verdicts}
-
-Recorded {facts["date"]} at {git_revision()} on {facts["cpu"]} ({facts["cores"]} cores,
-{facts["system"]}, {facts["python"]}); load average before the run: {load_before}. The load
-generator, the servers and Redis share these cores, so the gateway (three processes) competes
-with its own load generator more than direct uvicorn (one) does.
-"""
+    versions = ", ".join(
+        f"{name} {package_version(name)}" for name in ("uvicorn", "uvloop", "httptools", "redis")
+    )
+    bullets = [
+        f"Machine: `{facts['arch']}`, {facts['cpu']}, {facts['cores']} cores, {facts['system']};"
+        f" load average before the run: {load_before}",
+        f"{facts['python']}, {versions}",
+        f"distributed_asgi at {git_revision()}",
+        "App: the same hello world (`bench/http.py`: 200, 13-byte body) served (a) **direct** by"
+        " uvicorn and (b) through the **gateway**: a uvicorn edge running the distributor, one"
+        " worker (`distributed-asgi worker`), a private Redis server on loopback",
+        "uvicorn settings, identical for both: one process, `--loop auto --http auto` (uvloop and"
+        " httptools when installed), no access log",
+        f"Load: {gen_text}, {sizes.connections} keep-alive connections for {sizes.duration:.0f} s"
+        f" per run after a {sizes.warmup:.0f} s warm-up; {sizes.runs} run(s) per setup in"
+        " rotation, the median by req/s shown; every response checked (status and body)",
+        "The load generator, the servers and Redis share the machine's cores: the gateway's three"
+        " processes compete with the load generator more than direct uvicorn's one does",
+    ]
+    verdicts = [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in outcome.verdicts()]
+    return "\n".join(
+        [
+            "## HTTP: direct uvicorn vs. through the gateway",
+            "",
+            f"Recorded {facts['date']} by `make bench` (`python -m bench http`).",
+            "",
+            *(f"- {bullet}" for bullet in bullets),
+            "",
+            markdown_table(HEADER, table_rows(outcome), "lrrrr"),
+            "",
+            *verdicts,
+        ]
+    )
 
 
 def main(sizes: HttpSizes = FULL, *, loop: str = "asyncio", write: bool = True) -> bool:
