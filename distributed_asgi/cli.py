@@ -198,6 +198,7 @@ def edge(
     routes = gather_routes(route_values, routes_file)
     url = _checked_redis_url(redis_url)
     layer = _make_layer(url, prefix)
+    _exit_cleanly_on_signals()
 
     import uvicorn
 
@@ -222,17 +223,24 @@ def edge(
         log_level=log_level,
     )
     server = uvicorn.Server(config)
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to whatever
-    # handler was there before it; make that handler a clean exit, so a drained edge exits 0
-    # like a drained worker (and a supervisor can tell a clean stop from a crash).
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_after_shutdown)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
+    # handler that was there before it: _exit_cleanly_on_signals' clean exit.
     server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 
 
-def _exit_after_shutdown(signum: int, frame: FrameType | None) -> None:
+def _exit_cleanly_on_signals() -> dict[int, Any]:
+    """Until the server or Node takes over signals, SIGINT/SIGTERM mean a clean exit (0).
+
+    A process stopped while still starting (importing the app) then exits 0 like one stopped
+    after a drain, so a supervisor can tell a requested stop from a crash. Returns the handlers
+    it replaced.
+    """
+    return {sig: signal.signal(sig, _exit_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
     sys.exit(0)
 
 
@@ -312,11 +320,14 @@ def worker(
     url = _checked_redis_url(redis_url)
     layer = _make_layer(url, prefix)
     _check_keys(keys)
+    previous = _exit_cleanly_on_signals()
     try:
         application = load_app(
             app, app_dir=app_dir, factory=factory, interface="asgi2" if asgi2 else interface
         )
     except ConfigError as exc:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         raise _fail(str(exc)) from None
     _configure_logging(log_level)
     _install_loop(loop)

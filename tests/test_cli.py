@@ -331,3 +331,25 @@ def test_up_refuses_a_port_in_use_before_starting_anything() -> None:
         port = taken.getsockname()[1]
         message = _error(["up", "json:dumps", "--port", str(port)])
     assert message == f"Error: cannot serve on 127.0.0.1:{port}: Address already in use"
+
+
+def test_worker_stopped_while_importing_its_app_exits_0(tmp_path: Path, redis_url: str) -> None:
+    (tmp_path / "slow_import_app.py").write_text(
+        "import pathlib, time\n"
+        "pathlib.Path(__file__).with_suffix('.started').touch()\n"
+        "time.sleep(30)\n"
+        "app = None\n"
+    )
+    args = ["slow_import_app:app", "--key", "k", "--app-dir", str(tmp_path), "--redis", redis_url]
+    worker = subprocess.Popen([sys.executable, "-m", "distributed_asgi", "worker", *args])
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "slow_import_app.started").exists():
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(10) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
