@@ -179,7 +179,8 @@ class System:
             except ConfigError as exc:
                 self.failure = str(exc)
             else:
-                self.out(self.summary())
+                if not self._stop_requested.is_set():  # not stopped while starting
+                    self.out(self.summary())
                 if on_ready is not None and not self._stop_requested.is_set():
                     try:
                         on_ready(self)
@@ -294,8 +295,9 @@ class System:
                 self.out(f"{child.name} (pid {child.pid}) did not stop in {timeout:.0f}s: killed")
                 child.process.kill()
             code = child.process.wait()
-            # A child we signalled exits 0; a negative code means a signal killed it.
-            if code != 0:
+            # A child we signalled exits 0, or dies of that very signal when it came before the
+            # child's own handlers were in place (during interpreter start-up).
+            if code not in (0, -signal.SIGTERM) or child.pid in already_gone:
                 if child.pid not in already_gone:
                     self.out(f"{child.name} (pid {child.pid}) exited with code {code}")
                 clean = False
