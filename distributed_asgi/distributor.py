@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -185,7 +186,12 @@ class Distributor:
             self._heartbeats.cancel()
             await asyncio.gather(self._heartbeats, return_exceptions=True)
             self._heartbeats = None
-        await self.layer.close()
+        try:
+            await self.layer.close()
+        except Exception as exc:  # a failing close must not fail the server's shutdown
+            logging.getLogger("distributed_asgi.distributor").warning(
+                "closing the channel layer failed: %s: %s", type(exc).__name__, exc
+            )
 
     # -- heartbeats: one task for all connections, so an idle Node knows the edge is alive ---------
 
