@@ -224,3 +224,12 @@ def test_drain_timeout_cancels_what_is_left_and_a_second_signal_exits_at_once(
     impatient.wait(10)
     assert time.monotonic() - started < 5
     second.join()
+
+
+def test_one_node_listens_on_several_keys(gateway: Gateway) -> None:
+    gateway.start_edge(routes=[[r"^/one(/.*)", "key-one"], [r"^/two(/.*)", "key-two"]])
+    gateway.start_node(app="tests.gateway.apps.scope_echo:app", keys=["key-one", "key-two"])
+    with httpx.Client(timeout=10) as http:
+        assert http.get(gateway.url("/one/x")).json()["path"] == "/one/x"
+        assert http.get(gateway.url("/two/y")).json()["path"] == "/two/y"
+        assert http.get(gateway.url("/three")).status_code == 404
