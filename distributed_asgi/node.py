@@ -105,12 +105,23 @@ class Node(StatelessServer):
             )
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be one of 'auto', 'on', 'off', got {lifespan!r}")
-        for what, value in (
-            ("drain_timeout", drain_timeout),
-            ("heartbeat_interval", heartbeat_interval),
+        if (
+            isinstance(drain_timeout, bool)
+            or not isinstance(drain_timeout, (int, float))
+            or drain_timeout < 0
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+            raise ValueError(
+                f"drain_timeout must be a number of seconds >= 0, got {drain_timeout!r}"
+            )
+        if (
+            isinstance(heartbeat_interval, bool)
+            or not isinstance(heartbeat_interval, (int, float))
+            or heartbeat_interval <= 0
+        ):
+            raise ValueError(
+                "heartbeat_interval must be a positive number of seconds, "
+                f"got {heartbeat_interval!r}"
+            )
         super().__init__(  # type: ignore[no-untyped-call]
             guarantee_single_callable(application),  # type: ignore[no-untyped-call]
             max_applications,

@@ -65,3 +65,9 @@ def test_distributor_options_are_checked() -> None:
 def test_url_and_host_together_are_an_error() -> None:
     with pytest.raises(ValueError, match="either url= or host/port/password"):
         Node(app=asgi3_app, key="k", url="redis://x:1/0", host="y")
+
+
+def test_drain_timeout_may_be_zero_but_not_negative() -> None:
+    assert Node(app=asgi3_app, key="k", drain_timeout=0).drain_timeout == 0
+    with pytest.raises(ValueError, match="drain_timeout"):
+        Node(app=asgi3_app, key="k", drain_timeout=-1)
