@@ -141,7 +141,7 @@ class Node(StatelessServer):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._receives: dict[asyncio.Future[Message], str] = {}
-        self._turn = 0
+        self._receiving = dict.fromkeys(self.keys, 0)  # key -> receives waiting on it
         self._background: set[asyncio.Task[None]] = set()
         self._stop_requested = False
         self._signals = 0
@@ -246,31 +246,31 @@ class Node(StatelessServer):
         if stopping or len(self.connections) >= self.max_applications:
             return
         room = self.max_applications - len(self.connections) - len(self._receives)
-        waiting = dict.fromkeys(self.keys, 0)
-        for key in self._receives.values():
-            waiting[key] += 1
+        counts = self._receiving
         for key in self.keys:  # one per key while there is any room: no key starves
-            if waiting[key] == 0:
+            if counts[key] == 0:
                 self._receive(key)
-                waiting[key] = 1
                 room -= 1
         # Extra receives let one Redis round trip pop several connections under load.
-        while room > 0 and any(n < RECEIVES_PER_KEY for n in waiting.values()):
-            key = self.keys[self._turn % len(self.keys)]
-            self._turn += 1
-            if waiting[key] < RECEIVES_PER_KEY:
-                self._receive(key)
-                waiting[key] += 1
-                room -= 1
+        while room > 0:
+            key = min(self.keys, key=counts.__getitem__)
+            if counts[key] >= RECEIVES_PER_KEY:
+                break
+            self._receive(key)
+            room -= 1
 
     def _receive(self, key: str) -> None:
         future = asyncio.ensure_future(self.layer.receive(key))
         self._receives[future] = key
+        self._receiving[key] += 1
         future.add_done_callback(self._received)
 
     def _received(self, future: asyncio.Future[Message]) -> None:
         key = self._receives.pop(future, None)
-        if key is None or future.cancelled():
+        if key is None:
+            return
+        self._receiving[key] -= 1
+        if future.cancelled():
             return
         error = future.exception()
         if error is not None:
@@ -285,6 +285,7 @@ class Node(StatelessServer):
 
     def _cancel_receives(self) -> None:
         receives, self._receives = self._receives, {}
+        self._receiving = dict.fromkeys(self.keys, 0)
         for future in receives:
             future.cancel()
 
