@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import itertools
 import logging
 import secrets
 import time
@@ -57,6 +58,16 @@ _FULL_BACKOFF_START = 0.002
 _FULL_BACKOFF_MAX = 0.1
 
 
+# Connection ids only need to be unique (they name connections in frames and logs): a random
+# per-process part and a counter, without a getrandom() call per request.
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
+
+
+def _next_conn_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+
+
 class RemoteApplicationError(Exception):
     """The application raised on the Node; raised at the edge so its server acts as it would
     for a local exception (500 before the response started, a closed connection after)."""
@@ -74,7 +85,7 @@ class EdgeConnection:
         self.receive = receive
         self.client_send = send
         self.key = key
-        self.conn_id = secrets.token_hex(8)
+        self.conn_id = _next_conn_id()
         self.is_http = scope["type"] == "http"
         self.cycle: HTTPCycle | WebSocketCycle = cycle_for(scope)
         self.node_channel: str | None = None

@@ -27,10 +27,25 @@ _GROUP_REFERENCE = re.compile(r"\\(?:g<[^>]*>|[1-9]\d?)")
 class Route:
     pattern: re.Pattern[str]
     template: str
+    # The template split into literal text (str) and group references (int or group name in
+    # a 1-tuple), so a request expands it without re-parsing (``Match.expand`` parses the
+    # template on every call).
+    parts: tuple[str | tuple[int | str], ...]
 
     @property
     def describe(self) -> str:
         return f"route {self.pattern.pattern!r} -> {self.template!r}"
+
+    def key_for(self, found: re.Match[str]) -> str | None:
+        if len(self.parts) == 1 and isinstance(self.parts[0], str):
+            return self.parts[0]  # no group references: checked at construction
+        key = "".join(
+            part if isinstance(part, str) else (found.group(part[0]) or "") for part in self.parts
+        )
+        # Group text comes from the client: it may contain anything the regex allows.
+        if _ROUTE_KEY.match(key) and len(key) < MAX_NAME_LENGTH:
+            return key
+        return None
 
 
 class RouteTable:
@@ -51,11 +66,7 @@ class RouteTable:
         for route in self.routes:
             found = route.pattern.search(path)
             if found is not None:
-                key = found.expand(route.template)
-                # Group text comes from the client: it may contain anything the regex allows.
-                if _ROUTE_KEY.match(key) and len(key) < MAX_NAME_LENGTH:
-                    return key
-                return None
+                return route.key_for(found)
         return None
 
     def keys(self) -> list[str]:
@@ -95,7 +106,22 @@ def _compile(entry: object) -> Route:
             f"{where}: the key template is longer than a channel name may be "
             f"({MAX_NAME_LENGTH - 1} characters)"
         )
-    return Route(pattern, template)
+    return Route(pattern, template, _split_template(template))
+
+
+def _split_template(template: str) -> tuple[str | tuple[int | str], ...]:
+    parts: list[str | tuple[int | str]] = []
+    at = 0
+    for reference in _GROUP_REFERENCE.finditer(template):
+        if reference.start() > at:
+            parts.append(template[at : reference.start()])
+        text = reference.group()
+        name = text[3:-1] if text.startswith("\\g<") else text[1:]
+        parts.append((int(name),) if name.isdigit() else (name,))
+        at = reference.end()
+    if at < len(template) or not parts:
+        parts.append(template[at:])
+    return tuple(parts)
 
 
 def _check_groups(pattern: re.Pattern[str], template: str, where: str) -> None:

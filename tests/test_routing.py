@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from distributed_asgi import RouteTable
 
@@ -69,3 +73,21 @@ def test_bad_routes_fail_at_construction_naming_the_route(
 def test_empty_table_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least one route"):
         RouteTable({})
+
+
+@given(st.text(alphabet="/abz09-_.xw", max_size=30))
+def test_expansion_agrees_with_match_expand(path: str) -> None:
+    routes = [
+        (r"/w/(?P<n>[0-9]+)/(x+)", r"q-\g<n>-\2.\1"),
+        (r"/([a-z]*)([0-9]*)", r"k\2-\1\g<1>"),
+        ("/", "all"),
+    ]
+    table = RouteTable(routes)
+    for regex, template in routes:
+        found = re.search(regex, path)
+        if found is not None:
+            expected = found.expand(template)
+            valid = bool(re.fullmatch(r"[a-zA-Z\d\-_.]+", expected)) and len(expected) < 100
+            assert table.match(path) == (expected if valid else None)
+            return
+    assert table.match(path) is None
