@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ._aio import receive_within
 from .cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from .layers import ChannelFull
 from .layers.shard import CONNECTION_ERRORS
@@ -182,7 +183,7 @@ class EdgeConnection:
             if remaining <= 0:
                 break
             try:
-                raw = await asyncio.wait_for(self.layer.receive(self.reply_channel), remaining)
+                raw = await receive_within(self.layer, self.reply_channel, remaining)
             except asyncio.TimeoutError:
                 break
             frame_in = self._decode(raw)

@@ -27,6 +27,7 @@ from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 
+from ._aio import receive_within
 from .cycle import HTTPCycle, WebSocketCycle, cycle_for
 from .layers import ChannelFull, RedisChannelLayer
 from .layers.shard import CONNECTION_ERRORS
@@ -174,7 +175,7 @@ class NodeConnection:
     async def _read_from_edge(self) -> None:
         while True:
             try:
-                raw = await asyncio.wait_for(self.layer.receive(self.channel), self.edge_window)
+                raw = await receive_within(self.layer, self.channel, self.edge_window)
             except asyncio.TimeoutError:
                 logger.warning(
                     "the edge of %s sent nothing for %.1fs: treating the client as gone",
