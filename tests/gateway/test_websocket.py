@@ -73,3 +73,10 @@ def test_many_connections_each_reach_their_own_instance(shared_gateway: Gateway)
             ws.send(f"from-{index}")
         for index, ws in enumerate(sockets):
             assert ws.recv(timeout=10) == f"echo:from-{index}"
+
+
+def test_large_binary_message_both_ways(shared_gateway: Gateway) -> None:
+    payload = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    with connect(shared_gateway.url("/ws", "ws"), max_size=None) as ws:
+        ws.send(payload)
+        assert ws.recv(timeout=20) == b"echo:" + payload
