@@ -141,6 +141,20 @@ def main() -> None:
     help="Seconds to wait for a worker to take a connection before answering 503.",
 )
 @click.option(
+    "--first-byte-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="HTTP: seconds from a request's arrival to its response's start, else 504; 0: none.",
+)
+@click.option(
+    "--total-timeout",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="HTTP: seconds for a whole response, else 504 (or a closed connection); 0: none.",
+)
+@click.option(
     "--no-worker-status",
     type=int,
     default=503,
@@ -181,6 +195,8 @@ def edge(
     redis_url: str | None,
     prefix: str,
     pickup_timeout: float,
+    first_byte_timeout: float,
+    total_timeout: float,
     no_worker_status: int,
     max_body_size: int | None,
     loop: str,
@@ -204,7 +220,11 @@ def edge(
 
     from .distributor import Distributor
 
-    options: dict[str, Any] = {"pickup_timeout": pickup_timeout}
+    options: dict[str, Any] = {
+        "pickup_timeout": pickup_timeout,
+        "first_byte_timeout": first_byte_timeout or None,
+        "total_timeout": total_timeout or None,
+    }
     options["no_worker_status"] = no_worker_status
     if max_body_size is not None:
         options["max_body_size"] = max_body_size

@@ -12,6 +12,8 @@ One connection, as the edge sees it (docs/PROTOCOL.md has the frames):
 3. Pump both ways until the application's side is finished: client ``receive()`` -> the Node's
    channel, reply channel -> client ``send()``. A Node silent for ``heartbeat_misses`` of its
    heartbeat intervals is gone: 502 if the response had not started, else the connection closes.
+   HTTP only: no response started within ``first_byte_timeout`` of the request's arrival, or
+   none complete within ``total_timeout``, is 504 (or a closed connection once it started).
 
 The edge handles lifespan itself (the Nodes run the application's) and closes the layer on
 shutdown.
@@ -108,6 +110,10 @@ class Distributor:
 
     - ``routes``: a ``RouteTable``, a mapping or ``(regex, key template)`` pairs (in order).
     - ``pickup_timeout`` (5 s): how long a Node may take to accept a connection.
+    - ``first_byte_timeout`` (60 s) and ``total_timeout`` (300 s), HTTP only, counted from the
+      request's arrival: no response started in time is 504; a response not complete in time is
+      504 if it had not started, else its connection is closed. The application is told
+      ``http.disconnect``. ``None`` turns one off. WebSockets live as long as both ends want.
     - ``no_worker_status`` (503) and ``retry_after`` (1 s): the answer when none does, or when
       the route channel is full.
     - ``max_body_size`` (100 MiB): larger request bodies get 413 and are not forwarded.
@@ -121,6 +127,8 @@ class Distributor:
         routes: Mapping[str, str] | Iterable[tuple[str, str]] | RouteTable,
         *,
         pickup_timeout: float = 5.0,
+        first_byte_timeout: float | None = 60.0,
+        total_timeout: float | None = 300.0,
         no_worker_status: int = 503,
         retry_after: int = 1,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
@@ -130,6 +138,8 @@ class Distributor:
         self.layer = layer
         self.routes = routes if isinstance(routes, RouteTable) else RouteTable(routes)
         self.pickup_timeout = _positive("pickup_timeout", pickup_timeout)
+        self.first_byte_timeout = _optional_positive("first_byte_timeout", first_byte_timeout)
+        self.total_timeout = _optional_positive("total_timeout", total_timeout)
         if no_worker_status not in {s.value for s in http.HTTPStatus} or no_worker_status < 400:
             raise ValueError(
                 f"no_worker_status must be an HTTP error status, got {no_worker_status!r}"
@@ -225,4 +235,12 @@ class Distributor:
 def _positive(what: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _optional_positive(what: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{what} must be a positive number of seconds or None, got {value!r}")
     return float(value)

@@ -58,6 +58,12 @@ Send = Callable[[Message], Awaitable[None]]
 _FULL_BACKOFF_START = 0.002
 _FULL_BACKOFF_MAX = 0.1
 
+# A Node drops a connect frame once the deadline in it has passed, but an accept sent just
+# before the deadline is still on its way: the edge listens this much longer, so that a Node
+# that started the application is heard and nothing runs for a client already answered 503.
+# (It also absorbs small clock differences between machines; keep their clocks in sync.)
+PICKUP_GRACE = 0.5
+
 
 # Connection ids only need to be unique (they name connections in frames and logs): a random
 # per-process part and a counter, without a getrandom() call per request.
@@ -91,7 +97,8 @@ class EdgeConnection:
         self.cycle: HTTPCycle | WebSocketCycle = cycle_for(scope)
         self.node_channel: str | None = None
         self.reply_channel = ""
-        self.last_sent = time.monotonic()
+        self.arrived = time.monotonic()
+        self.last_sent = self.arrived
         self.body_size = 0
         self.disconnected = False
         self.node_told_disconnect = False
@@ -177,7 +184,7 @@ class EdgeConnection:
             logger.warning("cannot reach Redis (%s): refusing %s", exc, describe(self.scope))
             await self._respond(503, retry_after=True)
             return None
-        deadline = time.monotonic() + distributor.pickup_timeout
+        deadline = time.monotonic() + distributor.pickup_timeout + PICKUP_GRACE
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -273,14 +280,18 @@ class EdgeConnection:
         while not self.cycle.finished:
             receiving = asyncio.ensure_future(self.layer.receive(self.reply_channel))
             waiting: set[asyncio.Future[Any]] = {receiving, self._stop}
+            timeout, expired = self._next_deadline(window)
             done, _ = await asyncio.wait(
-                waiting, timeout=window, return_when=asyncio.FIRST_COMPLETED
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if receiving not in done:
                 receiving.cancel()
                 if self._stop.done():
                     return
-                await self._node_lost(window)
+                if expired is not None:
+                    await self._timed_out(expired)
+                else:
+                    await self._node_lost(window)
                 return
             frame = self._decode(receiving.result())
             if isinstance(frame, Asgi):
@@ -315,6 +326,41 @@ class EdgeConnection:
             # frame: end the connection rather than pass on something the server would reject.
             raise RemoteApplicationError(f"invalid message from the Node: {exc}") from None
         await self.client_send(message)
+
+    def _next_deadline(self, window: float) -> tuple[float, str | None]:
+        """How long to wait for the Node's next frame, and which HTTP timeout (if any) ends
+        that wait rather than the heartbeat window."""
+        if not self.is_http:
+            return window, None
+        timeout, expired = window, None
+        limits = [("total", self.distributor.total_timeout)]
+        if not self.cycle.started:
+            limits.append(("first byte", self.distributor.first_byte_timeout))
+        elapsed = time.monotonic() - self.arrived
+        for name, limit in limits:
+            if limit is not None and limit - elapsed <= timeout:
+                timeout, expired = max(0.0, limit - elapsed), name
+        return timeout, expired
+
+    async def _timed_out(self, which: str) -> None:
+        limit = (
+            self.distributor.total_timeout
+            if which == "total"
+            else self.distributor.first_byte_timeout
+        )
+        logger.warning(
+            "%s timeout (%.1fs) for %s: %s",
+            which,
+            limit,
+            describe(self.scope),
+            "answering 504" if not self.cycle.started else "closing the connection",
+        )
+        # The application hears what it would hear from uvicorn if the client left.
+        self.node_told_disconnect = True
+        self.distributor.spawn(self._send_to_node([self._disconnect_message()], retry=False))
+        if not self.cycle.started:
+            await self._respond(504)
+        # A response under way: returning unfinished makes the server close the connection.
 
     async def _node_lost(self, window: float) -> None:
         logger.warning(

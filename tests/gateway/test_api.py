@@ -54,6 +54,10 @@ def test_distributor_options_are_checked() -> None:
         create_path_distributor(layer=layer)
     with pytest.raises(ValueError, match="pickup_timeout"):
         Distributor(layer, {"/": "all"}, pickup_timeout=0)
+    with pytest.raises(ValueError, match=r"first_byte_timeout must be .* got -1"):
+        Distributor(layer, {"/": "all"}, first_byte_timeout=-1)
+    with pytest.raises(ValueError, match=r"total_timeout must be .* got 'x'"):
+        Distributor(layer, {"/": "all"}, total_timeout="x")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no_worker_status"):
         Distributor(layer, {"/": "all"}, no_worker_status=200)
     with pytest.raises(ValueError, match="route '\\('"):

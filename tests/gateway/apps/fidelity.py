@@ -170,6 +170,21 @@ async def pid(scope: Scope, receive: Receive, send: Send) -> None:
     await json_response(send, {"pid": os.getpid()})
 
 
+async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers after ``sleep`` seconds unless the client goes first (then marks what it heard)."""
+    seconds = float(query(scope).get("sleep", "0"))
+    name = query(scope)["marker"]
+    if (await receive())["type"] == "http.disconnect":  # the (empty) request body comes first
+        marker(name, "http.disconnect")
+        return
+    try:
+        message = await asyncio.wait_for(receive(), seconds)
+    except asyncio.TimeoutError:
+        await respond(send, 200, b"slow answer")
+        return
+    marker(name, message["type"])
+
+
 HTTP_ROUTES: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
     "/scope": scope_view,
     "/upload": upload,
@@ -183,6 +198,7 @@ HTTP_ROUTES: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
     "/error-before": error_before,
     "/error-after": error_after,
     "/pid": pid,
+    "/slow": slow,
 }
 
 
