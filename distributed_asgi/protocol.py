@@ -15,6 +15,7 @@ docs/PROTOCOL.md describes the frames and the conversation they make.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,7 +188,12 @@ def decode_frame(message: object) -> Frame:
         return End(conn_id, error)
     if kind == "connect":
         deadline = message.get("deadline")
-        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)):
+        if (
+            isinstance(deadline, bool)
+            or not isinstance(deadline, (int, float))
+            or not math.isfinite(deadline)
+        ):
+            # NaN would never count as passed, so a Node would start a connection forever.
             raise FrameError(f"connect frame 'deadline' must be a number, got {deadline!r}")
         return Connect(
             conn_id,
@@ -209,7 +215,9 @@ def _str(message: Mapping[str, Any], key: str) -> str:
 
 def _seconds(message: Mapping[str, Any], key: str) -> float:
     value = message.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    # Finite: an infinite heartbeat interval would make the other side wait forever for a
+    # peer that may be dead.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise FrameError(f"frame field {key!r} must be a positive number, got {value!r}")
     return float(value)
 
@@ -247,7 +255,8 @@ def scope_from_wire(wire: object) -> dict[str, Any]:
     if not isinstance(wire, dict):
         raise FrameError(f"scope must be a dict, got {type(wire).__name__}")
     kind = wire.get("type")
-    if kind not in _SCOPE_TYPES:
+    # isinstance first: an unhashable value (a forged dict or list) would make ``in`` raise.
+    if not isinstance(kind, str) or kind not in _SCOPE_TYPES:
         raise FrameError(f"scope type must be 'http' or 'websocket', got {kind!r}")
     scope = dict(wire)
     for key, expected in _SCOPE_FIELDS:

@@ -86,6 +86,12 @@ def test_other_frames_round_trip() -> None:
         ({"v": 1, "t": "asgi", "id": "c", "m": [{"no": "type"}]}, "not an ASGI message"),
         ({"v": 1, "t": "accept", "id": "c", "channel": "x", "hb": -1}, "'hb' must be a positive"),
         ({"v": 1, "t": "end", "id": "c", "error": 3}, "'error' must be a str"),
+        # Non-finite numbers: a NaN deadline never passes, an infinite heartbeat never misses.
+        ({"v": 1, "t": "accept", "id": "c", "channel": "x", "hb": float("inf")}, "'hb' must be"),
+        (
+            {"v": 1, "t": "connect", "id": "c", "deadline": float("nan"), "hb": 1.0},
+            "'deadline' must be a number",
+        ),
     ],
 )
 def test_malformed_frames_raise_frame_error(frame: object, message: str) -> None:
@@ -97,6 +103,7 @@ def test_malformed_frames_raise_frame_error(frame: object, message: str) -> None
     ("change", "message"),
     [
         ({"type": "lifespan"}, "scope type"),
+        ({"type": {}}, "scope type"),  # unhashable: found by tests/test_fuzz_frames.py
         ({"path": b"/"}, "scope\\['path'\\] must be a str"),
         ({"headers": [["a", "b"]]}, "header must be a \\[bytes, bytes\\] pair"),
         ({"client": ["h"]}, "scope\\['client'\\]"),
