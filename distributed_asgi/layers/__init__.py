@@ -11,7 +11,15 @@
 """
 
 from .base import ChannelFull
+from .cluster import RedisClusterChannelLayer
+from .local import RedisLocalChannelLayer
 from .memory import InMemoryChannelLayer
 from .redis import RedisChannelLayer
 
-__all__ = ["ChannelFull", "InMemoryChannelLayer", "RedisChannelLayer"]
+__all__ = [
+    "ChannelFull",
+    "InMemoryChannelLayer",
+    "RedisChannelLayer",
+    "RedisClusterChannelLayer",
+    "RedisLocalChannelLayer",
+]

@@ -8,6 +8,9 @@ Accepted forms, as users know them from asgi_redis and channels_redis:
   arguments (``{"address": "rediss://...", "ssl_cert_reqs": None}``)
 - a Sentinel dict: ``{"sentinels": [(host, port), ...], "master_name": "mymaster",
   "sentinel_kwargs": {...}, **connection_kwargs}``
+- a Redis Cluster: ``redis+cluster://[:password@]host:port[,host:port...]`` (``rediss+cluster``
+  for TLS), alone or as a dict's ``"address"``; the nodes listed are only where discovery
+  starts, the layer finds every master itself.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["HostSpec", "parse_hosts"]
 
-_SCHEMES = ("redis", "rediss", "unix")
+_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 # redis-py 8 defaults to 5 s; readers block for half the socket timeout at most.
 DEFAULT_SOCKET_TIMEOUT = 10.0
 
@@ -40,6 +44,31 @@ class HostSpec:
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str | None = None
     sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def cluster(self) -> bool:
+        """A Redis Cluster entry: one entry for all its masters (see cluster.py)."""
+        return self.url is not None and self.url.split("://", 1)[0] in CLUSTER_SCHEMES
+
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs of a cluster URL, where topology discovery starts."""
+        assert self.url is not None
+        netloc = self.url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+        nodes = []
+        for node in netloc.rsplit("@", 1)[-1].split(","):
+            host, _, port = node.rpartition(":")
+            nodes.append((host.strip("[]") or "localhost", int(port or 6379)))
+        return nodes
+
+    def node_spec(self, host: str, port: int) -> HostSpec:
+        """The spec of one cluster node: this entry's credentials, TLS and options, that node."""
+        assert self.url is not None
+        scheme, rest = self.url.split("://", 1)
+        netloc, sep, tail = rest.partition("/")
+        auth = netloc.rsplit("@", 1)[0] + "@" if "@" in netloc else ""
+        where = f"[{host}]" if ":" in host else host
+        url = f"{scheme.split('+', 1)[0]}://{auth}{where}:{port}{sep}{tail}"
+        return HostSpec(identity=f"{scheme}://{where}:{port}", url=url, kwargs=self.kwargs)
 
     @property
     def socket_timeout(self) -> float | None:
@@ -98,6 +127,11 @@ def parse_hosts(hosts: object) -> list[HostSpec]:
     if not isinstance(hosts, Sequence) or not hosts:
         raise ValueError(f"hosts must be a non-empty list of host configurations, got {hosts!r}")
     specs = [_parse_host(host, index) for index, host in enumerate(hosts)]
+    if len(specs) > 1 and any(spec.cluster for spec in specs):
+        raise ValueError(
+            "a Redis Cluster must be the only entry in hosts (the cluster shards by itself), "
+            f"got {[spec.describe() for spec in specs]}"
+        )
     seen: set[str] = set()
     for spec in specs:
         if spec.identity in seen:
@@ -166,8 +200,20 @@ def _check_url(url: str, where: str) -> str:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in _SCHEMES:
         raise ValueError(
-            f"{where} URL must start with redis://, rediss:// or unix://, got {mask_secret(url)!r}"
+            f"{where} URL must start with redis://, rediss:// or unix:// (redis+cluster:// or "
+            f"rediss+cluster:// for a Redis Cluster), got {mask_secret(url)!r}"
         )
+    if scheme in CLUSTER_SCHEMES:
+        rest = url.split("://", 1)[1]
+        netloc, _, path = rest.partition("/")
+        path = path.split("?", 1)[0]
+        if path not in ("", "0"):
+            raise ValueError(f"{where}: a Redis Cluster has only database 0, got {path!r}")
+        for node in netloc.rsplit("@", 1)[-1].split(","):
+            host, colon, port = node.rpartition(":")
+            if not colon or not host:
+                raise ValueError(f"{where}: cluster node {node!r} is not host:port")
+            _check_port(port, where)
     return url
 
 

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -68,6 +69,9 @@ class QueueReader:
         self._wakeup = asyncio.Event()
         self._last_sweep = time.monotonic()
         self._closed = False
+        # Cluster only: finds the shard that serves queue_key now, after a redirect or a lost
+        # node (the slot may have moved); None where the placement never changes.
+        self.relocate: Callable[[], Awaitable[Shard]] | None = None
 
     async def get(self, channel: str) -> bytes:
         """The next payload for ``channel``. Cancellation-safe: nothing popped is lost."""
@@ -183,6 +187,13 @@ class QueueReader:
                 del self._buffers[channel]
 
     async def _backoff(self, exc: BaseException, delay: float) -> float:
+        if self.relocate is not None:
+            shard = self.shard
+            with contextlib.suppress(*RECEIVE_ERRORS):
+                self.shard = await self.relocate()
+            if self.shard is not shard:
+                logger.info("%s moved to %s", self.queue_key, self.shard.spec.describe())
+                return 0.05  # retry at once on the node that serves the key now
         if isinstance(exc, ResponseError):
             logger.error("receive from %s failed: %s", self.queue_key, exc)
         else:
@@ -212,7 +223,14 @@ class ChannelReader(QueueReader):
     """A normal channel: pop only for local waiters, give back what nobody here took."""
 
     async def _run(self) -> None:
-        async with DedicatedConnection(self.shard.client) as connection:
+        # The outer loop only turns again when a cluster slot moved to another node.
+        while not self._closed:
+            if await self._pop_from(self.shard):
+                return
+
+    async def _pop_from(self, shard: Shard) -> bool:
+        """Pop for local waiters from ``shard``; True when done, False when the key moved."""
+        async with DedicatedConnection(shard.client) as connection:
             delay = 0.05
             while not self._closed:
                 waiting = self._waiting()
@@ -221,17 +239,20 @@ class ChannelReader(QueueReader):
                         await self._requeue()
                         continue
                     if not await self._linger():
-                        return
+                        return True
                     continue
                 try:
                     entries = self._entries(await connection.execute(self._round(waiting)))
                 except RECEIVE_ERRORS as exc:
                     delay = await self._backoff(exc, delay)
+                    if self.shard is not shard:
+                        return False
                     continue
                 delay = 0.05
-                self.shard.succeeded()
+                shard.succeeded()
                 for entry in entries:
                     self._dispatch(entry)
+        return True
 
     async def _requeue(self) -> None:
         entries = [entry for buffer in self._buffers.values() for _, entry in buffer]

@@ -58,6 +58,15 @@ class RedisChannelLayer:
 
     extensions = ["groups", "flush"]
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> RedisChannelLayer:
+        # A Redis Cluster entry in hosts selects the cluster implementation, so settings
+        # (CHANNEL_LAYERS, Node(url=...)) switch to a cluster by changing the URL alone.
+        if cls is RedisChannelLayer and _names_a_cluster(args[0] if args else kwargs.get("hosts")):
+            from .cluster import RedisClusterChannelLayer
+
+            return super().__new__(RedisClusterChannelLayer)
+        return super().__new__(cls)
+
     def __init__(
         self,
         hosts: object = None,
@@ -192,16 +201,7 @@ class RedisChannelLayer:
         results = await asyncio.gather(
             *(shard.call(GROUP_SEND, keys, args) for shard in self._state().shards)
         )
-        full = sum(int(result[1]) for result in results)
-        if full:
-            names = [n.decode() for result in results for n in result[2:]]
-            logger.warning(
-                "group_send to %r skipped %d member(s) at capacity: %s%s",
-                group,
-                full,
-                ", ".join(names),
-                ", ..." if len(names) < full else "",
-            )
+        _log_full_members(group, results)
 
     async def flush(self) -> None:
         """Delete every key of this layer's prefix on every shard (SCAN, never KEYS)."""
@@ -232,3 +232,24 @@ class RedisChannelLayer:
     def __repr__(self) -> str:
         hosts = ", ".join(spec.describe() for spec in self.hosts)
         return f"<RedisChannelLayer prefix={self.prefix!r} hosts=[{hosts}]>"
+
+
+def _names_a_cluster(hosts: object) -> bool:
+    try:
+        return any(spec.cluster for spec in parse_hosts(hosts))
+    except ValueError:
+        return False  # __init__ parses again and raises with the message
+
+
+def _log_full_members(group: str, results: Sequence[Any]) -> None:
+    """Warn about the members a group_send skipped (GROUP_SEND results: sent, full, names)."""
+    full = sum(int(result[1]) for result in results)
+    if full:
+        names = [n.decode() for result in results for n in result[2:]]
+        logger.warning(
+            "group_send to %r skipped %d member(s) at capacity: %s%s",
+            group,
+            full,
+            ", ".join(names),
+            ", ..." if len(names) < full else "",
+        )

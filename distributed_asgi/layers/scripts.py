@@ -14,6 +14,12 @@ Key layout (``P`` is the layer's prefix; docs/PROTOCOL.md has the full picture):
 A group's keys live on the shard of each member channel (one set per shard), so ``group_send``
 is one script per shard and every message is written where its receiver reads.
 
+On a Redis Cluster every name above carries a hash tag ``{B}`` (B the bucket of the routing
+name, see cluster.py) right after ``P:q:``, ``P:n:``, ``P:g:``, ``P:gc:``, so a queue, its
+counters and the group memberships stored beside it share one slot and each script touches
+one slot only; ``P:gi:GROUP`` (sorted set, bucket -> time of its last ``group_add``) lists the
+buckets a group has members in.
+
 Each queue entry is ``TTTTTTTTTTTTT`` (13-digit send time in ms, Redis server clock) + channel
 + ``\\n`` + payload. The time lets any reader drop expired entries without trusting its own
 clock; the channel lets one inbox serve many process-specific channels.
@@ -28,7 +34,9 @@ __all__ = [
     "ACK",
     "FORGET_IDLE",
     "GROUP_ADD",
+    "GROUP_BUCKETS",
     "GROUP_DISCARD",
+    "GROUP_INDEX_ADD",
     "GROUP_SEND",
     "REQUEUE",
     "SEND",
@@ -165,8 +173,9 @@ return 1
 """,
 )
 
-# KEYS: group set, group capacities   ARGV: prefix, payload, expiry_ms, group_expiry_ms
-# Sends to every live member on this shard. Returns {sent, full, full member names...}.
+# KEYS: group set, group capacities   ARGV: prefix, payload, expiry_ms, group_expiry_ms [, tag]
+# Sends to every live member on this shard (cluster: in this bucket, whose hash tag ``tag`` every
+# member queue name carries). Returns {sent, full, full member names...}.
 GROUP_SEND = LuaScript(
     "group_send",
     _COMMON
@@ -174,6 +183,8 @@ GROUP_SEND = LuaScript(
 local g, gc = KEYS[1], KEYS[2]
 local prefix, payload = ARGV[1], ARGV[2]
 local expiry, group_expiry = tonumber(ARGV[3]), tonumber(ARGV[4])
+local queues = prefix .. ':q:' .. (ARGV[5] or '')
+local counters = prefix .. ':n:' .. (ARGV[5] or '')
 local now = now_ms()
 local stale = redis.call('ZRANGEBYSCORE', g, '-inf', '(' .. (now - group_expiry))
 for i = 1, #stale do redis.call('HDEL', gc, stale[i]) end
@@ -186,9 +197,9 @@ for i = 1, #members do
   local q, n
   if bang then
     local inbox = string.sub(channel, 1, bang)
-    q, n = prefix .. ':q:' .. inbox, prefix .. ':n:' .. inbox
+    q, n = queues .. inbox, counters .. inbox
   else
-    q = prefix .. ':q:' .. channel
+    q = queues .. channel
   end
   local capacity = tonumber(redis.call('HGET', gc, channel)) or 100
   if push(q, n, channel, payload, capacity, expiry, now) == 1 then
@@ -199,5 +210,27 @@ for i = 1, #members do
   end
 end
 return result
+""",
+)
+
+# Cluster only. KEYS: group index   ARGV: bucket, group_expiry_ms
+GROUP_INDEX_ADD = LuaScript(
+    "group_index_add",
+    _COMMON
+    + r"""
+redis.call('ZADD', KEYS[1], now_ms(), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+""",
+)
+
+# Cluster only. KEYS: group index   ARGV: group_expiry_ms
+# The buckets that may hold live members: one not re-added within group_expiry holds none.
+GROUP_BUCKETS = LuaScript(
+    "group_buckets",
+    _COMMON
+    + r"""
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now_ms() - tonumber(ARGV[1])))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
 """,
 )

@@ -1,34 +1,64 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
-from distributed_asgi.layers import InMemoryChannelLayer, RedisChannelLayer
+from distributed_asgi.layers import (
+    InMemoryChannelLayer,
+    RedisChannelLayer,
+    RedisLocalChannelLayer,
+)
+from distributed_asgi.redis_process import RedisClusterProcess, RedisProcess
 
 LayerFactory = Callable[..., Any]
 
 
-@pytest.fixture(params=["redis", "valkey", "memory"])
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcess]:
+    """A real Redis Cluster of three masters (no replicas), shared by the whole session."""
+    cluster = RedisClusterProcess(masters=3).start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def local_server() -> Iterator[RedisProcess]:
+    """A second server on a unix socket: the machine-local one of RedisLocalChannelLayer."""
+    server = RedisProcess(unix_socket=True).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["redis", "valkey", "memory", "cluster", "local"])
 async def make_layer(
     request: pytest.FixtureRequest, redis_url: str, prefix: str
 ) -> AsyncIterator[LayerFactory]:
     """Build layers of the parametrised kind; layers made by one test share Redis keys.
 
-    "redis" is the session's redis-server (or REDIS_URL), "valkey" the embedded valkey-server.
+    "redis" is the session's redis-server (or REDIS_URL), "valkey" the embedded valkey-server,
+    "cluster" a three-master Redis Cluster, "local" RedisLocalChannelLayer with the session's
+    server as the central one and a unix-socket server as the machine-local one.
     """
     made: list[Any] = []
     memory: list[InMemoryChannelLayer] = []
 
     def factory(**options: Any) -> Any:
-        if request.param in ("redis", "valkey"):
-            url = (
-                redis_url
-                if request.param == "redis"
-                else request.getfixturevalue("valkey_server").url
+        layer: Any
+        if request.param in ("redis", "valkey", "cluster"):
+            if request.param == "redis":
+                url = redis_url
+            elif request.param == "valkey":
+                url = request.getfixturevalue("valkey_server").url
+            else:
+                url = request.getfixturevalue("redis_cluster").url
+            layer = RedisChannelLayer(hosts=[url], prefix=prefix, **options)
+        elif request.param == "local":
+            local = request.getfixturevalue("local_server").unix_url
+            layer = RedisLocalChannelLayer(
+                hosts=[redis_url], local_hosts=[local], prefix=prefix, **options
             )
-            layer: Any = RedisChannelLayer(hosts=[url], prefix=prefix, **options)
         else:
             # One in-memory layer is one process: several "instances" share it.
             if not memory:

@@ -1,0 +1,161 @@
+"""Redis Cluster: a real three-master cluster, keys spread over it, and a slot that moves.
+
+The conformance suite runs on the cluster too (the "cluster" param of ``make_layer``); this file
+checks what is particular to a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from redis.cluster import key_slot
+
+from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.layers.cluster import RedisClusterChannelLayer
+from distributed_asgi.redis_process import RedisClusterProcess
+
+
+def _clients(cluster: RedisClusterProcess) -> list[redis.Redis]:
+    return [redis.Redis(host="127.0.0.1", port=port) for port in cluster.ports]
+
+
+def _owner(cluster: RedisClusterProcess, slot: int) -> int:
+    """Index in cluster.ports of the master that serves ``slot``."""
+    with redis.Redis(host="127.0.0.1", port=cluster.ports[0]) as client:
+        for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                return cluster.ports.index(int(master[1]))
+    raise AssertionError(f"slot {slot} has no master")
+
+
+def _move_slot(cluster: RedisClusterProcess, slot: int, target: int) -> None:
+    """Migrate ``slot`` with its keys to master ``target``, as redis-cli --cluster reshard does."""
+    source = _owner(cluster, slot)
+    clients = _clients(cluster)
+    try:
+        ids = [c.execute_command("CLUSTER", "MYID").decode() for c in clients]
+        src, dst = clients[source], clients[target]
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command(
+                "MIGRATE", "127.0.0.1", cluster.ports[target], "", 0, 5000, "KEYS", *keys
+            )
+        for client in clients:
+            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _key_counts(cluster: RedisClusterProcess, prefix: str) -> list[int]:
+    counts = []
+    for client in _clients(cluster):
+        counts.append(sum(1 for _ in client.scan_iter(match=f"{prefix}:*", count=1000)))
+        client.close()
+    return counts
+
+
+async def test_a_cluster_url_selects_the_cluster_layer(
+    redis_cluster: RedisClusterProcess, prefix: str
+) -> None:
+    layer = RedisChannelLayer(hosts=[redis_cluster.url], prefix=prefix)
+    assert isinstance(layer, RedisClusterChannelLayer)
+    assert "cluster=redis+cluster://" in repr(layer)
+    await layer.close()
+
+
+async def test_keys_and_group_members_spread_over_every_master(
+    redis_cluster: RedisClusterProcess, prefix: str
+) -> None:
+    sender = RedisChannelLayer(hosts=[redis_cluster.url], prefix=prefix)
+    receiver = RedisChannelLayer(hosts=[redis_cluster.url], prefix=prefix)
+    try:
+        specific = [await receiver.new_channel(f"p{i}") for i in range(30)]
+        normal = [f"test.normal{i}" for i in range(30)]
+        for channel in specific + normal:
+            await receiver.group_add("spread", channel)
+        await sender.group_send("spread", {"group": True})
+        counts = _key_counts(redis_cluster, prefix)
+        # Every master holds queues and memberships, not one master everything.
+        assert all(count > 5 for count in counts), counts
+        for channel in specific + normal:
+            assert await asyncio.wait_for(receiver.receive(channel), 5) == {"group": True}
+        # Each script touched one slot: the queue, counters and memberships share a tag.
+        inbox = specific[0].split("!")[0] + "!"
+        tagged = receiver._tagged_queue_keys(specific[0])[1]  # type: ignore[attr-defined]
+        assert inbox in tagged[0]
+        assert len({key_slot(k.encode()) for k in tagged}) == 1
+    finally:
+        await sender.flush()
+        await sender.close()
+        await receiver.close()
+
+
+@pytest.mark.parametrize("kind", ["normal", "specific"])
+async def test_layer_follows_a_slot_moved_to_another_master(
+    redis_cluster: RedisClusterProcess, prefix: str, kind: str
+) -> None:
+    layer = RedisChannelLayer(hosts=[redis_cluster.url], prefix=prefix)
+    other = RedisChannelLayer(hosts=[redis_cluster.url], prefix=prefix)
+    try:
+        channel = "test.moving" if kind == "normal" else await layer.new_channel()
+        await layer.group_add("movers", channel)
+        await other.send(channel, {"n": 1})
+        await other.send(channel, {"n": 2})
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"n": 1}
+        # A receive is waiting on the old master while its slot moves.
+        waiting = asyncio.ensure_future(layer.receive(channel))
+        assert await asyncio.wait_for(waiting, 5) == {"n": 2}
+        waiting = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0.2)
+
+        queue_key = layer._tagged_queue_keys(channel)[1][0]  # type: ignore[attr-defined]
+        slot = key_slot(queue_key.encode())
+        source = _owner(redis_cluster, slot)
+        target = (source + 1) % len(redis_cluster.ports)
+        await asyncio.to_thread(_move_slot, redis_cluster, slot, target)
+        assert _owner(redis_cluster, slot) == target
+
+        # Both layers still hold the old map: they get MOVED, reload it and carry on.
+        await other.send(channel, {"n": 3})
+        assert await asyncio.wait_for(waiting, 10) == {"n": 3}
+        await other.group_send("movers", {"n": 4})
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"n": 4}
+    finally:
+        await layer.flush()
+        await layer.close()
+        await other.close()
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        (["redis+cluster://127.0.0.1:7000/3"], "only database 0"),
+        (["redis+cluster://127.0.0.1:notaport"], "port must be a number"),
+        (["redis+cluster://127.0.0.1"], "is not host:port"),
+        (["redis+cluster://127.0.0.1:7000", "redis://127.0.0.1:6379"], "only entry in hosts"),
+    ],
+)
+def test_bad_cluster_settings_fail_at_start_up(hosts: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RedisChannelLayer(hosts=hosts)
+
+
+def test_a_brace_in_the_prefix_is_refused_on_a_cluster() -> None:
+    with pytest.raises(ValueError, match="prefix must not contain braces"):
+        RedisChannelLayer(hosts=["redis+cluster://127.0.0.1:7000"], prefix="asgi{x}")
+
+
+def test_cluster_url_forms() -> None:
+    layer = RedisChannelLayer(
+        hosts=[{"address": "rediss+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001", "ssl": True}]
+    )
+    assert isinstance(layer, RedisClusterChannelLayer)
+    spec = layer.cluster_spec
+    assert spec.startup_nodes() == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    node = spec.node_spec("10.0.0.9", 7005)
+    assert node.url == "rediss://:pw@10.0.0.9:7005"
+    assert "pw" not in spec.describe()
