@@ -197,7 +197,11 @@ class EdgeConnection:
             if isinstance(frame_in, Accept):
                 return frame_in
             if frame_in is not None:
-                logger.warning("expected an accept frame, got %r: dropped", type(frame_in).__name__)
+                logger.warning(
+                    "dropped a %s frame on %s: expected an accept",
+                    type(frame_in).__name__,
+                    self.reply_channel,
+                )
         logger.warning(
             "no Node took %s on %r within %.1fs",
             describe(self.scope),
@@ -307,7 +311,9 @@ class EdgeConnection:
                 return
             elif frame is not None and not isinstance(frame, Heartbeat):
                 logger.warning(
-                    "unexpected %s frame on a running connection: dropped", type(frame).__name__
+                    "dropped an unexpected %s frame on %s (a running connection)",
+                    type(frame).__name__,
+                    self.reply_channel,
                 )
 
     async def _to_client_all(self, messages: list[Message]) -> bool:

@@ -199,7 +199,11 @@ class NodeConnection:
             if isinstance(frame, Heartbeat):
                 continue
             if not isinstance(frame, Asgi):
-                logger.warning("dropped a %s frame from the edge", type(frame).__name__)
+                logger.warning(
+                    "dropped a %s frame on %s: expected asgi or heartbeat",
+                    type(frame).__name__,
+                    self.channel,
+                )
                 continue
             for message in frame.messages:
                 self._deliver(message)
