@@ -3,6 +3,8 @@
 - ``redis_server``: one server for the whole session (or ``REDIS_URL`` when set).
 - ``redis_url``: its URL; ``prefix``: a fresh key prefix per test, so tests never see each
   other's keys without flushing the server.
+- ``redis_cluster``: a three-master Redis Cluster for the whole session (started on first use);
+  ``local_server``: a second server on a unix socket (RedisLocalChannelLayer's local one).
 - ``redis_factory``: start extra servers (several at once for sharding tests, or one to stop and
   restart); all are stopped at the end of the test.
 """
@@ -15,7 +17,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from distributed_asgi.redis_process import RedisProcess, ServerBinaryNotFound, find_server_binary
+from distributed_asgi.redis_process import (
+    RedisClusterProcess,
+    RedisProcess,
+    ServerBinaryNotFound,
+    find_server_binary,
+)
 
 
 class _ExternalServer:
@@ -41,6 +48,22 @@ def valkey_server() -> Iterator[RedisProcess]:
     except ServerBinaryNotFound:
         pytest.skip("no valkey-server on this machine")
     server = RedisProcess(binary=binary).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcess]:
+    """A real Redis Cluster of three masters (no replicas), shared by the whole session."""
+    cluster = RedisClusterProcess(masters=3).start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def local_server() -> Iterator[RedisProcess]:
+    """A second server on a unix socket: the machine-local one of RedisLocalChannelLayer."""
+    server = RedisProcess(unix_socket=True).start()
     yield server
     server.close()
 

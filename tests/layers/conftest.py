@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -10,25 +10,8 @@ from distributed_asgi.layers import (
     RedisChannelLayer,
     RedisLocalChannelLayer,
 )
-from distributed_asgi.redis_process import RedisClusterProcess, RedisProcess
 
 LayerFactory = Callable[..., Any]
-
-
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisClusterProcess]:
-    """A real Redis Cluster of three masters (no replicas), shared by the whole session."""
-    cluster = RedisClusterProcess(masters=3).start()
-    yield cluster
-    cluster.close()
-
-
-@pytest.fixture(scope="session")
-def local_server() -> Iterator[RedisProcess]:
-    """A second server on a unix socket: the machine-local one of RedisLocalChannelLayer."""
-    server = RedisProcess(unix_socket=True).start()
-    yield server
-    server.close()
 
 
 @pytest.fixture(params=["redis", "valkey", "memory", "cluster", "local"])
