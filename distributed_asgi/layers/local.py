@@ -23,6 +23,7 @@ from typing import Any
 
 from .base import Message, require_valid_channel_name, require_valid_group_name
 from .redis import RedisChannelLayer
+from .serialization import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["RedisLocalChannelLayer"]
 
@@ -49,6 +50,7 @@ class RedisLocalChannelLayer:
         channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         host: str | None = None,
         port: int | str | None = None,
         db: int | None = None,
@@ -66,6 +68,7 @@ class RedisLocalChannelLayer:
             "capacity": capacity,
             "channel_capacity": channel_capacity,
             "symmetric_encryption_keys": symmetric_encryption_keys,
+            "max_message_size": max_message_size,
         }
         self.central = RedisChannelLayer(
             hosts, host=host, port=port, db=db, password=password, **common

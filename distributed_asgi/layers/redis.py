@@ -30,7 +30,7 @@ from .hashring import HashRing
 from .hosts import HostSpec, parse_hosts
 from .queue_reader import ChannelReader, InboxReader, QueueReader
 from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND
-from .serialization import BadMessage, MessageSerializer
+from .serialization import DEFAULT_MAX_MESSAGE_SIZE, BadMessage, MessageSerializer
 from .shard import Shard
 
 __all__ = ["RedisChannelLayer"]
@@ -77,6 +77,7 @@ class RedisChannelLayer:
         channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         host: str | None = None,
         port: int | str | None = None,
         db: int | None = None,
@@ -99,7 +100,7 @@ class RedisChannelLayer:
         self.expiry = require_positive_seconds("expiry", expiry)
         self.group_expiry = require_positive_seconds("group_expiry", group_expiry)
         self.capacity = CapacityRules(capacity, channel_capacity)
-        self.serializer = MessageSerializer(symmetric_encryption_keys)
+        self.serializer = MessageSerializer(symmetric_encryption_keys, max_message_size)
         self.ring = HashRing([spec.identity for spec in self.hosts])
         self.client_prefix = secrets.token_hex(6)
         timeouts = [spec.socket_timeout for spec in self.hosts if spec.socket_timeout]

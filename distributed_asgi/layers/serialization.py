@@ -9,6 +9,12 @@ plain message when encryption is configured, which is how forged messages are re
   asgi_redis and channels_redis do.
 
 No pickle anywhere: bytes stay bytes, str stays str, tuples come back as lists.
+
+``max_message_size`` bounds a stored payload (marker included) on both sides: ``serialize``
+refuses a bigger message with ``ValueError`` (the sender learns at once, instead of its receiver
+silently dropping it), and ``deserialize`` drops a bigger one as ``BadMessage`` before unpacking
+or decrypting it, so bytes pushed into a key by someone else cannot make a reader spend memory
+and time on them.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ __all__ = ["BadMessage", "MessageSerializer"]
 
 PLAIN = b"M"
 ENCRYPTED = b"F"
+# Far above any frame the gateway makes (response bodies travel in 128 KiB frames; uvicorn
+# accepts WebSocket messages up to 16 MiB) and far below Redis's 512 MB value limit.
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
 class BadMessage(ValueError):
@@ -36,7 +45,21 @@ class BadMessage(ValueError):
 
 
 class MessageSerializer:
-    def __init__(self, symmetric_encryption_keys: Sequence[str | bytes] | None = None) -> None:
+    def __init__(
+        self,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        if max_message_size is not None and (
+            isinstance(max_message_size, bool)
+            or not isinstance(max_message_size, int)
+            or max_message_size < 1
+        ):
+            raise ValueError(
+                "max_message_size must be a positive number of bytes or None, "
+                f"got {max_message_size!r}"
+            )
+        self.max_message_size = max_message_size
         self._crypter: MultiFernet | None = None
         if symmetric_encryption_keys:
             if isinstance(symmetric_encryption_keys, (str, bytes)):
@@ -71,10 +94,20 @@ class MessageSerializer:
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"message is not serializable with msgpack: {exc}") from exc
         if self._crypter is not None:
-            return ENCRYPTED + self._crypter.encrypt(packed)
-        return PLAIN + packed
+            data = ENCRYPTED + self._crypter.encrypt(packed)
+        else:
+            data = PLAIN + packed
+        if self.max_message_size is not None and len(data) > self.max_message_size:
+            raise ValueError(
+                f"message of {len(data)} bytes is over max_message_size ({self.max_message_size})"
+            )
+        return data
 
     def deserialize(self, data: bytes) -> Message:
+        if self.max_message_size is not None and len(data) > self.max_message_size:
+            raise BadMessage(
+                f"message of {len(data)} bytes is over max_message_size ({self.max_message_size})"
+            )
         marker, body = data[:1], data[1:]
         if self._crypter is not None:
             if marker != ENCRYPTED:

@@ -86,6 +86,7 @@ class Gateway:
         app: str = FIDELITY_APP,
         keys: list[str] | None = None,
         env: dict[str, str] | None = None,
+        layer: dict[str, Any] | None = None,
         **options: Any,
     ) -> tuple[subprocess.Popen[bytes], Path]:
         config = {
@@ -94,6 +95,7 @@ class Gateway:
             "app": app,
             "keys": keys or ["fidelity"],
             "options": options,
+            "layer": layer or {},
         }
         process, log = self._spawn("node", config, env)
         deadline = time.monotonic() + 20

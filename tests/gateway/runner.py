@@ -1,7 +1,8 @@
 """Start one gateway process for the tests: ``runner.py edge CONFIG`` or ``runner.py node CONFIG``.
 
 CONFIG is JSON. Edge: ``{"url", "prefix", "port", "routes": [[regex, key], ...], "options"}``.
-Node: ``{"url", "prefix", "app": "module:attr", "keys": [...], "options"}``.
+Node: ``{"url", "prefix", "app": "module:attr", "keys": [...], "options"}``. Both take
+``"layer"``: more channel layer options (capacities, encryption keys, size limit).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def node(config: dict[str, object]) -> None:
     Node(
         url=str(config["url"]),
         keys=list(config["keys"]),  # type: ignore[call-overload]
-        layer_options={"prefix": config["prefix"]},
+        layer_options={"prefix": config["prefix"], **config.get("layer", {})},  # type: ignore[dict-item]
         **{kind: application},
         **options,
     ).run()

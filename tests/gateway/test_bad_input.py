@@ -1,0 +1,239 @@
+"""Bad input in every key the edge and the Node read, against a real edge and a real Node.
+
+Each kind of bad input (garbage bytes, truncated msgpack, msgpack that is not a dict, a wrong
+protocol version, a frame of the wrong kind, an oversized message, an encrypted message where
+none is expected, an entry without the layer's header) is put into:
+
+- the route channel (read by the Node),
+- the edge's reply channel (the test plays the Node: it takes the connect itself),
+- the Node's own channel (the test plays the edge: it sends the connect itself).
+
+Each time the process must log the drop with the channel or key it came from, and serve the
+next good message of the same connection and the next good request. Undecryptable messages
+with keys configured are in test_security.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import msgpack
+import redis.asyncio as aioredis
+
+from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.layers.serialization import MessageSerializer
+from distributed_asgi.protocol import (
+    Accept,
+    Asgi,
+    Connect,
+    decode_frame,
+    encode_accept,
+    encode_asgi,
+    encode_connect,
+    encode_heartbeat,
+)
+
+from .conftest import Gateway
+
+# Small, so an oversized message is cheap to make; far above anything these requests need.
+MAX_SIZE = 100_000
+LAYER = {"max_message_size": MAX_SIZE}
+
+SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "POST",
+    "scheme": "http",
+    "path": "/echo",
+    "raw_path": b"/echo",
+    "query_string": b"",
+    "root_path": "",
+    "headers": [(b"host", b"test"), (b"content-length", b"5")],
+    "client": ("127.0.0.1", 5000),
+    "server": ("127.0.0.1", 8000),
+}
+
+
+class RawSerializer(MessageSerializer):
+    """Stores ``message["raw"]`` as the payload, byte for byte: how a forger writes a key."""
+
+    def serialize(self, message: dict[str, Any]) -> bytes:
+        raw: bytes = message["raw"]
+        return raw
+
+
+def bad_payloads(valid: dict[str, Any]) -> list[tuple[bytes, str]]:
+    """(payload, what the log says about it); ``valid`` is a frame that would be accepted."""
+    packed = msgpack.packb(valid, use_bin_type=True)
+    return [
+        (b"\x00\xffgarbage", "unknown message format marker"),
+        (b"M" + packed[: len(packed) // 2], "not valid msgpack"),
+        (b"M" + msgpack.packb([1, 2, 3]), "message is a list, not a dict"),
+        (b"M" + msgpack.packb({**valid, "v": 2}), "unsupported frame version 2"),
+        (b"M" + msgpack.packb({**valid, "t": "bogus"}), "unknown frame kind 'bogus'"),
+        (b"M" + msgpack.packb({"pad": b"x" * (MAX_SIZE + 1)}), "over max_message_size"),
+        (b"F" + b"gAAAAA" + b"A" * 80, "encrypted message but no symmetric_encryption_keys"),
+    ]
+
+
+class Forger:
+    """A client with Redis access: writes payloads (or whole entries) into the gateway's keys."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.raw = RedisChannelLayer(hosts=[gateway.redis_url], prefix=gateway.prefix)
+        self.raw.serializer = RawSerializer(max_message_size=None)
+        self.layer = RedisChannelLayer(hosts=[gateway.redis_url], prefix=gateway.prefix, **LAYER)
+        self.admin = aioredis.Redis.from_url(gateway.redis_url)
+        self.prefix = gateway.prefix
+
+    async def payloads(self, channel: str, payloads: list[tuple[bytes, str]]) -> None:
+        for payload, _ in payloads:
+            await self.raw.send(channel, {"raw": payload})
+
+    async def headerless_entry(self, channel: str) -> str:
+        """An entry without the layer's time-and-channel header; returns its Redis key."""
+        queue = channel.split("!", 1)[0] + "!" if "!" in channel else channel
+        key = f"{self.prefix}:q:{queue}"
+        await self.admin.rpush(key, b"no header, no payload")
+        return key
+
+    async def close(self) -> None:
+        await self.raw.close()
+        await self.layer.close()
+        await self.admin.aclose()
+
+
+async def hello(gateway: Gateway) -> str:
+    async with httpx.AsyncClient(timeout=10) as http:
+        return (await http.get(gateway.url("/hello"))).text
+
+
+def wait_for_log(log_text: Any, needles: list[str], timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    text = log_text()
+    while time.monotonic() < deadline and not all(n in text for n in needles):
+        time.sleep(0.05)
+        text = log_text()
+    missing = [n for n in needles if n not in text]
+    assert not missing, f"missing log lines {missing} in:\n{text}"
+    return text
+
+
+def log_lines_naming(text: str, channel: str, needles: list[str]) -> None:
+    """Each needle is on a line that also names ``channel``."""
+    for needle in needles:
+        lines = [line for line in text.splitlines() if needle in line]
+        assert any(channel in line for line in lines), (needle, channel, lines)
+
+
+async def test_route_channel(gateway: Gateway) -> None:
+    gateway.start_edge(layer=LAYER)
+    _, log = gateway.start_node(layer=LAYER)
+    forger = Forger(gateway)
+    valid = encode_connect("c0", SCOPE, "edge.x!y", time.time() + 60, 2.0)
+    payloads = bad_payloads(valid)
+    try:
+        await forger.payloads("fidelity", payloads)
+        await forger.raw.send("fidelity", {"raw": b"M" + msgpack.packb(encode_heartbeat("c0"))})
+        key = await forger.headerless_entry("fidelity")
+    finally:
+        await forger.close()
+    async with httpx.AsyncClient(base_url=gateway.url(), timeout=10) as http:
+        for _ in range(3):
+            assert (await http.get("/hello")).text == "hello, world"
+    needles = [needle for _, needle in payloads] + ["dropped a Heartbeat frame on route channel"]
+    text = wait_for_log(log.read_text, [*needles, f"dropped a malformed entry from {key}"])
+    log_lines_naming(text, "fidelity", needles)
+
+
+async def test_edge_reply_channel(gateway: Gateway) -> None:
+    """The test takes the connect in place of a Node and answers through bad input."""
+    gateway.start_edge(layer=LAYER, pickup_timeout=10)
+    forger = Forger(gateway)
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url(), timeout=20) as http:
+            request = asyncio.ensure_future(http.post("/echo", content=b"hello"))
+            connect = decode_frame(await asyncio.wait_for(forger.layer.receive("fidelity"), 10))
+            assert isinstance(connect, Connect)
+            reply = connect.reply_channel
+            node_channel = await forger.layer.new_channel("node")
+            valid_accept = encode_accept(connect.conn_id, node_channel, 2.0)
+            during_pickup = bad_payloads(valid_accept)
+            await forger.payloads(reply, during_pickup)
+            # A wrong kind of frame while the edge waits for an accept.
+            await forger.layer.send(reply, encode_asgi(connect.conn_id, []))
+            key = await forger.headerless_entry(reply)
+            await forger.layer.send(reply, valid_accept)
+            # The connection now runs: bad input again, then the response.
+            response_frame = encode_asgi(
+                connect.conn_id,
+                [
+                    {"type": "http.response.start", "status": 200, "headers": []},
+                    {"type": "http.response.body", "body": b"served"},
+                ],
+            )
+            running = bad_payloads(response_frame)
+            await forger.payloads(reply, running)
+            await forger.layer.send(reply, valid_accept)  # an accept is wrong by now
+            await forger.layer.send(reply, response_frame)
+            response = await asyncio.wait_for(request, 15)
+            assert response.status_code == 200
+            assert response.text == "served"
+    finally:
+        await forger.close()
+    # And a real Node serves the next request through the same edge.
+    gateway.start_node(layer=LAYER)
+    assert await hello(gateway) == "hello, world"
+    needles = [needle for _, needle in during_pickup]
+    text = wait_for_log(
+        gateway.logs,
+        [
+            *needles,
+            "dropped a Asgi frame on",
+            "dropped an unexpected Accept frame on",
+            f"dropped a malformed entry from {key}",
+        ],
+    )
+    log_lines_naming(text, reply, [*needles, "dropped a Asgi frame", "unexpected Accept frame"])
+    for needle in needles:  # once while picking up, once while running
+        assert sum(needle in line and reply in line for line in text.splitlines()) >= 2, needle
+
+
+async def test_node_channel(gateway: Gateway) -> None:
+    """The test sends a connect in place of the edge and feeds the Node bad input."""
+    _, log = gateway.start_node(layer=LAYER)
+    forger = Forger(gateway)
+    try:
+        reply = await forger.layer.new_channel("edge")
+        conn_id = "bad-input-1"
+        await forger.layer.send(
+            "fidelity", encode_connect(conn_id, SCOPE, reply, time.time() + 10, 2.0)
+        )
+        # /echo waits for the body, so the Node accepts at once with its channel.
+        accept = decode_frame(await asyncio.wait_for(forger.layer.receive(reply), 10))
+        assert isinstance(accept, Accept)
+        node_channel = accept.channel
+        body = encode_asgi(conn_id, [{"type": "http.request", "body": b"hello"}])
+        payloads = bad_payloads(body)
+        await forger.payloads(node_channel, payloads)
+        await forger.layer.send(node_channel, encode_accept(conn_id, reply, 2.0))  # wrong kind
+        key = await forger.headerless_entry(node_channel)
+        await forger.layer.send(node_channel, body)
+        messages: list[dict[str, Any]] = []
+        while not messages or messages[-1].get("more_body", False) or len(messages) < 2:
+            frame = decode_frame(await asyncio.wait_for(forger.layer.receive(reply), 10))
+            if isinstance(frame, Asgi):
+                messages.extend(frame.messages)
+        assert messages[0]["status"] == 200
+        assert b"".join(m.get("body", b"") for m in messages[1:]) == b"hello"
+    finally:
+        await forger.close()
+    gateway.start_edge(layer=LAYER)
+    assert await hello(gateway) == "hello, world"
+    needles = [needle for _, needle in payloads] + ["dropped a Accept frame on"]
+    text = wait_for_log(log.read_text, [*needles, f"dropped a malformed entry from {key}"])
+    log_lines_naming(text, node_channel, needles)
