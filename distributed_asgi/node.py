@@ -213,6 +213,9 @@ class Node(StatelessServer):
         try:
             await self.handle()
             await self._drain()
+            # Connections popped beyond our room go back to their route channel before the
+            # layer closes, or they would be lost with it.
+            await asyncio.gather(*self._background, return_exceptions=True)
         finally:
             for task in (checker, heartbeats):
                 task.cancel()

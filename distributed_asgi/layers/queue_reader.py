@@ -45,6 +45,8 @@ INBOX_DEPTH = 16  # inbox rounds kept in flight: topped up with one write when d
 # How long an idle reader keeps its task and connection for the next receive(): a process
 # that receives in a loop (every consumer does) then pays for neither on each message.
 LINGER = 2.0
+# How long close() waits for a pop it woke with CLIENT UNBLOCK to come back.
+CLOSE_ROUND_TIMEOUT = 1.0
 
 
 class QueueReader:
@@ -222,6 +224,12 @@ class QueueReader:
 class ChannelReader(QueueReader):
     """A normal channel: pop only for local waiters, give back what nobody here took."""
 
+    def __init__(
+        self, shard: Shard, queue_key: str, *, expiry: float, block_timeout: float
+    ) -> None:
+        super().__init__(shard, queue_key, expiry=expiry, block_timeout=block_timeout)
+        self._popping_id: int | None = None  # server id of the connection while a round is out
+
     async def _run(self) -> None:
         # The outer loop only turns again when a cluster slot moved to another node.
         while not self._closed:
@@ -230,7 +238,10 @@ class ChannelReader(QueueReader):
 
     async def _pop_from(self, shard: Shard) -> bool:
         """Pop for local waiters from ``shard``; True when done, False when the key moved."""
-        async with DedicatedConnection(shard.client) as connection:
+        connection = DedicatedConnection(shard.client)
+        in_round = False
+        try:
+            client_id = await connection.client_id()
             delay = 0.05
             while not self._closed:
                 waiting = self._waiting()
@@ -242,7 +253,9 @@ class ChannelReader(QueueReader):
                         return True
                     continue
                 try:
+                    in_round, self._popping_id = True, client_id
                     entries = self._entries(await connection.execute(self._round(waiting)))
+                    in_round, self._popping_id = False, None
                 except RECEIVE_ERRORS as exc:
                     delay = await self._backoff(exc, delay)
                     if self.shard is not shard:
@@ -252,7 +265,30 @@ class ChannelReader(QueueReader):
                 shard.succeeded()
                 for entry in entries:
                     self._dispatch(entry)
-        return True
+            return True
+        except RECEIVE_ERRORS as exc:  # CLIENT ID failed: the server is away; try again
+            await self._backoff(exc, 0.05)
+            return self._closed
+        finally:
+            self._popping_id = None
+            if in_round:
+                # Cut off mid-round: its replies must never reach another user of the pool.
+                await connection.disconnect()
+            await asyncio.shield(connection.release())
+
+    async def close(self) -> None:
+        """Stop, first letting a pop that is out come back: what it took is put back on the
+        queue for other processes instead of vanishing with the connection."""
+        self._closed = True
+        task, popping_id = self._task, self._popping_id
+        if task is not None and not task.done() and popping_id is not None:
+            with contextlib.suppress(*RECEIVE_ERRORS):
+                await self.shard.client.client_unblock(popping_id)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), CLOSE_ROUND_TIMEOUT)
+        await super().close()
+        if self._buffers:
+            await self._requeue()
 
     async def _requeue(self) -> None:
         entries = [entry for buffer in self._buffers.values() for _, entry in buffer]

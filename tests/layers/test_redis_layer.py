@@ -198,3 +198,23 @@ async def test_works_from_several_event_loops(redis_url: str, prefix: str) -> No
     finally:
         await layer.flush()
         await layer.close()
+
+
+async def test_closing_while_a_pop_is_out_loses_nothing(redis_url: str, prefix: str) -> None:
+    """A Node stopping (its receives cancelled, its layer closed) while connections keep
+    arriving: whatever its last pop takes goes back on the queue for the others."""
+    other = RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+    try:
+        for attempt in range(20):
+            leaving = RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+            receiving = asyncio.ensure_future(leaving.receive("work"))
+            await asyncio.sleep(0.01)  # the blocking pop is out
+            receiving.cancel()
+            closing = asyncio.ensure_future(leaving.close())
+            await other.send("work", {"n": attempt})
+            await closing
+            assert receiving.cancelled()
+            got = await asyncio.wait_for(other.receive("work"), 5)
+            assert got == {"n": attempt}
+    finally:
+        await other.close()
