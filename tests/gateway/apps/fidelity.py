@@ -84,6 +84,35 @@ async def upload(scope: Scope, receive: Receive, send: Send) -> None:
     )
 
 
+async def big(scope: Scope, receive: Receive, send: Send) -> None:
+    """``mb`` MiB of a repeating pattern in 64 KiB chunks, as fast as ``send()`` lets it;
+    marks how far it got in ``sent-MARKER`` every MiB."""
+    total = int(query(scope)["mb"]) * 1024 * 1024
+    name = query(scope).get("marker", "big")
+    chunk = bytes(range(256)) * 256
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    sent = 0
+    while sent < total:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        sent += len(chunk)
+        if sent % (1024 * 1024) == 0:
+            marker(f"sent-{name}", str(sent))
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def slow_upload(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads one chunk, pauses ``pause`` seconds (marked), then reads the rest: a slow reader."""
+    name = query(scope)["marker"]
+    message = await receive()
+    length = len(message["body"])
+    marker(name, "paused")
+    await asyncio.sleep(float(query(scope)["pause"]))
+    while message.get("more_body", False):
+        message = await receive()
+        length += len(message["body"])
+    await json_response(send, {"length": length})
+
+
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:
     body = b""
     more_body = True
@@ -199,6 +228,8 @@ HTTP_ROUTES: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
     "/error-after": error_after,
     "/pid": pid,
     "/slow": slow,
+    "/big": big,
+    "/slow-upload": slow_upload,
 }
 
 
