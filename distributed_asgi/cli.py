@@ -17,7 +17,9 @@ from typing import Any
 import click
 
 from .cli_options import (
+    ENCRYPTION_KEYS_ENV,
     ConfigError,
+    check_encryption_keys,
     check_key,
     check_redis_url,
     check_routes,
@@ -46,6 +48,18 @@ _prefix_option = click.option(
     default="asgi",
     show_default=True,
     help="Key prefix of the channel layer; the edge and its workers must agree on it.",
+)
+_encryption_option = click.option(
+    "--encryption-key",
+    "encryption_keys",
+    multiple=True,
+    metavar="KEY",
+    envvar=ENCRYPTION_KEYS_ENV,
+    show_envvar=True,
+    help="Encrypt and authenticate every message with this key (32+ characters); the edge and "
+    "its workers need the same. Repeatable for rotation: the first encrypts, any decrypts. "
+    "Prefer the environment variable (keys separated by spaces): a command line is visible to "
+    "every user of the machine.",
 )
 _log_level_option = click.option(
     "--log-level",
@@ -102,11 +116,21 @@ def _checked_redis_url(url: str | None) -> str:
         raise _fail(str(exc)) from None
 
 
-def _make_layer(redis_url: str, prefix: str) -> Any:
+def _checked_encryption_keys(keys: Sequence[str]) -> list[str]:
+    try:
+        return check_encryption_keys(keys)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _make_layer(redis_url: str, prefix: str, encryption_keys: Sequence[str]) -> Any:
     from .layers import RedisChannelLayer
 
+    keys = _checked_encryption_keys(encryption_keys)
     try:
-        return RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+        return RedisChannelLayer(
+            hosts=[redis_url], prefix=prefix, symmetric_encryption_keys=keys or None
+        )
     except ValueError as exc:
         raise _fail(str(exc)) from None
 
@@ -133,6 +157,7 @@ def main() -> None:
 @click.option("--port", type=int, default=8000, show_default=True, help="Bind to this port.")
 @_redis_option
 @_prefix_option
+@_encryption_option
 @click.option(
     "--pickup-timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -194,6 +219,7 @@ def edge(
     port: int,
     redis_url: str | None,
     prefix: str,
+    encryption_keys: tuple[str, ...],
     pickup_timeout: float,
     first_byte_timeout: float,
     total_timeout: float,
@@ -213,7 +239,7 @@ def edge(
     """
     routes = gather_routes(route_values, routes_file)
     url = _checked_redis_url(redis_url)
-    layer = _make_layer(url, prefix)
+    layer = _make_layer(url, prefix, encryption_keys)
     _exit_cleanly_on_signals()
 
     import uvicorn
@@ -276,6 +302,7 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
 )
 @_redis_option
 @_prefix_option
+@_encryption_option
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
@@ -322,6 +349,7 @@ def worker(
     keys: tuple[str, ...],
     redis_url: str | None,
     prefix: str,
+    encryption_keys: tuple[str, ...],
     concurrency: int,
     drain_timeout: float,
     interface: str,
@@ -338,7 +366,7 @@ def worker(
     new ones and lets in-flight ones finish (up to --drain-timeout); a second one exits at once.
     """
     url = _checked_redis_url(redis_url)
-    layer = _make_layer(url, prefix)
+    layer = _make_layer(url, prefix, encryption_keys)
     _check_keys(keys)
     previous = _exit_cleanly_on_signals()
     try:
@@ -419,6 +447,7 @@ def _install_loop(loop: str) -> None:
     help="Key prefix. Default: 'asgi' on a private server, a fresh 'up-...' one on a shared "
     "server. This prefix's keys are deleted on exit.",
 )
+@_encryption_option
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
@@ -455,6 +484,7 @@ def up(
     port: int,
     redis_url: str | None,
     prefix: str | None,
+    encryption_keys: tuple[str, ...],
     concurrency: int,
     pickup_timeout: float,
     drain_timeout: float,
@@ -493,6 +523,7 @@ def up(
         factory=factory,
         app_dir=app_dir,
         log_level=log_level,
+        encryption_keys=_checked_encryption_keys(encryption_keys),
     )
     system = System(config)
     try:

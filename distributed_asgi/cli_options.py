@@ -21,7 +21,9 @@ from asgiref.compatibility import guarantee_single_callable, is_double_callable
 
 __all__ = [
     "DEFAULT_REDIS_URL",
+    "ENCRYPTION_KEYS_ENV",
     "ConfigError",
+    "check_encryption_keys",
     "check_key",
     "check_redis_url",
     "check_routes",
@@ -33,6 +35,10 @@ __all__ = [
 ]
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# Where --encryption-key is read from when not given: keys separated by whitespace. The
+# environment, not the command line, is where a secret belongs (argv is public in ps).
+ENCRYPTION_KEYS_ENV = "DISTRIBUTED_ASGI_ENCRYPTION_KEYS"
+MIN_ENCRYPTION_KEY_LENGTH = 32
 
 # A key template expands to a channel name; a backreference makes it depend on the request.
 _BACKREFERENCE = re.compile(r"\\(\d+|g<[^>]*>)")
@@ -128,6 +134,31 @@ def check_key(key: str) -> str:
             "fewer than 100 characters"
         )
     return key
+
+
+def check_encryption_keys(keys: Sequence[str]) -> list[str]:
+    """Keys for the layer's ``symmetric_encryption_keys``; errors name a key by position only.
+
+    A key is a secret, so it never appears in an error. At least 32 characters, since the
+    Fernet key is derived from it by one SHA-256 with no stretching; no whitespace, since
+    ``$DISTRIBUTED_ASGI_ENCRYPTION_KEYS`` separates keys with it.
+    """
+    checked = []
+    for number, key in enumerate(keys, start=1):
+        if len(key) < MIN_ENCRYPTION_KEY_LENGTH:
+            raise ConfigError(
+                f"encryption key #{number} has {len(key)} characters; use at least "
+                f"{MIN_ENCRYPTION_KEY_LENGTH}, e.g. from "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        if any(c.isspace() for c in key):
+            raise ConfigError(f"encryption key #{number} contains whitespace")
+        checked.append(key)
+    if checked and not import_module_quietly("cryptography"):
+        raise ConfigError(
+            "encryption keys need the cryptography package: pip install 'distributed-asgi[crypto]'"
+        )
+    return checked
 
 
 def redis_url_or_default(url: str | None) -> str:

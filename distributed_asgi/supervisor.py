@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from .cli_options import ConfigError
+from .cli_options import ENCRYPTION_KEYS_ENV, ConfigError
 from .redis_process import RedisProcess
 
 __all__ = ["System", "UpConfig"]
@@ -56,6 +56,7 @@ class UpConfig:
     app_dir: str = "."
     log_level: str = "info"
     extra_env: dict[str, str] = field(default_factory=dict)
+    encryption_keys: Sequence[str] = ()
 
 
 @dataclass
@@ -149,7 +150,7 @@ class System:
         args = [self.python, "-m", "distributed_asgi", "worker", cfg.app]
         for key in cfg.keys:
             args += ["--key", key]
-        args += ["--redis", self.redis_url, "--prefix", self.prefix]
+        args += ["--prefix", self.prefix]  # the server: REDIS_URL in the environment
         args += ["--concurrency", str(cfg.concurrency), "--drain-timeout", str(cfg.drain_timeout)]
         args += ["--app-dir", os.path.abspath(cfg.app_dir), "--log-level", cfg.log_level]
         return [*args, "--factory"] if cfg.factory else args
@@ -160,7 +161,7 @@ class System:
         for regex, key in cfg.routes:
             args += ["--route", f"{regex}={key}"]
         args += ["--host", cfg.host, "--port", str(cfg.port)]
-        args += ["--redis", self.redis_url, "--prefix", self.prefix]
+        args += ["--prefix", self.prefix]  # the server: REDIS_URL in the environment
         args += ["--pickup-timeout", str(cfg.pickup_timeout), "--log-level", cfg.log_level]
         return args
 
@@ -210,7 +211,11 @@ class System:
         else:
             _require_reachable(self.redis_url)
         # Apps that use the channel layer themselves (Django Channels) find the same server.
+        # Secrets (a password in the URL, encryption keys) reach the children through the
+        # environment only: a command line is visible to every user of the machine.
         env = {**os.environ, "REDIS_URL": self.redis_url, **self.config.extra_env}
+        if self.config.encryption_keys:
+            env[ENCRYPTION_KEYS_ENV] = " ".join(self.config.encryption_keys)
         for number in range(1, self.config.workers + 1):
             self._spawn(f"worker {number}", self.worker_command(), env)
         self._spawn("edge", self.edge_command(), env)

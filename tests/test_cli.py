@@ -84,6 +84,26 @@ def test_redis_url_password_is_masked() -> None:
     assert "secret" not in message and "***" in message
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["edge", "--route", "/=a"], ["worker", "json:dumps", "--key", "a"], ["up", "json:dumps"]],
+)
+def test_a_bad_encryption_key_is_named_by_position_never_shown(command: list[str]) -> None:
+    good = "g" * 40
+    message = _error([*command, "--encryption-key", good, "--encryption-key", "tiny-secret"])
+    assert message.startswith("Error: encryption key #2 has 11 characters; use at least 32")
+    assert "tiny-secret" not in message and good not in message
+
+
+def test_encryption_keys_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTRIBUTED_ASGI_ENCRYPTION_KEYS", "k" * 40 + " short-secret")
+    message = _error(["edge", "--route", "/=a"])
+    assert message == (
+        "Error: encryption key #2 has 12 characters; use at least 32, e.g. from "
+        "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )
+
+
 def test_redis_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "mysql://db")
     assert _error(["edge", "--route", "/=a"]).startswith("Error: invalid Redis URL 'mysql://db'")
