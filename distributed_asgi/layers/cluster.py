@@ -257,7 +257,23 @@ class RedisClusterChannelLayer(RedisChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         require_valid_channel_name(channel)
-        await self._ready()
+        cluster = self._map()
+        delay = 0.05
+        while not cluster.loaded:
+            # As with one server, a receive() waits out an outage instead of failing: here one
+            # that started before any node could tell where its queue lives.
+            try:
+                await cluster.refresh()
+            except _LOAD_ERRORS as exc:
+                if delay == 0.05:
+                    logger.warning(
+                        "Redis Cluster %s unreachable (%s: %s); retrying",
+                        self.cluster_spec.describe(),
+                        type(exc).__name__,
+                        exc,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
         return await super().receive(channel)
 
     def _reader(self, channel: str) -> QueueReader:

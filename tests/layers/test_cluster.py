@@ -14,6 +14,7 @@ from redis.cluster import key_slot
 
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.cluster import RedisClusterChannelLayer
+from distributed_asgi.layers.shard import CONNECTION_ERRORS
 from distributed_asgi.redis_process import RedisClusterProcess
 
 
@@ -159,3 +160,20 @@ def test_cluster_url_forms() -> None:
     node = spec.node_spec("10.0.0.9", 7005)
     assert node.url == "rediss://:pw@10.0.0.9:7005"
     assert "pw" not in spec.describe()
+
+
+async def test_before_the_cluster_is_up_send_fails_fast_and_receive_waits(prefix: str) -> None:
+    cluster = RedisClusterProcess(masters=3)
+    layer = RedisChannelLayer(hosts=[cluster.url], prefix=prefix)
+    try:
+        waiting = asyncio.ensure_future(layer.receive("test.early"))
+        with pytest.raises(CONNECTION_ERRORS):
+            await asyncio.wait_for(layer.send("test.early", {"n": 0}), 5)
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await asyncio.to_thread(cluster.start)
+        await layer.send("test.early", {"n": 1})
+        assert await asyncio.wait_for(waiting, 10) == {"n": 1}
+    finally:
+        await layer.close()
+        cluster.close()
