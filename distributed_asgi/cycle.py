@@ -95,7 +95,9 @@ class WebSocketCycle:
                 self.state = WebSocketState.RESPONSE
             else:
                 raise RuntimeError(
-                    "Expected ASGI message 'websocket.accept', 'websocket.close', or "
+                    # uvicorn's default WebSocket implementations' text (websockets-sansio,
+                    # wsproto); its legacy "websockets" one has a comma before "or".
+                    "Expected ASGI message 'websocket.accept', 'websocket.close' or "
                     f"'websocket.http.response.start' but got '{kind}'."
                 )
         elif state is WebSocketState.CONNECTED:
@@ -115,9 +117,9 @@ class WebSocketCycle:
             if not message.get("more_body", False):
                 self.state = WebSocketState.CLOSED
         else:
+            # The text of uvicorn's default implementations, also after a denial response.
             raise RuntimeError(
-                f"Unexpected ASGI message '{kind}', after sending 'websocket.close' "
-                "or response already completed."
+                f"Unexpected ASGI message '{kind}', after sending 'websocket.close'."
             )
 
     def on_receive(self, message: Mapping[str, Any]) -> None:
