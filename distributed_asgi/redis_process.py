@@ -14,7 +14,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "RedisClusterProcess",
@@ -191,19 +193,32 @@ class RedisProcess:
 
 
 class RedisClusterProcess:
-    """A private Redis Cluster of ``masters`` master nodes on free loopback ports, no replicas.
+    """A private Redis Cluster on free loopback ports: ``masters`` masters sharing the slots
+    evenly, and ``replicas`` replicas of each.
 
-    Built by hand (``CLUSTER ADDSLOTSRANGE`` on each node, ``CLUSTER MEET``) rather than with
-    ``redis-cli --cluster create``: that needs redis-cli (absent where only the embedded
-    valkey-server exists) and sleeps a second per step, while this is ready in well under one.
+    Built by hand (``CLUSTER ADDSLOTSRANGE``, ``CLUSTER MEET``, ``CLUSTER REPLICATE``) rather
+    than with ``redis-cli --cluster create``: that needs redis-cli (absent where only the
+    embedded valkey-server exists) and sleeps a second per step. Ready in about two seconds,
+    which is the server's own delay before a new master accepts writes.
     """
 
     SLOTS = 16384
 
-    def __init__(self, masters: int = 3, *, binary: str | None = None) -> None:
-        if masters < 1:
-            raise ValueError(f"a cluster needs at least one master, got {masters}")
-        self.bus_ports = [free_port() for _ in range(masters)]
+    def __init__(
+        self,
+        masters: int = 3,
+        *,
+        replicas: int = 0,
+        binary: str | None = None,
+        node_timeout_ms: int = 2000,
+    ) -> None:
+        if masters < 1 or replicas < 0:
+            raise ValueError(
+                f"a cluster needs masters >= 1, replicas >= 0, got {masters}, {replicas}"
+            )
+        self.masters = masters
+        total = masters * (1 + replicas)
+        self.bus_ports = [free_port() for _ in range(total)]
         self.nodes = [
             RedisProcess(
                 binary=binary,
@@ -213,10 +228,13 @@ class RedisClusterProcess:
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "2000",
+                    str(node_timeout_ms),
                     # The bus port defaults to port + 10000, which may be taken or above 65535.
                     "--cluster-port",
                     str(bus_port),
+                    # Diskless sync otherwise waits 5 s for more replicas to share a transfer.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ],
             )
             for bus_port in self.bus_ports
@@ -229,7 +247,12 @@ class RedisClusterProcess:
 
     @property
     def ports(self) -> list[int]:
-        return [node.port for node in self.nodes]
+        """The ports of the masters it was built with (replicas: ``replica_ports``)."""
+        return [node.port for node in self.nodes[: self.masters]]
+
+    @property
+    def replica_ports(self) -> list[int]:
+        return [node.port for node in self.nodes[self.masters :]]
 
     def start(self, timeout: float = 20.0) -> RedisClusterProcess:
         import redis
@@ -238,10 +261,10 @@ class RedisClusterProcess:
             node.start()
         clients = [redis.Redis(host="127.0.0.1", port=node.port) for node in self.nodes]
         try:
-            share = self.SLOTS // len(self.nodes)
-            for index, client in enumerate(clients):
+            share = self.SLOTS // self.masters
+            for index, client in enumerate(clients[: self.masters]):
                 first = index * share
-                last = self.SLOTS - 1 if index == len(clients) - 1 else first + share - 1
+                last = self.SLOTS - 1 if index == self.masters - 1 else first + share - 1
                 client.execute_command(  # type: ignore[no-untyped-call]
                     "CLUSTER", "ADDSLOTSRANGE", first, last
                 )
@@ -250,15 +273,41 @@ class RedisClusterProcess:
                     "CLUSTER", "MEET", "127.0.0.1", node.port, bus_port
                 )
             deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if all(self._ready(client) for client in clients):
-                    return self
-                time.sleep(0.05)
+            self._wait(deadline, lambda: all(self._ready(client) for client in clients))
+            ids = [
+                client.execute_command("CLUSTER", "MYID").decode()  # type: ignore[no-untyped-call]
+                for client in clients
+            ]
+            replicas = list(enumerate(clients))[self.masters :]
+            for index, client in replicas:
+                client.execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "REPLICATE", ids[index % self.masters]
+                )
+            self._wait(deadline, lambda: self._replicas_known(clients, len(replicas)))
+            return self
+        except BaseException:
+            self.close()
+            raise
         finally:
             for client in clients:
                 client.close()
-        self.close()
-        raise RuntimeError(f"cluster on ports {self.ports} did not reach cluster_state:ok")
+
+    def _replicas_known(self, clients: list[Any], replicas: int) -> bool:
+        """Every replica in sync, and every node knowing who replicates whom (which a
+        failover vote needs)."""
+        synced = sum(
+            client.info("replication").get("master_link_status") == "up" for client in clients
+        )
+        return synced == replicas and all(
+            client.execute_command("CLUSTER", "NODES").count(b"slave ") == replicas
+            for client in clients
+        )
+
+    def _wait(self, deadline: float, ready: Callable[[], bool]) -> None:
+        while not ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster on ports {self.ports} did not come up in time")
+            time.sleep(0.05)
 
     def _ready(self, client: object) -> bool:
         info = client.execute_command("CLUSTER", "INFO")  # type: ignore[attr-defined]

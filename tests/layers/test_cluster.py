@@ -7,10 +7,13 @@ checks what is particular to a cluster.
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 
 import pytest
 import redis
 from redis.cluster import key_slot
+from redis.exceptions import ResponseError
 
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.cluster import RedisClusterChannelLayer
@@ -176,4 +179,74 @@ async def test_before_the_cluster_is_up_send_fails_fast_and_receive_waits(prefix
         assert await asyncio.wait_for(waiting, 10) == {"n": 1}
     finally:
         await layer.close()
+        cluster.close()
+
+
+async def test_layer_follows_a_cluster_failover_under_load(prefix: str) -> None:
+    """SIGKILL the master of a busy channel's slot; its replica takes over and traffic resumes."""
+    cluster = RedisClusterProcess(masters=3, replicas=1, node_timeout_ms=1000)
+    await asyncio.to_thread(cluster.start)
+    sender = RedisChannelLayer(hosts=[cluster.url], prefix=prefix)
+    receiver = RedisChannelLayer(hosts=[cluster.url], prefix=prefix)
+    received: list[tuple[int, float]] = []
+    sent_at: dict[int, float] = {}
+    failed_sends = 0
+    stopping = asyncio.Event()
+
+    async def produce() -> None:
+        nonlocal failed_sends
+        number = 0
+        while not stopping.is_set():
+            try:
+                await sender.send("load.cluster", {"n": number})
+                sent_at[number] = time.monotonic()
+                number += 1
+            except (*CONNECTION_ERRORS, ResponseError):
+                failed_sends += 1
+            await asyncio.sleep(0.01)
+
+    async def consume() -> None:
+        while not stopping.is_set():
+            message = await receiver.receive("load.cluster")
+            received.append((message["n"], time.monotonic()))
+
+    tasks = [asyncio.ensure_future(produce()), asyncio.ensure_future(consume())]
+    try:
+        await asyncio.sleep(1.0)
+        assert len(received) > 20, "no steady traffic before the failover"
+        queue_key = sender._tagged_queue_keys("load.cluster")[1][0]  # type: ignore[attr-defined]
+        victim = cluster.nodes[_owner(cluster, key_slot(queue_key.encode()))]
+        assert victim.process is not None
+        killed_at = time.monotonic()
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait()
+
+        deadline = killed_at + 30
+        while time.monotonic() < deadline:
+            late = [at for n, at in received if sent_at.get(n, 0) > killed_at]
+            if late:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"no traffic 30 s after the master was killed ({failed_sends=})")
+        resumed = late[0] - killed_at
+        print(
+            f"\nCluster failover: traffic resumed {resumed:.2f} s after SIGKILL of the master "
+            f"(cluster-node-timeout 1000 ms, {failed_sends} sends failed meanwhile)"
+        )
+        await asyncio.sleep(0.5)
+        stopping.set()
+        last = max(sent_at)
+        await asyncio.sleep(0.5)
+        after = [n for n, _ in received if sent_at.get(n, 0) > late[0]]
+        assert after == sorted(after)
+        assert after and after[-1] >= last - 1, (after[-5:], last)
+        assert resumed < 15
+    finally:
+        stopping.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await sender.close()
+        await receiver.close()
         cluster.close()
