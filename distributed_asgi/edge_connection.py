@@ -25,6 +25,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 from ._aio import receive_within
 from .cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from .layers import ChannelFull
@@ -182,6 +184,12 @@ class EdgeConnection:
             return None
         except CONNECTION_ERRORS as exc:
             logger.warning("cannot reach Redis (%s): refusing %s", exc, describe(self.scope))
+            await self._respond(503, retry_after=True)
+            return None
+        except ResponseError as exc:
+            # Redis refused the write, e.g. WRONGTYPE: something else was put in the route
+            # channel's key. Nothing was queued; refuse like a full channel, naming the key.
+            logger.error("route channel %r refused the connect: %s", self.key, exc)
             await self._respond(503, retry_after=True)
             return None
         deadline = time.monotonic() + distributor.pickup_timeout + PICKUP_GRACE

@@ -237,3 +237,31 @@ async def test_node_channel(gateway: Gateway) -> None:
     needles = [needle for _, needle in payloads] + ["dropped a Accept frame on"]
     text = wait_for_log(log.read_text, [*needles, f"dropped a malformed entry from {key}"])
     log_lines_naming(text, node_channel, needles)
+
+
+async def test_a_route_key_of_the_wrong_redis_type(gateway: Gateway) -> None:
+    """Someone SETs a string where the route channel's list lives: the edge refuses with 503
+    and names the key, the Node logs it and keeps serving its other key, both recover once the
+    key is gone."""
+    gateway.start_edge(routes=[["^/hello", "fidelity"], ["^/echo", "other"]], pickup_timeout=2)
+    key = f"{gateway.prefix}:q:fidelity"
+    admin = aioredis.Redis.from_url(gateway.redis_url)
+    try:
+        # Before the Node starts: a pop already blocked on the (empty) list would not notice
+        # the string until its block timeout.
+        await admin.set(key, "not a list")
+        _, log = gateway.start_node(keys=["fidelity", "other"])
+        async with httpx.AsyncClient(base_url=gateway.url(), timeout=10) as http:
+            started = time.monotonic()
+            assert (await http.get("/hello")).status_code == 503
+            assert time.monotonic() - started < 1.5  # refused at once, not after the pick-up
+            assert (await http.post("/echo", content=b"still")).content == b"still"
+            await admin.delete(key)
+            status, deadline = 0, time.monotonic() + 10
+            while status != 200 and time.monotonic() < deadline:
+                status = (await http.get("/hello")).status_code
+            assert status == 200
+    finally:
+        await admin.aclose()
+    wait_for_log(gateway.logs, ["route channel 'fidelity' refused the connect: WRONGTYPE"])
+    wait_for_log(log.read_text, [f"receive from {key} failed: WRONGTYPE"])
