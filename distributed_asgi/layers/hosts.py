@@ -9,7 +9,8 @@ Accepted forms, as users know them from asgi_redis and channels_redis:
 - a Sentinel dict: ``{"sentinels": [(host, port), ...], "master_name": "mymaster",
   "sentinel_kwargs": {...}, **connection_kwargs}``
 - a Redis Cluster: ``redis+cluster://[:password@]host:port[,host:port...]`` (``rediss+cluster``
-  for TLS), alone or as a dict's ``"address"``; the nodes listed are only where discovery
+  for TLS), alone or as a dict's ``"address"``, or ``{"startup_nodes": [(host, port), ...],
+  **connection_kwargs}`` (``"ssl": True`` for TLS); the nodes listed are only where discovery
   starts, the layer finds every master itself.
 """
 
@@ -174,6 +175,21 @@ def _parse_host(host: object, index: int) -> HostSpec:
                 master_name=master_name,
                 sentinel_kwargs=sentinel_kwargs,
             )
+        if "startup_nodes" in options:
+            # The cluster as a dict: {"startup_nodes": [(host, port), ...], **connection args}.
+            nodes = options.pop("startup_nodes")
+            if not isinstance(nodes, Sequence) or isinstance(nodes, str) or not nodes:
+                raise ValueError(f"{where}['startup_nodes'] must be a list of (host, port) pairs")
+            addresses: list[str] = []
+            for pair in nodes:
+                if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                    raise ValueError(f"{where}['startup_nodes'] entry {pair!r} is not (host, port)")
+                host_name = str(pair[0])
+                where_host = f"[{host_name}]" if ":" in host_name else host_name
+                addresses.append(f"{where_host}:{_check_port(pair[1], where)}")
+            scheme = "rediss+cluster" if options.pop("ssl", False) else "redis+cluster"
+            url = f"{scheme}://{','.join(addresses)}"
+            return HostSpec(identity=url, url=url, kwargs=options)
         if "address" in options:
             address = options.pop("address")
             if isinstance(address, (tuple, list)):

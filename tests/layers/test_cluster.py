@@ -18,7 +18,11 @@ from redis.exceptions import ResponseError
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.cluster import RedisClusterChannelLayer
 from distributed_asgi.layers.shard import CONNECTION_ERRORS
-from distributed_asgi.redis_process import RedisClusterProcess
+from distributed_asgi.redis_process import (
+    RedisClusterProcess,
+    ServerBinaryNotFound,
+    find_server_binary,
+)
 
 
 def _clients(cluster: RedisClusterProcess) -> list[redis.Redis]:
@@ -153,6 +157,32 @@ def test_a_brace_in_the_prefix_is_refused_on_a_cluster() -> None:
         RedisChannelLayer(hosts=["redis+cluster://127.0.0.1:7000"], prefix="asgi{x}")
 
 
+def test_startup_nodes_dict() -> None:
+    layer = RedisChannelLayer(
+        hosts=[{"startup_nodes": [("10.0.0.1", 7000), ["::1", "7001"]], "password": "pw"}]
+    )
+    assert isinstance(layer, RedisClusterChannelLayer)
+    spec = layer.cluster_spec
+    assert spec.startup_nodes() == [("10.0.0.1", 7000), ("::1", 7001)]
+    assert spec.node_spec("10.0.0.9", 7005).kwargs == {"password": "pw"}
+    with pytest.raises(ValueError, match=r"hosts\[0\]\['startup_nodes'\] entry 'x'"):
+        RedisChannelLayer(hosts=[{"startup_nodes": ["x"]}])
+    with pytest.raises(ValueError, match="port must be a number"):
+        RedisChannelLayer(hosts=[{"startup_nodes": [("h", "p")]}])
+
+
+async def test_startup_nodes_reach_a_real_cluster(
+    redis_cluster: RedisClusterProcess, prefix: str
+) -> None:
+    nodes = [("127.0.0.1", port) for port in redis_cluster.ports[1:]]
+    layer = RedisChannelLayer(hosts=[{"startup_nodes": nodes}], prefix=prefix)
+    try:
+        await layer.send("test.dict", {"ok": True})
+        assert await asyncio.wait_for(layer.receive("test.dict"), 5) == {"ok": True}
+    finally:
+        await layer.close()
+
+
 def test_cluster_url_forms() -> None:
     layer = RedisChannelLayer(
         hosts=[{"address": "rediss+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001", "ssl": True}]
@@ -249,4 +279,28 @@ async def test_layer_follows_a_cluster_failover_under_load(prefix: str) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await sender.close()
         await receiver.close()
+        cluster.close()
+
+
+async def test_a_valkey_cluster(prefix: str) -> None:
+    """The same layer on a Valkey cluster (the embedded valkey-server): direct and group."""
+    try:
+        binary = find_server_binary("valkey")
+    except ServerBinaryNotFound:
+        pytest.skip("no valkey-server on this machine")
+    cluster = RedisClusterProcess(masters=3, binary=binary)
+    await asyncio.to_thread(cluster.start)
+    layer = RedisChannelLayer(hosts=[cluster.url], prefix=prefix)
+    try:
+        # One process's channels share one inbox (one slot); normal channels spread.
+        members = [await layer.new_channel() for _ in range(3)] + [f"test.v{i}" for i in range(30)]
+        for channel in members:
+            await layer.group_add("valkey", channel)
+        await layer.group_send("valkey", {"on": "valkey"})
+        for channel in members:
+            assert await asyncio.wait_for(layer.receive(channel), 5) == {"on": "valkey"}
+        counts = _key_counts(cluster, prefix)
+        assert all(count > 0 for count in counts), counts
+    finally:
+        await layer.close()
         cluster.close()
