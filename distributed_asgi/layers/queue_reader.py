@@ -45,6 +45,8 @@ INBOX_DEPTH = 16  # inbox rounds kept in flight: topped up with one write when d
 # How long an idle reader keeps its task and connection for the next receive(): a process
 # that receives in a loop (every consumer does) then pays for neither on each message.
 LINGER = 2.0
+# Acked channels are checked for zero counters (and forgotten) in batches of this many.
+FORGET_BATCH = 1000
 # How long close() waits for a pop it woke with CLIENT UNBLOCK to come back.
 CLOSE_ROUND_TIMEOUT = 1.0
 
@@ -327,19 +329,31 @@ class InboxReader(QueueReader):
         self._dropped(channel)
         return _payload(entry)
 
+    async def delete_keys(self) -> None:
+        """Remove this inbox's queue and counters from Redis, once its process is done with
+        them: nobody else reads them, and keys left to expire would outlive the process."""
+        await self.shard.settle()  # acks still queued would re-create the counters
+        try:
+            await self.shard.client.unlink(self.queue_key, self.counter_key)
+        except RECEIVE_ERRORS as exc:
+            logger.info("could not delete %s on close (it expires): %s", self.queue_key, exc)
+
     def _dropped(self, channel: str) -> None:
         self.shard.ack(self.counter_key, channel)
         self._acked.add(channel)
 
     def _sweep(self) -> None:
         super()._sweep()
-        if self._acked and time.monotonic() - self._last_forget > self.expiry:
+        if self._acked and (
+            len(self._acked) >= FORGET_BATCH or time.monotonic() - self._last_forget > self.expiry
+        ):
             # Channels whose counters reached 0 leave the counter hash, so a long-lived inbox
-            # does not keep one field for every channel it ever served.
+            # does not keep one field for every channel it ever served. In batches as soon as
+            # there are enough: a channel per request (the edge's reply channels) would
+            # otherwise pile up for a whole expiry period, here and in Redis.
             self._last_forget = time.monotonic()
             channels, self._acked = list(self._acked), set()
-            for start in range(0, len(channels), 1000):
-                self.shard.post(FORGET_IDLE, [self.counter_key], channels[start : start + 1000])
+            self.shard.post(FORGET_IDLE, [self.counter_key], channels)
 
     async def _run(self) -> None:
         delay = 0.05

@@ -9,6 +9,7 @@ event loop (connections, readers) is kept per loop, so the layer also works from
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import secrets
@@ -103,6 +104,7 @@ class RedisChannelLayer:
         self.serializer = MessageSerializer(symmetric_encryption_keys, max_message_size)
         self.ring = HashRing([spec.identity for spec in self.hosts])
         self.client_prefix = secrets.token_hex(6)
+        self._channel_numbers = itertools.count(1)
         timeouts = [spec.socket_timeout for spec in self.hosts if spec.socket_timeout]
         self.block_timeout = min([DEFAULT_BLOCK_TIMEOUT, *(t / 2 for t in timeouts)])
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -171,7 +173,9 @@ class RedisChannelLayer:
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new process-specific channel name; all of them share this process's inbox."""
-        return f"{prefix}.{self.client_prefix}!{secrets.token_hex(6)}"
+        # client_prefix is random per layer; within it a counter is unique, and costs no
+        # getrandom() system call per name (one per request at the edge and at the Node).
+        return f"{prefix}.{self.client_prefix}!{next(self._channel_numbers):x}"
 
     async def group_add(self, group: str, channel: str) -> None:
         require_valid_group_name(group)
@@ -227,6 +231,10 @@ class RedisChannelLayer:
             return
         for reader in state.readers.values():
             await reader.close()
+        if not self._states:  # no other event loop receives on this layer's process channels
+            for reader in state.readers.values():
+                if isinstance(reader, InboxReader):
+                    await reader.delete_keys()
         for shard in state.shards:
             await shard.close()
 

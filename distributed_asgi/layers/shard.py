@@ -181,9 +181,13 @@ class Shard:
     async def load_script(self, script: LuaScript) -> None:
         await self.client.script_load(script.source)
 
-    async def close(self) -> None:
+    async def settle(self) -> None:
+        """Wait until every queued call (acks and posts included) has been sent."""
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.settle()
         await self._batch_connection.release()
         await self.client.aclose()
 

@@ -218,3 +218,31 @@ async def test_closing_while_a_pop_is_out_loses_nothing(redis_url: str, prefix: 
             assert got == {"n": attempt}
     finally:
         await other.close()
+
+
+async def test_close_deletes_the_process_inbox_keys(
+    redis_url: str, prefix: str, admin: aioredis.Redis
+) -> None:
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "a"})
+    await layer.send(channel, {"type": "b"})
+    assert await layer.receive(channel) == {"type": "a"}  # "b" stays queued or buffered
+    assert await admin.keys(f"{prefix}:*")
+    await layer.close()
+    assert await admin.keys(f"{prefix}:*") == []
+
+
+async def test_a_channel_per_request_leaves_no_pile_of_counters(
+    layer: RedisChannelLayer, admin: aioredis.Redis, prefix: str
+) -> None:
+    """The edge makes a reply channel per request: their zeroed counters are forgotten in
+    batches, not kept (in Redis and in the process) for a whole expiry period."""
+    for _ in range(2500):
+        channel = await layer.new_channel("edge")
+        await layer.send(channel, {"type": "reply"})
+        await layer.receive(channel)
+    counters = [key async for key in admin.scan_iter(match=f"{prefix}:n:*")]
+    assert len(counters) == 1
+    await asyncio.sleep(0.2)  # the last batch's FORGET_IDLE call is posted without waiting
+    assert await admin.hlen(counters[0]) <= 1000
