@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from distributed_asgi.layers import RedisLocalChannelLayer
-from distributed_asgi.redis_process import RedisProcess
+from distributed_asgi.layers import RedisClusterChannelLayer, RedisLocalChannelLayer
+from distributed_asgi.redis_process import RedisClusterProcess, RedisProcess
 
 
 async def _keys(url: str, prefix: str) -> set[str]:
@@ -91,3 +91,22 @@ def test_a_bad_local_host_is_named() -> None:
         RedisLocalChannelLayer(hosts=["redis://localhost:6379"], local_hosts=["http://x"])
     with pytest.raises(ValueError, match="expiry"):
         RedisLocalChannelLayer(local_hosts=["unix:///tmp/x.sock"], expiry=0)
+
+
+async def test_the_central_server_may_be_a_cluster(
+    redis_cluster: RedisClusterProcess, local_server: RedisProcess, prefix: str
+) -> None:
+    layer = RedisLocalChannelLayer(
+        hosts=[redis_cluster.url], local_hosts=[local_server.unix_url], prefix=prefix
+    )
+    try:
+        reply = await layer.new_channel()
+        await layer.send("http.request", {"reply": reply})
+        request = await asyncio.wait_for(layer.receive("http.request"), 5)
+        await layer.group_add("room", request["reply"])
+        await layer.group_send("room", {"room": True})
+        assert await asyncio.wait_for(layer.receive(reply), 5) == {"room": True}
+        assert isinstance(layer.central, RedisClusterChannelLayer)
+    finally:
+        await layer.flush()
+        await layer.close()
