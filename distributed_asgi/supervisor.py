@@ -323,6 +323,8 @@ class System:
             + " ".join(f"--key {k}" for k in cfg.keys)
             + f" --redis {_masked(self.redis_url)} --prefix {self.prefix}"
             + ("" if cfg.app_dir == "." else f" --app-dir {os.path.abspath(cfg.app_dir)}")
+            # The keys themselves are secret: say where they must be, never what they are.
+            + (f"  (with the same ${ENCRYPTION_KEYS_ENV})" if cfg.encryption_keys else "")
         )
         return "\n".join(
             [

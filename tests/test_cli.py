@@ -11,8 +11,10 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import msgpack
 import pytest
 import redis
 from click.testing import CliRunner
@@ -373,3 +375,55 @@ def test_worker_stopped_while_importing_its_app_exits_0(tmp_path: Path, redis_ur
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads child processes from /proc")
+def test_up_hands_secrets_to_its_children_by_environment_only(
+    tmp_path: Path, redis_factory: Any, prefix: str
+) -> None:
+    """Encryption keys and a Redis password reach the workers and the edge (they serve, and a
+    plain frame is refused), but never a command line (``ps``) nor anything up prints."""
+    password, key = "up-PASSWORD-91c2", "up-KEY-" + "5d1e" * 10
+    server = redis_factory(args=["--user", "up", "on", f">{password}", "~*", "+@all"])
+    url = f"redis://up:{password}@127.0.0.1:{server.port}/0"
+    (tmp_path / "tiny_up_app.py").write_text(TINY_APP)
+    port = free_port()
+    log = tmp_path / "up.log"
+    args = ["up", "tiny_up_app:app", "--port", str(port), "--app-dir", str(tmp_path)]
+    args += ["--prefix", prefix, "--log-level", "warning"]
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "distributed_asgi", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "REDIS_URL": url,
+                "DISTRIBUTED_ASGI_ENCRYPTION_KEYS": key,
+            },
+        )
+    try:
+        _wait_for_output(log, "Ctrl-C stops everything", up)
+        children = _children(up.pid)
+        assert len(children) == 2
+        for pid in children:
+            command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert password.encode() not in command_line and key.encode() not in command_line
+        assert httpx.get(f"http://127.0.0.1:{port}/x", timeout=20).status_code == 200
+        admin = redis.Redis.from_url(url)
+        try:
+            plain = b"M" + msgpack.packb({"v": 1, "t": "connect"})
+            admin.rpush(f"{prefix}:q:app", b"%013d" % (time.time() * 1000) + b"app\n" + plain)
+        finally:
+            admin.close()
+        _wait_for_output(log, "unencrypted message where encryption is required", up)
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, log.read_text()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    output = log.read_text()
+    assert "(with the same $DISTRIBUTED_ASGI_ENCRYPTION_KEYS)" in output
+    assert password not in output and key not in output, output
