@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -213,8 +214,10 @@ class Node(StatelessServer):
         try:
             await self.handle()
             await self._drain()
-            # Connections popped beyond our room go back to their route channel before the
-            # layer closes, or they would be lost with it.
+            # Receives that finished just as the Node stopped still have their callbacks
+            # queued: one loop turn runs them (they hand their connections back); then the
+            # hand-backs must reach Redis before the layer closes, or they are lost with it.
+            await asyncio.sleep(0)
             await asyncio.gather(*self._background, return_exceptions=True)
         finally:
             for task in (checker, heartbeats):
@@ -266,13 +269,14 @@ class Node(StatelessServer):
         future = asyncio.ensure_future(self.layer.receive(key))
         self._receives[future] = key
         self._receiving[key] += 1
-        future.add_done_callback(self._received)
+        future.add_done_callback(functools.partial(self._received, key))
 
-    def _received(self, future: asyncio.Future[Message]) -> None:
-        key = self._receives.pop(future, None)
-        if key is None:
-            return
-        self._receiving[key] -= 1
+    def _received(self, key: str, future: asyncio.Future[Message]) -> None:
+        if self._receives.pop(future, None) is not None:
+            self._receiving[key] -= 1
+        # else: _cancel_receives() already let go of it, but a receive that had finished by
+        # then (its callback still queued) holds a connection that must not be lost: it is
+        # handled below, which hands it back when the Node is stopping or full.
         if future.cancelled():
             return
         error = future.exception()

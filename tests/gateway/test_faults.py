@@ -108,3 +108,22 @@ def test_redis_outage_under_load_fails_fast_and_recovers(
         assert "reachable again after" in logs
     finally:
         gateway.stop()
+
+
+def test_a_full_node_hands_back_every_connection_it_popped(gateway: Gateway) -> None:
+    """One Redis round can complete several receives at once; when the first fills the Node,
+    the others must go back to the route channel, not vanish (then the client got 503)."""
+    gateway.start_edge(pickup_timeout=8)
+    gateway.start_node(max_applications=2)
+    results: list[int] = []
+
+    def get() -> None:
+        results.append(httpx.get(gateway.url("/pid?sleep=0.3"), timeout=30).status_code)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=get) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert results == [200] * 24
