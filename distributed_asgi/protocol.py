@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .layers.base import require_valid_channel_name
+
 __all__ = [
     "FRAME_VERSION",
     "SUPPORTED_EXTENSIONS",
@@ -177,7 +179,7 @@ def decode_frame(message: object) -> Frame:
     if kind == "accept":
         return Accept(
             conn_id,
-            _str(message, "channel"),
+            _process_channel(message, "channel"),
             _seconds(message, "hb"),
             _messages(message.get("m", [])),
         )
@@ -198,7 +200,7 @@ def decode_frame(message: object) -> Frame:
         return Connect(
             conn_id,
             scope_from_wire(message.get("scope")),
-            _str(message, "reply"),
+            _process_channel(message, "reply"),
             float(deadline),
             _seconds(message, "hb"),
             _messages(message.get("m", [])),
@@ -210,6 +212,23 @@ def _str(message: Mapping[str, Any], key: str) -> str:
     value = message.get(key)
     if not isinstance(value, str) or not value:
         raise FrameError(f"frame field {key!r} must be a non-empty str, got {value!r}")
+    return value
+
+
+def _process_channel(message: Mapping[str, Any], key: str) -> str:
+    """A process-specific channel name (``name!suffix``), as ``new_channel()`` makes them.
+
+    Checked here rather than at the first send: a connect whose reply channel the layer would
+    refuse must not start the application at all, and a forged frame must not make a Node or an
+    edge write into a normal channel (a route channel, say) instead of a process's own.
+    """
+    value = _str(message, key)
+    try:
+        require_valid_channel_name(value)
+    except TypeError as exc:
+        raise FrameError(f"frame field {key!r}: {exc}") from None
+    if "!" not in value:
+        raise FrameError(f"frame field {key!r} must be a process-specific channel, got {value!r}")
     return value
 
 

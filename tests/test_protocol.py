@@ -84,10 +84,15 @@ def test_other_frames_round_trip() -> None:
         ({"v": 1, "t": "nope", "id": "c"}, "unknown frame kind 'nope'"),
         ({"v": 1, "t": "asgi", "m": []}, "'id' must be a non-empty str"),
         ({"v": 1, "t": "asgi", "id": "c", "m": [{"no": "type"}]}, "not an ASGI message"),
-        ({"v": 1, "t": "accept", "id": "c", "channel": "x", "hb": -1}, "'hb' must be a positive"),
+        ({"v": 1, "t": "accept", "id": "c", "channel": "n!x", "hb": -1}, "'hb' must be a positive"),
         ({"v": 1, "t": "end", "id": "c", "error": 3}, "'error' must be a str"),
+        (
+            {"v": 1, "t": "accept", "id": "c", "channel": "a b!c", "hb": 1},
+            "'channel': Channel name",
+        ),
+        ({"v": 1, "t": "accept", "id": "c", "channel": "route", "hb": 1}, "process-specific"),
         # Non-finite numbers: a NaN deadline never passes, an infinite heartbeat never misses.
-        ({"v": 1, "t": "accept", "id": "c", "channel": "x", "hb": float("inf")}, "'hb' must be"),
+        ({"v": 1, "t": "accept", "id": "c", "channel": "n!x", "hb": float("inf")}, "'hb' must be"),
         (
             {"v": 1, "t": "connect", "id": "c", "deadline": float("nan"), "hb": 1.0},
             "'deadline' must be a number",

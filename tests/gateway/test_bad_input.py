@@ -139,15 +139,26 @@ async def test_route_channel(gateway: Gateway) -> None:
     try:
         await forger.payloads("fidelity", payloads)
         await forger.raw.send("fidelity", {"raw": b"M" + msgpack.packb(encode_heartbeat("c0"))})
+        # Connects whose reply channel the Node must not write to: never started.
+        marked = {**SCOPE, "path": "/pid", "query_string": b"sleep=0.01&marker=started"}
+        for reply in ("bad reply name", "fidelity"):
+            await forger.layer.send(
+                "fidelity", encode_connect("c1", marked, reply, time.time() + 60, 2.0)
+            )
         key = await forger.headerless_entry("fidelity")
     finally:
         await forger.close()
     async with httpx.AsyncClient(base_url=gateway.url(), timeout=10) as http:
         for _ in range(3):
             assert (await http.get("/hello")).text == "hello, world"
-    needles = [needle for _, needle in payloads] + ["dropped a Heartbeat frame on route channel"]
+    needles = [needle for _, needle in payloads] + [
+        "dropped a Heartbeat frame on route channel",
+        "frame field 'reply': Channel name must be ASCII letters",
+        "frame field 'reply' must be a process-specific channel, got 'fidelity'",
+    ]
     text = wait_for_log(log.read_text, [*needles, f"dropped a malformed entry from {key}"])
     log_lines_naming(text, "fidelity", needles)
+    assert not gateway.marker("started").exists()
 
 
 async def test_edge_reply_channel(gateway: Gateway) -> None:
