@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from .edge_connection import EdgeConnection, RemoteApplicationError, refuse
-from .layers import RedisChannelLayer
+from .layers import GatewayLayer, RedisChannelLayer
 from .routing import RouteTable
 
 __all__ = [
@@ -56,9 +56,9 @@ def build_layer(
     password: str | None = None,
     *,
     url: str | None = None,
-    layer: RedisChannelLayer | None = None,
+    layer: GatewayLayer | None = None,
     layer_options: Mapping[str, Any] | None = None,
-) -> RedisChannelLayer:
+) -> GatewayLayer:
     """The channel layer for these connection settings (shared by the edge and the Node).
 
     ``url``, else ``REDIS_URL`` when neither host nor port is given, else host/port/db/password
@@ -92,7 +92,7 @@ def create_path_distributor(
     routes: Mapping[str, str] | Iterable[tuple[str, str]] | RouteTable | None = None,
     *,
     url: str | None = None,
-    layer: RedisChannelLayer | None = None,
+    layer: GatewayLayer | None = None,
     layer_options: Mapping[str, Any] | None = None,
     **distributor_options: Any,
 ) -> Distributor:
@@ -123,7 +123,7 @@ class Distributor:
 
     def __init__(
         self,
-        layer: RedisChannelLayer,
+        layer: GatewayLayer,
         routes: Mapping[str, str] | Iterable[tuple[str, str]] | RouteTable,
         *,
         pickup_timeout: float = 5.0,

@@ -34,7 +34,7 @@ from asgiref.compatibility import guarantee_single_callable, is_double_callable
 from asgiref.server import StatelessServer
 
 from .distributor import build_layer
-from .layers import ChannelFull, RedisChannelLayer
+from .layers import ChannelFull, GatewayLayer
 from .layers.base import require_valid_channel_name
 from .layers.shard import CONNECTION_ERRORS
 from .lifespan import Lifespan
@@ -73,7 +73,7 @@ class Node(StatelessServer):
         keys: Iterable[str] | None = None,
         db: int = 0,
         url: str | None = None,
-        layer: RedisChannelLayer | None = None,
+        layer: GatewayLayer | None = None,
         layer_options: Mapping[str, Any] | None = None,
         max_applications: int = 1000,
         drain_timeout: float = 30.0,
@@ -423,7 +423,7 @@ class Node(StatelessServer):
                 await asyncio.gather(*beats)
 
 
-async def _close_layer(layer: RedisChannelLayer) -> None:
+async def _close_layer(layer: GatewayLayer) -> None:
     """Close the layer's connections; a failure here must not turn a clean stop into an error."""
     try:
         await layer.close()

@@ -29,7 +29,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from ._aio import receive_within
 from .cycle import HTTPCycle, WebSocketCycle, cycle_for
-from .layers import ChannelFull, RedisChannelLayer
+from .layers import ChannelFull, GatewayLayer
 from .layers.shard import CONNECTION_ERRORS
 from .protocol import (
     Asgi,
@@ -69,7 +69,7 @@ class NodeConnection:
 
     def __init__(
         self,
-        layer: RedisChannelLayer,
+        layer: GatewayLayer,
         connect: Connect,
         scope: dict[str, Any],
         *,

@@ -10,7 +10,7 @@
     }
 """
 
-from .base import ChannelFull
+from .base import ChannelFull, GatewayLayer
 from .cluster import RedisClusterChannelLayer
 from .local import RedisLocalChannelLayer
 from .memory import InMemoryChannelLayer
@@ -18,6 +18,7 @@ from .redis import RedisChannelLayer
 
 __all__ = [
     "ChannelFull",
+    "GatewayLayer",
     "InMemoryChannelLayer",
     "RedisChannelLayer",
     "RedisClusterChannelLayer",

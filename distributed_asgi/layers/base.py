@@ -9,12 +9,13 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 __all__ = [
     "MAX_NAME_LENGTH",
     "CapacityRules",
     "ChannelFull",
+    "GatewayLayer",
     "Message",
     "non_local_name",
     "require_valid_channel_name",
@@ -40,6 +41,23 @@ else:
 
 class ChannelFull(_ChannelFullBase):
     """The channel already holds ``capacity`` messages; nothing was sent."""
+
+
+class GatewayLayer(Protocol):
+    """What the edge (``Distributor``) and the ``Node`` use of a channel layer, and no more.
+
+    A structural type, so every layer here (``RedisChannelLayer``, ``RedisLocalChannelLayer``,
+    ``RedisClusterChannelLayer``, ``InMemoryChannelLayer``) and a user's own type-check as the
+    gateway's ``layer=`` without inheriting anything. ``send`` may raise ``ChannelFull``.
+    """
+
+    async def send(self, channel: str, message: Message) -> None: ...
+
+    async def receive(self, channel: str) -> Message: ...
+
+    async def new_channel(self, prefix: str = "specific") -> str: ...
+
+    async def close(self) -> None: ...
 
 
 def _require_valid_name(kind: str, name: object, pattern: re.Pattern[str]) -> str:
