@@ -1,0 +1,180 @@
+"""The recipes in deploy/ parse, and every command they run is a real ``distributed-asgi`` command
+with real options and valid routes (parsed by the CLI itself, without running anything).
+
+Also checked: the process manager waits longer than the drain it asks for (else its SIGKILL
+cuts the drain short), and the pieces of each recipe point at each other (ports, selectors,
+the Redis service name).
+"""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+from distributed_asgi.cli import gather_routes, main
+from distributed_asgi.cli_options import check_redis_url, load_app
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is in the dev extra: pip install -e '.[dev]'")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+EXAMPLE_APP = "examples.starlette_app.app:app"
+
+
+def parse_command(argv: list[str]) -> click.Context:
+    """Parse ``distributed-asgi SUBCOMMAND ...`` with the CLI's own parser; UsageError if bad."""
+    program, name, *args = argv
+    assert Path(program).name == "distributed-asgi", argv
+    assert name in main.commands, f"{name!r} is not a distributed-asgi command"
+    context = main.commands[name].make_context(name, list(args))
+    if "route_values" in context.params:
+        gather_routes(context.params["route_values"], context.params["routes_file"])
+    return context
+
+
+def test_parse_command_rejects_what_the_cli_rejects() -> None:
+    with pytest.raises(click.UsageError):
+        parse_command(["distributed-asgi", "worker", "app:app", "--key", "k", "--no-such-option"])
+    with pytest.raises(click.UsageError):
+        parse_command(["distributed-asgi", "worker", "app:app"])  # --key is required
+    with pytest.raises(click.BadParameter):
+        parse_command(["distributed-asgi", "worker", "a:a", "--key", "k", "--drain-timeout", "x"])
+    with pytest.raises(click.ClickException):
+        parse_command(["distributed-asgi", "edge", "--route", "bad(=x"])
+    with pytest.raises(AssertionError):
+        parse_command(["distributed-asgi", "serve", "app:app"])
+
+
+# -- systemd --------------------------------------------------------------------------------
+
+
+def read_unit(name: str) -> configparser.ConfigParser:
+    # No interpolation: systemd's own specifiers (%i) are not configparser's.
+    unit = configparser.ConfigParser(interpolation=None, strict=True)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    unit.read_string((DEPLOY / "systemd" / name).read_text())
+    return unit
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [("distributed-asgi-edge.service", "edge"), ("distributed-asgi-worker@.service", "worker")],
+)
+def test_systemd_units(name: str, command: str) -> None:
+    unit = read_unit(name)
+    assert set(unit.sections()) == {"Unit", "Service", "Install"}
+    service = unit["Service"]
+    context = parse_command(shlex.split(service["ExecStart"]))
+    assert context.info_name == command
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["EnvironmentFile"] == "/etc/distributed-asgi/env"
+    # Secrets come from the environment file, never the command line.
+    assert "--encryption-key" not in service["ExecStart"]
+    assert "--redis" not in service["ExecStart"]
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    if command == "worker":
+        assert float(service["TimeoutStopSec"]) > context.params["drain_timeout"]
+        assert "%i" in unit["Unit"]["Description"]
+
+
+# -- Docker Compose -------------------------------------------------------------------------
+
+
+def test_compose_file_runs_redis_an_edge_and_two_workers() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"redis", "edge", "worker"}
+    assert services["redis"]["image"].startswith("redis:")
+
+    edge = services["edge"]
+    edge_context = parse_command(edge["command"])
+    assert edge_context.info_name == "edge"
+    assert edge_context.params["host"] == "0.0.0.0"  # reachable from outside its container
+    assert edge["ports"] == [f"{edge_context.params['port']}:{edge_context.params['port']}"]
+    context = (DEPLOY / edge["build"]["context"]).resolve()  # relative to the compose file
+    assert context == ROOT and (context / edge["build"]["dockerfile"]).is_file()
+
+    worker = services["worker"]
+    worker_context = parse_command(worker["command"])
+    assert worker_context.info_name == "worker"
+    assert worker["deploy"]["replicas"] == 2
+    assert worker["image"] == edge["image"]
+    assert _seconds(worker["stop_grace_period"]) > worker_context.params["drain_timeout"]
+    # The workers serve the key the edge's only route produces.
+    routes = gather_routes(edge_context.params["route_values"], None)
+    assert [key for _, key in routes] == list(worker_context.params["keys"])
+    assert worker_context.params["app"] == EXAMPLE_APP
+
+    for service in (edge, worker):
+        url = check_redis_url(service["environment"]["REDIS_URL"])
+        assert url.startswith("redis://redis:")  # the compose service name
+        assert "redis" in service["depends_on"]
+
+
+def _seconds(duration: str) -> float:
+    assert duration.endswith("s"), duration
+    return float(duration[:-1])
+
+
+# -- Kubernetes -----------------------------------------------------------------------------
+
+
+def _by_kind_and_name(documents: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in documents}
+
+
+def test_kubernetes_manifest() -> None:
+    documents = list(yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text()))
+    objects = _by_kind_and_name(documents)
+    assert set(objects) == {
+        ("Service", "redis"),
+        ("Deployment", "redis"),
+        ("Service", "distributed-asgi-edge"),
+        ("Deployment", "distributed-asgi-edge"),
+        ("Deployment", "distributed-asgi-worker"),
+    }
+    for doc in documents:
+        assert doc["apiVersion"] == ("apps/v1" if doc["kind"] == "Deployment" else "v1")
+        if doc["kind"] == "Deployment":
+            # A Deployment's selector must match its own pods, or the API server refuses it.
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert doc["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    edge_pod = objects["Deployment", "distributed-asgi-edge"]["spec"]["template"]
+    (edge,) = edge_pod["spec"]["containers"]
+    edge_context = parse_command(edge["command"])
+    assert edge_context.info_name == "edge"
+    assert edge_context.params["host"] == "0.0.0.0"
+    (port,) = edge["ports"]
+    assert port["containerPort"] == edge_context.params["port"]
+    service = objects["Service", "distributed-asgi-edge"]["spec"]
+    assert service["selector"].items() <= edge_pod["metadata"]["labels"].items()
+    assert service["ports"][0]["targetPort"] == port["name"]
+
+    worker_pod = objects["Deployment", "distributed-asgi-worker"]["spec"]["template"]
+    (worker,) = worker_pod["spec"]["containers"]
+    worker_context = parse_command(worker["command"])
+    assert worker_context.info_name == "worker"
+    assert "ports" not in worker  # Nodes pull work: no inbound port
+    grace = worker_pod["spec"]["terminationGracePeriodSeconds"]
+    assert grace > worker_context.params["drain_timeout"]
+    routes = gather_routes(edge_context.params["route_values"], None)
+    assert [key for _, key in routes] == list(worker_context.params["keys"])
+
+    redis_service = objects["Service", "redis"]["spec"]
+    redis_pod = objects["Deployment", "redis"]["spec"]["template"]["metadata"]["labels"]
+    assert redis_service["selector"].items() <= redis_pod.items()
+    for container in (edge, worker):
+        env = {item["name"]: item["value"] for item in container["env"]}
+        url = check_redis_url(env["REDIS_URL"])
+        assert url.startswith(f"redis://redis:{redis_service['ports'][0]['port']}/")
+
+
+def test_the_recipes_example_app_imports() -> None:
+    """Compose and Kubernetes run examples/starlette_app; it must be importable as written."""
+    assert callable(load_app(EXAMPLE_APP, app_dir=str(ROOT)))
