@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,7 @@ from .cli_options import (
     check_encryption_keys,
     check_key,
     check_redis_url,
+    check_redis_urls,
     check_routes,
     literal_keys,
     load_app,
@@ -29,6 +30,9 @@ from .cli_options import (
     parse_route,
     redis_url_or_default,
 )
+
+if TYPE_CHECKING:  # the layers import redis-py: not needed for --help
+    from .layers import GatewayLayer
 
 __all__ = ["main"]
 
@@ -38,10 +42,21 @@ STARTUP_FAILURE = 3
 
 _redis_option = click.option(
     "--redis",
-    "redis_url",
+    "redis_urls",
+    multiple=True,
     metavar="URL",
-    help="Redis URL (redis://, rediss://, unix://). Default: $REDIS_URL, else "
-    "redis://localhost:6379/0.",
+    help="Redis URL (redis://, rediss://, unix://, or redis+cluster://h1:p1,h2:p2 for a Redis "
+    "Cluster). Repeatable: several servers share the channels by consistent hashing; every "
+    "edge and worker must list the same ones. Default: $REDIS_URL, else redis://localhost:6379/0.",
+)
+_local_redis_option = click.option(
+    "--local-redis",
+    "local_redis_url",
+    metavar="URL",
+    help="A Redis on this machine (a unix:// socket is best) for the route channels, so "
+    "requests never leave the machine; --redis then carries only replies "
+    "(RedisLocalChannelLayer). Every edge using it needs workers for its routes on the same "
+    "machine.",
 )
 _prefix_option = click.option(
     "--prefix",
@@ -116,6 +131,14 @@ def _checked_redis_url(url: str | None) -> str:
         raise _fail(str(exc)) from None
 
 
+def _checked_redis_urls(urls: Sequence[str]) -> list[str]:
+    """Every ``--redis``, else ``$REDIS_URL``, else the default; checked alone and together."""
+    try:
+        return check_redis_urls(list(urls) or [redis_url_or_default(None)])
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
 def _checked_encryption_keys(keys: Sequence[str]) -> list[str]:
     try:
         return check_encryption_keys(keys)
@@ -123,14 +146,33 @@ def _checked_encryption_keys(keys: Sequence[str]) -> list[str]:
         raise _fail(str(exc)) from None
 
 
-def _make_layer(redis_url: str, prefix: str, encryption_keys: Sequence[str]) -> Any:
-    from .layers import RedisChannelLayer
+def _make_layer(
+    redis_urls: Sequence[str],
+    prefix: str,
+    encryption_keys: Sequence[str],
+    local_redis_url: str | None = None,
+) -> GatewayLayer:
+    from .layers import RedisChannelLayer, RedisLocalChannelLayer
 
     keys = _checked_encryption_keys(encryption_keys)
     try:
+        if local_redis_url is not None:
+            local = check_redis_url(local_redis_url)
+            if local in redis_urls:
+                # The same server as local and central would hold every key twice over under
+                # one prefix: a mistake, not a deployment.
+                raise ConfigError(f"{local!r} is also a --redis server")
+            return RedisLocalChannelLayer(
+                hosts=list(redis_urls),
+                local_hosts=[local],
+                prefix=prefix,
+                symmetric_encryption_keys=keys or None,
+            )
         return RedisChannelLayer(
-            hosts=[redis_url], prefix=prefix, symmetric_encryption_keys=keys or None
+            hosts=list(redis_urls), prefix=prefix, symmetric_encryption_keys=keys or None
         )
+    except ConfigError as exc:
+        raise _fail(f"invalid --local-redis: {exc}") from None
     except ValueError as exc:
         raise _fail(str(exc)) from None
 
@@ -156,6 +198,7 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind to this address.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Bind to this port.")
 @_redis_option
+@_local_redis_option
 @_prefix_option
 @_encryption_option
 @click.option(
@@ -217,7 +260,8 @@ def edge(
     routes_file: str | None,
     host: str,
     port: int,
-    redis_url: str | None,
+    redis_urls: tuple[str, ...],
+    local_redis_url: str | None,
     prefix: str,
     encryption_keys: tuple[str, ...],
     pickup_timeout: float,
@@ -238,8 +282,8 @@ def edge(
       distributed-asgi edge --route '/api/([a-z-]+)=api-\\1' --route '/=site'
     """
     routes = gather_routes(route_values, routes_file)
-    url = _checked_redis_url(redis_url)
-    layer = _make_layer(url, prefix, encryption_keys)
+    urls = _checked_redis_urls(redis_urls)
+    layer = _make_layer(urls, prefix, encryption_keys, local_redis_url)
     _exit_cleanly_on_signals()
 
     import uvicorn
@@ -301,6 +345,7 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
     help="Channel to take connections from (a route's key). Repeatable.",
 )
 @_redis_option
+@_local_redis_option
 @_prefix_option
 @_encryption_option
 @click.option(
@@ -347,7 +392,8 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
 def worker(
     app: str,
     keys: tuple[str, ...],
-    redis_url: str | None,
+    redis_urls: tuple[str, ...],
+    local_redis_url: str | None,
     prefix: str,
     encryption_keys: tuple[str, ...],
     concurrency: int,
@@ -365,8 +411,8 @@ def worker(
     It needs no inbound port: it pulls connections from Redis. SIGTERM or Ctrl-C stops it taking
     new ones and lets in-flight ones finish (up to --drain-timeout); a second one exits at once.
     """
-    url = _checked_redis_url(redis_url)
-    layer = _make_layer(url, prefix, encryption_keys)
+    urls = _checked_redis_urls(redis_urls)
+    layer = _make_layer(urls, prefix, encryption_keys, local_redis_url)
     _check_keys(keys)
     previous = _exit_cleanly_on_signals()
     try:

@@ -26,6 +26,7 @@ __all__ = [
     "check_encryption_keys",
     "check_key",
     "check_redis_url",
+    "check_redis_urls",
     "check_routes",
     "literal_keys",
     "load_app",
@@ -167,10 +168,14 @@ def redis_url_or_default(url: str | None) -> str:
 
 def check_redis_url(url: str) -> str:
     """Reject what the layer or redis-py would only reject at the first connection."""
-    from .layers.hosts import mask_secret, parse_hosts
+    from .layers.hosts import CLUSTER_SCHEMES, mask_secret, parse_hosts
 
     try:
         parse_hosts([url])
+        if url.split("://", 1)[0] in CLUSTER_SCHEMES:
+            # host:port,host:port is no netloc urlsplit can read a port from; parse_hosts has
+            # already checked every node's host and port, and that the database is 0.
+            return url
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a non-numeric or out-of-range port
         if parts.scheme in ("redis", "rediss") and not parts.hostname:
@@ -181,6 +186,22 @@ def check_redis_url(url: str) -> str:
     except ValueError as exc:
         raise ConfigError(f"invalid Redis URL {mask_secret(url)!r}: {exc}") from None
     return url
+
+
+def check_redis_urls(urls: Sequence[str]) -> list[str]:
+    """Several ``--redis`` URLs: each checked, then as one ``hosts`` list (client-side sharding).
+
+    The list as a whole may be wrong where no single URL is: the same server twice, or a
+    Redis Cluster beside other entries (a cluster shards by itself).
+    """
+    from .layers.hosts import parse_hosts
+
+    checked = [check_redis_url(url) for url in urls]
+    try:
+        parse_hosts(checked)
+    except ValueError as exc:
+        raise ConfigError(f"invalid Redis URLs: {exc}") from None
+    return checked
 
 
 def load_app(

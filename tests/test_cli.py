@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import redis
 from click.testing import CliRunner
 
 from distributed_asgi.cli import gather_routes, main
+from distributed_asgi.cli_options import check_redis_url
 from distributed_asgi.redis_process import free_port
 
 
@@ -427,3 +429,128 @@ def test_up_hands_secrets_to_its_children_by_environment_only(
     output = log.read_text()
     assert "(with the same $DISTRIBUTED_ASGI_ENCRYPTION_KEYS)" in output
     assert password not in output and key not in output, output
+
+
+# -- several servers, a cluster, a local server ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+        "rediss+cluster://:secret@node1:7000,[::1]:7001,node3:7002/0",
+    ],
+)
+def test_multi_node_cluster_urls_are_accepted(url: str) -> None:
+    assert check_redis_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+cluster://h1:7000,h2:port", "port must be a number, got 'port'"),
+        ("redis+cluster://h1:7000,h2", "cluster node 'h2' is not host:port"),
+        ("redis+cluster://h1:7000,h2:70000", "port must be between 1 and 65535"),
+        ("redis+cluster://h1:7000/2", "a Redis Cluster has only database 0"),
+    ],
+)
+def test_bad_cluster_url_names_it(url: str, reason: str) -> None:
+    message = _error(["edge", "--route", "/=site", "--redis", url])
+    assert message.startswith(f"Error: invalid Redis URL '{url}': ")
+    assert reason in message
+
+
+def test_several_redis_urls_are_checked_together() -> None:
+    twice = ["--redis", "redis://h:6379/0", "--redis", "redis://h:6379/0"]
+    assert "the same server twice" in _error(["worker", "json:dumps", "--key", "a", *twice])
+    mixed = ["--redis", "redis://h:6379/0", "--redis", "redis+cluster://c:7000"]
+    assert "must be the only entry" in _error(["edge", "--route", "/=a", *mixed])
+    bad_second = ["--redis", "redis://h:6379/0", "--redis", "redis://h:x/0"]
+    assert _error(["edge", "--route", "/=a", *bad_second]).startswith(
+        "Error: invalid Redis URL 'redis://h:x/0'"
+    )
+
+
+def test_bad_local_redis_url_names_it() -> None:
+    args = ["edge", "--route", "/=a", "--redis", "redis://h:6379/0"]
+    assert _error([*args, "--local-redis", "http://x"]).startswith(
+        "Error: invalid --local-redis: invalid Redis URL 'http://x'"
+    )
+    assert _error([*args, "--local-redis", "redis://h:6379/0"]) == (
+        "Error: invalid --local-redis: 'redis://h:6379/0' is also a --redis server"
+    )
+
+
+def _serve_one_request(tmp_path: Path, layer_args: list[str]) -> None:
+    """An edge and a worker started with ``layer_args``; one request answered by the app."""
+    (tmp_path / "seed_worker_app.py").write_text(SEED_APP)
+    port = free_port()
+    cli = [sys.executable, "-m", "distributed_asgi"]
+    common = [*layer_args, "--log-level", "warning"]
+    app = ["seed_worker_app:ASGIApp", "--key", "site", "--app-dir", str(tmp_path)]
+    worker = subprocess.Popen([*cli, "worker", *app, *common])
+    edge = subprocess.Popen([*cli, "edge", "--route", "/=site", "--port", str(port), *common])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and edge.poll() is None
+                time.sleep(0.05)
+        assert response.status_code == 200
+        assert response.text == "Hello World!"
+    finally:
+        edge.send_signal(signal.SIGTERM)
+        worker.send_signal(signal.SIGTERM)
+        assert edge.wait(30) == 0
+        assert worker.wait(30) == 0
+
+
+def _commands_run(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return sum(int(stats["calls"]) for stats in client.info("commandstats").values())
+    finally:
+        client.close()
+
+
+def test_edge_and_worker_over_three_servers(
+    tmp_path: Path, redis_factory: Callable[..., Any], prefix: str
+) -> None:
+    servers = [redis_factory() for _ in range(3)]
+    layer = ["--prefix", prefix]
+    for server in servers:
+        layer += ["--redis", server.url]
+    before = [_commands_run(server.url) for server in servers]
+    _serve_one_request(tmp_path, layer)
+    # Each process's inbox is placed on one of the three (by its name), the route channel on
+    # one: with an edge and a worker, at least two servers carry layer traffic.
+    busy = [_commands_run(s.url) - b > 5 for s, b in zip(servers, before, strict=True)]
+    assert sum(busy) >= 2, busy
+
+
+def test_edge_and_worker_on_a_cluster_given_by_two_nodes(
+    tmp_path: Path, redis_cluster: Any, prefix: str
+) -> None:
+    first, second = redis_cluster.ports[:2]
+    url = f"redis+cluster://127.0.0.1:{first},127.0.0.1:{second}"
+    _serve_one_request(tmp_path, ["--redis", url, "--prefix", prefix])
+
+
+def test_local_redis_carries_the_route_channel(
+    tmp_path: Path, redis_url: str, redis_factory: Callable[..., Any], prefix: str
+) -> None:
+    local = redis_factory(unix_socket=True)
+    central_before = _commands_run(redis_url)
+    layer = ["--redis", redis_url, "--local-redis", local.unix_url, "--prefix", prefix]
+    _serve_one_request(tmp_path, layer)
+    client = redis.Redis.from_url(local.unix_url)
+    try:
+        # The route channel's queue (the worker waits on it with BLMOVE) is on the local server.
+        waits = int(client.info("commandstats").get("cmdstat_blmove", {}).get("calls", 0))
+    finally:
+        client.close()
+    assert waits > 0
+    assert _commands_run(redis_url) > central_before  # replies still go centrally
