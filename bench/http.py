@@ -32,6 +32,7 @@ from typing import Any
 
 from distributed_asgi.redis_process import RedisProcess, free_port
 
+from . import chart
 from .report import (
     ROOT,
     git_revision,
@@ -409,7 +410,19 @@ def _load_average() -> str:
         return "unknown"
 
 
-def markdown(outcome: Outcome, sizes: HttpSizes, loop: str, load_before: str) -> str:
+def chart_panels(outcome: Outcome) -> list[chart.Panel]:
+    """Throughput and both latencies, direct beside gateway."""
+    setups = {"direct": outcome.direct, "gateway": outcome.gateway}
+    return [
+        chart.Panel("throughput", "req/s", {n: load.rps for n, load in setups.items()}),
+        chart.Panel("p50 latency", "ms", {n: load.p50_ms for n, load in setups.items()}, False),
+        chart.Panel("p99 latency", "ms", {n: load.p99_ms for n, load in setups.items()}, False),
+    ]
+
+
+def markdown(
+    outcome: Outcome, sizes: HttpSizes, loop: str, load_before: str, image: str | None = None
+) -> str:
     facts = machine_facts()
     generator = load_generator()
     gen_text = "wrk, 1 thread" if generator == "wrk" else f"the bundled asyncio generator ({loop})"
@@ -441,6 +454,7 @@ def markdown(outcome: Outcome, sizes: HttpSizes, loop: str, load_before: str) ->
             "",
             *(f"- {bullet}" for bullet in bullets),
             "",
+            *([image, ""] if image else []),
             markdown_table(HEADER, table_rows(outcome), "lrrrr"),
             "",
             *verdicts,
@@ -461,8 +475,16 @@ def main(sizes: HttpSizes = FULL, *, loop: str = "asyncio", write: bool = True) 
     print(plain_table(HEADER, table_rows(outcome), "lrrrr"))
     for text, ok in outcome.verdicts():
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    image = chart.record(
+        SECTION,
+        f"HTTP hello world: direct uvicorn vs. the gateway ({sizes.connections} connections)",
+        chart_panels(outcome),
+        write=write,
+        alt="HTTP: requests per second and p50/p99 latency, direct uvicorn beside the gateway",
+        note=f"{machine_facts()['date']}, {os.cpu_count()} cores, median of {sizes.runs} run(s)",
+    )
     if write:
-        replace_section(SECTION, markdown(outcome, sizes, loop, load_before))
+        replace_section(SECTION, markdown(outcome, sizes, loop, load_before, image))
         print(f"(written to docs/benchmarks.md, section {SECTION})")
     print(flush=True)
     return all(ok for _, ok in outcome.verdicts())

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import chart
 from .cases import CASES, FULL, QUICK, Result, Sizes
 from .report import (
     ROOT,
@@ -224,6 +225,18 @@ def table_rows(median: dict[tuple[str, str], Result]) -> tuple[list[list[str]], 
     return rows, verdicts
 
 
+def chart_panels(median: dict[tuple[str, str], Result]) -> list[chart.Panel]:
+    """One panel per compared case (the table's rows with ratios), each layer a bar."""
+    panels = []
+    for row in ROWS:
+        if not row.ratios:  # burst: a count of lost messages, zero for every layer when it passes
+            continue
+        title, _, unit = row.label.partition(" (")
+        values = {kind: median.get((row.case, kind), {}).get(row.key) for kind in LAYERS}
+        panels.append(chart.Panel(title, unit.rstrip(")"), values, row.higher_is_better))
+    return panels
+
+
 def run_rows(runs: dict[tuple[str, str], list[Result]]) -> list[list[str]]:
     """Every run's figure, in run order, to show the spread behind each median."""
     rows = []
@@ -315,8 +328,16 @@ def main(sizes: Sizes = FULL, *, loop: str = "asyncio", write: bool = True) -> b
     print(f"   load average (1 min, {os.cpu_count()} cores): {load}")
     print(f"\nChannel layer targets: {sum(verdicts)}/{len(verdicts)} pass")
 
+    image = chart.record(
+        SECTION,
+        f"Channel layer: ours vs. channels_redis core and pubsub (median of {sizes.runs} run(s))",
+        chart_panels(median),
+        write=write,
+        alt="Channel layer: throughput, ping-pong latency and fan-out of ours, core and pubsub",
+        note=f"{machine_facts()['date']}, {os.cpu_count()} cores, event loop {loop}",
+    )
     if write:
-        body = _markdown(rows, spread, sizes, loop, server_version, load, losses + failures)
+        body = _markdown(rows, spread, sizes, loop, server_version, load, losses + failures, image)
         replace_section(SECTION, body)
         print("   recorded in docs/benchmarks.md")
     return passed
@@ -330,6 +351,7 @@ def _markdown(
     server_version: str,
     load: str,
     notes: list[str],
+    image: str | None = None,
 ) -> str:
     m = machine_facts()
     legend = "; ".join(f"**{kind}** `{cls}`" for kind, cls in LAYER_CLASSES.items())
@@ -347,6 +369,7 @@ def _markdown(
         f"- distributed_asgi at {git_revision()}",
         f"- Layers: {legend}",
         "",
+        *([image, ""] if image else []),
         f"Median of {sizes.runs} run(s) per figure; ratios are ours/other (`better` says "
         "which direction wins).",
         "",
