@@ -83,6 +83,27 @@ _log_level_option = click.option(
     show_default=True,
     help="Log level.",
 )
+_log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object per line (time, level, logger, message and "
+    "the event's fields) for a log collector.",
+)
+_metrics_port_option = click.option(
+    "--metrics-port",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics on this port (/metrics). Default: no metrics.",
+)
+_metrics_host_option = click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics port binds to; 0.0.0.0 for a Prometheus on another machine.",
+)
 _app_dir_option = click.option(
     "--app-dir",
     default=".",
@@ -177,9 +198,28 @@ def _make_layer(
         raise _fail(str(exc)) from None
 
 
-def _configure_logging(level: str) -> None:
-    numeric = 5 if level == "trace" else getattr(logging, level.upper())
-    logging.basicConfig(level=numeric, format="%(levelname)-8s %(name)s: %(message)s")
+def _start_metrics(port: int | None, host: str) -> None:
+    """Serve /metrics before the server starts, so a taken port fails the start-up."""
+    if port is None:
+        return
+    from .metrics import serve_metrics
+
+    try:
+        serve_metrics(port, host)
+    except OSError as exc:
+        raise _fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _log_startup(component: str, what: str, config: dict[str, Any]) -> None:
+    """One line with the effective configuration; secrets are masked or counted, never shown."""
+    text = " ".join(f"{name}={value}" for name, value in config.items())
+    logging.getLogger(component).info("%s starting: %s", what, text, extra={"config": config})
+
+
+def _masked_urls(urls: Sequence[str]) -> list[str]:
+    from .layers.hosts import mask_secret
+
+    return [mask_secret(url) for url in urls]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -255,6 +295,9 @@ def main() -> None:
     "--access-log/--no-access-log", default=True, show_default=True, help="Log every request."
 )
 @_log_level_option
+@_log_format_option
+@_metrics_port_option
+@_metrics_host_option
 def edge(
     route_values: tuple[str, ...],
     routes_file: str | None,
@@ -274,6 +317,9 @@ def edge(
     root_path: str,
     access_log: bool,
     log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the edge: uvicorn serving the distributor on HOST:PORT.
 
@@ -298,10 +344,17 @@ def edge(
     options["no_worker_status"] = no_worker_status
     if max_body_size is not None:
         options["max_body_size"] = max_body_size
+    if metrics_port is not None:
+        from .metrics import edge_metrics
+
+        options["metrics"] = edge_metrics()
     try:
         distributor = Distributor(layer, routes, **options)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    _start_metrics(metrics_port, metrics_host)
+    from .logs import uvicorn_log_config
+
     config = uvicorn.Config(
         distributor,
         host=host,
@@ -311,6 +364,26 @@ def edge(
         root_path=root_path,
         access_log=access_log,
         log_level=log_level,
+        # Our loggers and uvicorn's through one handler, in the chosen format.
+        log_config=uvicorn_log_config(log_level, log_format),
+    )
+    _log_startup(
+        "distributed_asgi.distributor",
+        "edge",
+        {
+            "listen": f"{host}:{port}",
+            "redis": _masked_urls(urls),
+            "local_redis": _masked_urls([local_redis_url])[0] if local_redis_url else None,
+            "prefix": prefix,
+            "routes": [f"{regex}={key}" for regex, key in routes],
+            "encryption_keys": len(encryption_keys),
+            "pickup_timeout": pickup_timeout,
+            "first_byte_timeout": first_byte_timeout or None,
+            "total_timeout": total_timeout or None,
+            "no_worker_status": no_worker_status,
+            "max_body_size": distributor.max_body_size,
+            "metrics": f"{metrics_host}:{metrics_port}" if metrics_port else None,
+        },
     )
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
@@ -389,6 +462,9 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
 )
 @_app_dir_option
 @_log_level_option
+@_log_format_option
+@_metrics_port_option
+@_metrics_host_option
 def worker(
     app: str,
     keys: tuple[str, ...],
@@ -405,6 +481,9 @@ def worker(
     loop: str,
     app_dir: str,
     log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a worker serving APP (module:attribute) for connections on each --key.
 
@@ -423,11 +502,19 @@ def worker(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         raise _fail(str(exc)) from None
-    _configure_logging(log_level)
+    from .logs import configure_logging
+
+    configure_logging(log_level, log_format)
     _install_loop(loop)
+    _start_metrics(metrics_port, metrics_host)
 
     from .node import Node
 
+    metrics = None
+    if metrics_port is not None:
+        from .metrics import node_metrics
+
+        metrics = node_metrics()
     node = Node(
         app=application,
         keys=list(keys),
@@ -435,8 +522,72 @@ def worker(
         max_applications=concurrency,
         drain_timeout=drain_timeout,
         lifespan=lifespan,
+        metrics=metrics,
+    )
+    _log_startup(
+        "distributed_asgi.node",
+        "worker",
+        {
+            "app": app,
+            "keys": list(keys),
+            "redis": _masked_urls(urls),
+            "local_redis": _masked_urls([local_redis_url])[0] if local_redis_url else None,
+            "prefix": prefix,
+            "encryption_keys": len(encryption_keys),
+            "concurrency": concurrency,
+            "drain_timeout": drain_timeout,
+            "lifespan": lifespan,
+            "node_id": node.node_id,
+            "metrics": f"{metrics_host}:{metrics_port}" if metrics_port else None,
+        },
     )
     node.run()
+
+
+@main.command()
+@_redis_option
+@_local_redis_option
+@_prefix_option
+@click.option("--watch", is_flag=True, help="Keep the view up to date until Ctrl-C.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="With --watch: seconds between refreshes.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON instead of tables (with --watch: one JSON document per line).",
+)
+def status(
+    redis_urls: tuple[str, ...],
+    local_redis_url: str | None,
+    prefix: str,
+    watch: bool,
+    interval: float,
+    as_json: bool,
+) -> None:
+    """Show every route channel (backlog, oldest waiting connection, capacity) and every live
+    worker (keys, heartbeat, in-flight, served, errors, version, host), read from Redis.
+
+    Workers publish what it shows every heartbeat with a TTL: a dead worker disappears within
+    three heartbeats, a stopped one at once.
+    """
+    import asyncio
+
+    from .status import StatusError, run
+
+    urls = _checked_redis_urls(redis_urls)
+    layer = _make_layer(urls, prefix, (), local_redis_url)
+    try:
+        asyncio.run(run(layer, watch=interval if watch else None, as_json=as_json))
+    except KeyboardInterrupt:
+        pass
+    except StatusError as exc:
+        raise _fail(f"cannot read the status from {', '.join(_masked_urls(urls))}: {exc}") from None
 
 
 def _check_keys(keys: Sequence[str]) -> None:

@@ -27,11 +27,14 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .edge_connection import EdgeConnection, RemoteApplicationError, refuse
 from .layers import GatewayLayer, RedisChannelLayer
 from .routing import RouteTable
+
+if TYPE_CHECKING:
+    from .metrics import EdgeMetrics
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -119,6 +122,8 @@ class Distributor:
     - ``max_body_size`` (100 MiB): larger request bodies get 413 and are not forwarded.
     - ``heartbeat_interval`` (2 s) and ``heartbeat_misses`` (3): the edge tells idle Nodes it is
       alive this often, and gives up on a Node silent for this many of *its* intervals.
+    - ``metrics``: an ``EdgeMetrics`` (``metrics.edge_metrics()``) to count connections in;
+      None (the default) counts nothing.
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class Distributor:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         heartbeat_interval: float = 2.0,
         heartbeat_misses: int = 3,
+        metrics: EdgeMetrics | None = None,
     ) -> None:
         self.layer = layer
         self.routes = routes if isinstance(routes, RouteTable) else RouteTable(routes)
@@ -161,6 +167,7 @@ class Distributor:
                 f"heartbeat_misses must be a positive integer, got {heartbeat_misses!r}"
             )
         self.heartbeat_misses = max(1, heartbeat_misses)
+        self.metrics = metrics
         self._connections: dict[str, EdgeConnection] = {}
         self._heartbeats: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -173,10 +180,34 @@ class Distributor:
         if kind not in ("http", "websocket"):
             raise RuntimeError(f"Distributor cannot serve scope type {kind!r}")
         key = self.routes.match(scope["path"])
+        metrics = self.metrics
         if key is None:
             await refuse(scope, send, 404)
+            if metrics is not None:
+                metrics.finished("", 404, "no_route", 0.0, None)
             return
-        await EdgeConnection(self, scope, receive, send, key).run()
+        connection = EdgeConnection(self, scope, receive, send, key)
+        if metrics is None:
+            await connection.run()
+            return
+        metrics.in_flight.inc()
+        try:
+            await connection.run()
+        except BaseException:
+            # The server answers 500 (or closes) for what escapes, as for a local app.
+            connection.outcome = "error"
+            if connection.status is None:
+                connection.status = 500
+            raise
+        finally:
+            metrics.in_flight.dec()
+            metrics.finished(
+                key,
+                connection.status,
+                connection.outcome,
+                time.monotonic() - connection.arrived,
+                connection.pickup_wait,
+            )
 
     # -- lifespan ----------------------------------------------------------------------------------
 

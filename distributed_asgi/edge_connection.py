@@ -67,6 +67,9 @@ _FULL_BACKOFF_MAX = 0.1
 PICKUP_GRACE = 0.5
 
 
+# Why a connection's pumps stopped early (``_finish``), as an outcome for the metrics.
+_STOP_OUTCOMES = {"client disconnected": "client_gone", "redis": "redis_down"}
+
 # Connection ids only need to be unique (they name connections in frames and logs): a random
 # per-process part and a counter, without a getrandom() call per request.
 _ID_PREFIX = secrets.token_hex(4)
@@ -106,9 +109,14 @@ class EdgeConnection:
         self.node_told_disconnect = False
         self.node_ended = False
         self._stop: asyncio.Future[str] | None = None
+        # For the metrics: what the client was answered and why (see metrics.py's outcomes).
+        self.status: int | None = None
+        self.outcome = "served"
+        self.pickup_wait: float | None = None
 
     async def run(self) -> None:
         if self.is_http and self._declared_length() > self.distributor.max_body_size:
+            self.outcome = "too_large"
             await self._respond(413)
             return
         first: asyncio.Future[Message]
@@ -125,6 +133,7 @@ class EdgeConnection:
         if first.done():
             message = first.result()
             if not self._check_body(message):
+                self.outcome = "too_large"
                 await self._respond(413)
                 return
             initial.append(message)
@@ -155,6 +164,8 @@ class EdgeConnection:
         finally:
             pump.cancel()
             self.distributor.unregister(self)
+            if self._stop.done() and self.outcome == "served":
+                self.outcome = _STOP_OUTCOMES.get(self._stop.result(), self.outcome)
             if not (self.cycle.finished or self.node_told_disconnect or self.node_ended):
                 # The edge is leaving (client gone, server shutting down): tell the Node so
                 # the application sees a disconnect instead of waiting for the heartbeat window.
@@ -176,20 +187,24 @@ class EdgeConnection:
             distributor.heartbeat_interval,
             initial,
         )
+        sent = time.monotonic()
         try:
             await self.layer.send(self.key, frame)
         except ChannelFull:
             logger.warning("route channel %r is full: refusing %s", self.key, describe(self.scope))
+            self.outcome = "capacity"
             await self._respond(distributor.no_worker_status, retry_after=True)
             return None
         except CONNECTION_ERRORS as exc:
             logger.warning("cannot reach Redis (%s): refusing %s", exc, describe(self.scope))
+            self.outcome = "redis_down"
             await self._respond(503, retry_after=True)
             return None
         except ResponseError as exc:
             # Redis refused the write, e.g. WRONGTYPE: something else was put in the route
             # channel's key. Nothing was queued; refuse like a full channel, naming the key.
             logger.error("route channel %r refused the connect: %s", self.key, exc)
+            self.outcome = "capacity"
             await self._respond(503, retry_after=True)
             return None
         deadline = time.monotonic() + distributor.pickup_timeout + PICKUP_GRACE
@@ -203,6 +218,7 @@ class EdgeConnection:
                 break
             frame_in = self._decode(raw)
             if isinstance(frame_in, Accept):
+                self.pickup_wait = time.monotonic() - sent
                 return frame_in
             if frame_in is not None:
                 logger.warning(
@@ -216,6 +232,7 @@ class EdgeConnection:
             self.key,
             distributor.pickup_timeout,
         )
+        self.outcome = "no_worker"
         await self._respond(distributor.no_worker_status, retry_after=True)
         return None
 
@@ -254,6 +271,7 @@ class EdgeConnection:
     async def _too_large(self) -> None:
         await self._send_to_node([{"type": "http.disconnect"}], retry=False)
         self.node_told_disconnect = True
+        self.outcome = "too_large"
         if not self.cycle.started:
             await self._respond(413)
         self._finish("request body too large")
@@ -339,6 +357,11 @@ class EdgeConnection:
             # The Node checks the same rules before sending, so this is a foreign or corrupt
             # frame: end the connection rather than pass on something the server would reject.
             raise RemoteApplicationError(f"invalid message from the Node: {exc}") from None
+        kind = message["type"]
+        if kind == "http.response.start" or kind == "websocket.http.response.start":
+            self.status = int(message["status"])
+        elif kind == "websocket.accept":
+            self.status = 101
         await self.client_send(message)
 
     def _next_deadline(self, window: float) -> tuple[float, str | None]:
@@ -370,6 +393,7 @@ class EdgeConnection:
             "answering 504" if not self.cycle.started else "closing the connection",
         )
         # The application hears what it would hear from uvicorn if the client left.
+        self.outcome = "timeout"
         self.node_told_disconnect = True
         self.distributor.spawn(self._send_to_node([self._disconnect_message()], retry=False))
         if not self.cycle.started:
@@ -382,6 +406,7 @@ class EdgeConnection:
             describe(self.scope),
             window,
         )
+        self.outcome = "node_lost"
         if not self.cycle.started:
             await self._respond(502)
         elif (
@@ -435,6 +460,7 @@ class EdgeConnection:
             headers.append((b"connection", b"close"))
         # An edge answer replaces whatever was under way; it goes through a fresh cycle so
         # that anything the Node still sends afterwards is recognised as too late.
+        self.status = status
         self.cycle = cycle_for(self.scope)
         for message in _refusal(self.scope, status, headers):
             self.cycle.on_send(message)

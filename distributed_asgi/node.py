@@ -28,7 +28,7 @@ import signal
 import time
 import traceback
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.compatibility import guarantee_single_callable, is_double_callable
 from asgiref.server import StatelessServer
@@ -39,7 +39,11 @@ from .layers.base import require_valid_channel_name
 from .layers.shard import CONNECTION_ERRORS
 from .lifespan import Lifespan
 from .node_connection import NodeConnection, describe
+from .presence import NodeStats, Presence, new_node_id
 from .protocol import Connect, FrameError, decode_frame
+
+if TYPE_CHECKING:
+    from .metrics import NodeMetrics
 
 __all__ = ["Node", "NodeConnection"]
 
@@ -80,6 +84,7 @@ class Node(StatelessServer):
         lifespan: str = "auto",
         heartbeat_interval: float = 2.0,
         heartbeat_misses: int = 3,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         if (cls is None) == (app is None):
             raise ValueError("Node needs exactly one of cls= (ASGI 2 or 3) or app= (ASGI 3)")
@@ -147,6 +152,18 @@ class Node(StatelessServer):
         self._stop_requested = False
         self._signals = 0
         self._main_task: asyncio.Task[None] | None = None
+        # Counted here (plain integers), published with the presence key once per heartbeat.
+        self.node_id = new_node_id()
+        self.stats = NodeStats()
+        self.presence = Presence(
+            self.layer,
+            self.node_id,
+            self.keys,
+            max_applications,
+            self.heartbeat_interval,
+            self.stats,
+        )
+        self.metrics = metrics
 
     # -- running -------------------------------------------------------------------------------
 
@@ -209,10 +226,29 @@ class Node(StatelessServer):
         self.lifespan = Lifespan(self.application, self.lifespan_mode, self.asgi_version)
         await self.lifespan.startup()
         checker = asyncio.ensure_future(self.application_checker())  # type: ignore[no-untyped-call]
+        await self.presence.publish(0)
         heartbeats = asyncio.ensure_future(self._heartbeat_loop())
-        logger.info("Node listening on %s", ", ".join(repr(k) for k in self.keys))
+        logger.info(
+            "Node listening on %s (joined as %s)",
+            ", ".join(repr(k) for k in self.keys),
+            self.node_id,
+            extra={"node_id": self.node_id, "keys": self.keys},
+        )
         try:
             await self.handle()
+            # No longer taking work: leave the status view now, not when the drain ends.
+            await self.presence.remove()
+            logger.info(
+                "Node %s left: served %d connection(s), %d failed",
+                self.node_id,
+                self.stats.served,
+                self.stats.errors,
+                extra={
+                    "node_id": self.node_id,
+                    "served": self.stats.served,
+                    "errors": self.stats.errors,
+                },
+            )
             await self._drain()
             # Receives that finished just as the Node stopped still have their callbacks
             # queued: one loop turn runs them (they hand their connections back); then the
@@ -307,6 +343,8 @@ class Node(StatelessServer):
             return
         late = time.time() - frame.deadline
         if late > 0:
+            if self.metrics is not None:
+                self.metrics.late.labels(key).inc()
             logger.warning(
                 "dropped connection %s (%s): its pick-up deadline passed %.2fs ago",
                 frame.conn_id,
@@ -319,7 +357,7 @@ class Node(StatelessServer):
             # Popped beyond our room (one receive per key is kept): hand it back.
             self._spawn(self._hand_back(key, raw))
             return
-        self._start(frame)
+        self._start(key, frame)
 
     async def _hand_back(self, key: str, raw: Message) -> None:
         with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
@@ -330,7 +368,7 @@ class Node(StatelessServer):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _start(self, connect: Connect) -> None:
+    def _start(self, key: str, connect: Connect) -> None:
         scope = connect.scope
         scope["asgi"] = {**scope.get("asgi", {}), "version": self.asgi_version}
         assert self.lifespan is not None
@@ -343,7 +381,10 @@ class Node(StatelessServer):
             heartbeat_misses=self.heartbeat_misses,
             on_done=self.connection_done,
         )
+        connection.route_key = key
         self.connections[connection.conn_id] = connection
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         self.get_or_create_application_instance(connection.conn_id, scope)
 
     def get_or_create_application_instance(self, scope_id: str, scope: Mapping[str, Any]) -> Any:
@@ -365,6 +406,15 @@ class Node(StatelessServer):
 
     def connection_done(self, connection: NodeConnection) -> None:
         self.connections.pop(connection.conn_id, None)
+        stats = self.stats
+        stats.served += 1
+        if connection.failed:
+            stats.errors += 1
+        if self.metrics is not None:
+            self.metrics.in_flight.dec()
+            self.metrics.finished(
+                connection.route_key, connection.failed, time.monotonic() - connection.taken
+            )
         self._fill()
 
     async def application_send(self, scope: Mapping[str, Any], message: Message) -> None:
@@ -413,8 +463,14 @@ class Node(StatelessServer):
     # -- heartbeats: one task for all connections ----------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
+        published = time.monotonic()
         while True:
             await asyncio.sleep(self.heartbeat_interval / 2)
+            stopping = self._stopping is not None and self._stopping.is_set()
+            if not stopping and time.monotonic() - published >= self.heartbeat_interval:
+                published = time.monotonic()
+                # Its own task: a slow Redis must not hold back the connections' heartbeats.
+                self._spawn(self.presence.publish(len(self.connections)))
             due = time.monotonic() - self.heartbeat_interval
             beats = [
                 c.send_heartbeat() for c in list(self.connections.values()) if c.last_sent < due

@@ -80,6 +80,9 @@ class NodeConnection:
         self.layer = layer
         self.heartbeat_interval = heartbeat_interval
         self.on_done = on_done
+        self.route_key = ""  # the route channel it came from, for the Node's counters
+        self.taken = time.monotonic()
+        self.failed = False  # the application raised
         self.conn_id = connect.conn_id
         self.reply_channel = connect.reply_channel
         self.scope = scope
@@ -114,6 +117,7 @@ class NodeConnection:
             await application(self.scope, self.receive, self.send)
         except BaseException as exc:
             error = exc
+            self.failed = not isinstance(exc, asyncio.CancelledError)
             raise
         finally:
             if self._reader is not None:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -23,7 +23,7 @@ from .connection import DedicatedConnection
 from .hosts import HostSpec
 from .scripts import ACK, LuaScript
 
-__all__ = ["CONNECTION_ERRORS", "Shard", "is_noscript"]
+__all__ = ["CONNECTION_ERRORS", "HEALTH_HOOKS", "Shard", "is_noscript"]
 
 logger = logging.getLogger("distributed_asgi.layers")
 
@@ -34,6 +34,10 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
 )
+
+# Called with (server, reachable) where an outage's start and end are logged: metrics.py counts
+# outages and reconnects here, without the layer depending on prometheus-client.
+HEALTH_HOOKS: list[Callable[[str, bool], None]] = []
 
 # (script, keys, args, future); script None is an ack: keys is [counter key] and args holds one
 # Counter of channel -> messages received, merged while the ack waits for its batch.
@@ -62,6 +66,8 @@ class Shard:
                 type(exc).__name__,
                 exc,
             )
+            for hook in HEALTH_HOOKS:
+                hook(self.spec.describe(), False)
 
     def succeeded(self) -> None:
         if self._down_since is not None:
@@ -71,6 +77,8 @@ class Shard:
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
+            for hook in HEALTH_HOOKS:
+                hook(self.spec.describe(), True)
 
     # -- batched script calls --------------------------------------------------------------------
 

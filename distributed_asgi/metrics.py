@@ -1,0 +1,166 @@
+"""Prometheus metrics of the edge and of a Node (prometheus-client), served on a port of their own.
+
+Off unless asked: ``Distributor(metrics=edge_metrics())`` / ``Node(metrics=node_metrics())``,
+which the CLI does for ``--metrics-port``. Off costs one ``is None`` test per connection; on,
+a connection costs one counter increment, two or three histogram observations and two gauge
+changes, on label children cached here (``labels()`` takes a lock and builds a tuple each call).
+
+Names (all prefixed ``distributed_asgi_``):
+
+- edge: ``edge_requests_total{key,status,outcome}`` (outcome: served, error, no_route,
+  no_worker, capacity, redis_down, timeout, node_lost, too_large, client_gone),
+  ``edge_pickup_wait_seconds{key}`` (connect sent -> a Node's accept),
+  ``edge_request_seconds{key}`` (arrival -> the edge is done with the connection),
+  ``edge_in_flight``.
+- Node: ``node_requests_total{key,outcome}`` (served, error), ``node_request_seconds{key}``,
+  ``node_in_flight``, ``node_late_total{key}`` (connect frames dropped: deadline passed).
+- both: ``redis_outages_total{server}`` and ``redis_reconnects_total{server}``, counted where
+  the layer logs an outage's start and end (layers/shard.py).
+
+The registry is prometheus-client's default one, so the process and GC collectors come along;
+the metric objects are created once per process (the registry refuses duplicates).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from .layers import shard
+
+__all__ = ["EdgeMetrics", "NodeMetrics", "edge_metrics", "node_metrics", "serve_metrics"]
+
+# Latencies from a fast local request (~1 ms) to the edge's default total timeout (300 s).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 300)
+PICKUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+_lock = threading.Lock()
+_edge: EdgeMetrics | None = None
+_node: NodeMetrics | None = None
+_redis_hooked = False
+
+
+class EdgeMetrics:
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "distributed_asgi_edge_requests",
+            "Connections the edge finished, by route key, status answered and outcome.",
+            ["key", "status", "outcome"],
+        )
+        self.pickup = Histogram(
+            "distributed_asgi_edge_pickup_wait_seconds",
+            "From the connect frame's send to a Node's accept.",
+            ["key"],
+            buckets=PICKUP_BUCKETS,
+        )
+        self.latency = Histogram(
+            "distributed_asgi_edge_request_seconds",
+            "From a connection's arrival until the edge is done with it.",
+            ["key"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.in_flight = Gauge("distributed_asgi_edge_in_flight", "Connections at the edge now.")
+        self._children: dict[tuple[str, str, str], Any] = {}
+        self._pickups: dict[str, Any] = {}
+        self._latencies: dict[str, Any] = {}
+
+    def finished(
+        self, key: str, status: int | None, outcome: str, seconds: float, pickup: float | None
+    ) -> None:
+        label = (key, str(status) if status is not None else "none", outcome)
+        child = self._children.get(label)
+        if child is None:
+            child = self._children[label] = self.requests.labels(*label)
+        child.inc()
+        latency = self._latencies.get(key)
+        if latency is None:
+            latency = self._latencies[key] = self.latency.labels(key)
+        latency.observe(seconds)
+        if pickup is not None:
+            wait = self._pickups.get(key)
+            if wait is None:
+                wait = self._pickups[key] = self.pickup.labels(key)
+            wait.observe(pickup)
+
+
+class NodeMetrics:
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "distributed_asgi_node_requests",
+            "Connections this Node finished, by route key and outcome (served, error).",
+            ["key", "outcome"],
+        )
+        self.latency = Histogram(
+            "distributed_asgi_node_request_seconds",
+            "From taking a connection to the application's end.",
+            ["key"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.late = Counter(
+            "distributed_asgi_node_late",
+            "Connect frames dropped because their pick-up deadline had passed.",
+            ["key"],
+        )
+        self.in_flight = Gauge("distributed_asgi_node_in_flight", "Connections served now.")
+        self._children: dict[tuple[str, str], Any] = {}
+        self._latencies: dict[str, Any] = {}
+
+    def finished(self, key: str, failed: bool, seconds: float) -> None:
+        label = (key, "error" if failed else "served")
+        child = self._children.get(label)
+        if child is None:
+            child = self._children[label] = self.requests.labels(*label)
+        child.inc()
+        latency = self._latencies.get(key)
+        if latency is None:
+            latency = self._latencies[key] = self.latency.labels(key)
+        latency.observe(seconds)
+
+
+def edge_metrics() -> EdgeMetrics:
+    """This process's edge metrics (created and registered on first use)."""
+    global _edge
+    with _lock:
+        if _edge is None:
+            _edge = EdgeMetrics()
+        _hook_redis()
+        return _edge
+
+
+def node_metrics() -> NodeMetrics:
+    """This process's Node metrics (created and registered on first use)."""
+    global _node
+    with _lock:
+        if _node is None:
+            _node = NodeMetrics()
+        _hook_redis()
+        return _node
+
+
+def _hook_redis() -> None:
+    global _redis_hooked
+    if _redis_hooked:
+        return
+    outages = Counter(
+        "distributed_asgi_redis_outages",
+        "Times a Redis server became unreachable (as logged by the layer).",
+        ["server"],
+    )
+    reconnects = Counter(
+        "distributed_asgi_redis_reconnects",
+        "Times a Redis server became reachable again after an outage.",
+        ["server"],
+    )
+
+    def on_health(server: str, up: bool) -> None:
+        (reconnects if up else outages).labels(server).inc()
+
+    shard.HEALTH_HOOKS.append(on_health)
+    _redis_hooked = True
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` on ``host:port`` from a daemon thread (prometheus-client's server)."""
+    start_http_server(port, addr=host)

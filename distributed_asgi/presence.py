@@ -1,0 +1,192 @@
+"""A Node's presence in Redis: what ``distributed-asgi status`` shows about it.
+
+Each Node writes ``P:node:<id>`` (P the layer's prefix) every heartbeat interval with
+``SET ... PX`` and a TTL of ``PRESENCE_TTL_BEATS`` intervals, and deletes it on a clean stop, so
+a Node that dies without stopping disappears by itself a few seconds later. The value is a JSON
+object (readable with ``redis-cli GET``): id, host, pid, keys, capacity per key, version,
+started, concurrency, in_flight, served, errors, heartbeat (epoch seconds of this write).
+
+Where the keys live, for every layer kind:
+
+- one server, or sharded hosts: ``P:node:<id>`` on the shard the layer's hash ring picks for
+  the name ``node:<id>``; a route channel's queue ``P:q:<key>`` where the layer puts it.
+- a Redis Cluster: ``P:node:{B}<id>`` and ``P:q:{B}<key>`` with the layer's hash tag (B the
+  bucket of the name, see layers/cluster.py) on the master owning it; the status command scans
+  every master.
+
+The counters are kept in the Node as plain integers (``NodeStats``) and only read here, once
+per interval: serving a request costs no Redis call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from .layers import GatewayLayer, RedisChannelLayer
+from .layers.local import RedisLocalChannelLayer
+from .layers.shard import CONNECTION_ERRORS
+
+__all__ = [
+    "PRESENCE_TTL_BEATS",
+    "NodeStats",
+    "Presence",
+    "all_clients",
+    "locate",
+    "new_node_id",
+    "node_key_pattern",
+    "presence_layer",
+]
+
+logger = logging.getLogger("distributed_asgi.node")
+
+_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, ResponseError)
+
+# A Node missing this many presence writes in a row is gone (one miss is a slow loop, not death).
+PRESENCE_TTL_BEATS = 3
+
+
+def new_node_id() -> str:
+    """host-pid-random: readable in the status view, unique across restarts and machines."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class NodeStats:
+    """What a Node counts for its presence and metrics: integers bumped on the hot path."""
+
+    served: int = 0  # connections finished (whatever their status)
+    errors: int = 0  # of those, the ones whose application raised
+    started: float = field(default_factory=time.time)
+
+
+def presence_layer(layer: GatewayLayer) -> RedisChannelLayer | None:
+    """The Redis layer presence is written to: the layer itself, or with local+central servers
+    the central one (which every machine's status command can reach); None for other layers
+    (the in-memory one), which have no presence."""
+    if isinstance(layer, RedisChannelLayer):
+        return layer
+    if isinstance(layer, RedisLocalChannelLayer):
+        return layer.central
+    return None
+
+
+def _is_cluster(layer: RedisChannelLayer) -> bool:
+    return hasattr(layer, "_tagged_queue_keys")
+
+
+async def locate(layer: RedisChannelLayer, kind: str, name: str) -> tuple[aioredis.Redis, str]:
+    """(client of the server holding it, key) for a route queue (kind "q") or presence ("node")."""
+    if _is_cluster(layer):
+        from .layers.cluster import RedisClusterChannelLayer, bucket_of
+
+        assert isinstance(layer, RedisClusterChannelLayer)
+        bucket = bucket_of(name)
+        cluster = await layer._ready()
+        return cluster.shard_for(bucket).client, f"{layer.prefix}:{kind}:{{{bucket}}}{name}"
+    shard_name = f"node:{name}" if kind == "node" else name
+    shard = layer._state().shards[layer.ring.shard_for(shard_name)]
+    return shard.client, f"{layer.prefix}:{kind}:{name}"
+
+
+async def all_clients(layer: RedisChannelLayer) -> list[aioredis.Redis]:
+    """A client per server to SCAN: every shard, or every master of a cluster."""
+    if _is_cluster(layer):
+        from .layers.cluster import RedisClusterChannelLayer
+
+        assert isinstance(layer, RedisClusterChannelLayer)
+        cluster = await layer._ready()
+        return [shard.client for shard in cluster.masters()]
+    return [shard.client for shard in layer._state().shards]
+
+
+def node_key_pattern(layer: RedisChannelLayer) -> str:
+    return f"{layer.prefix}:node:*"
+
+
+class Presence:
+    """Writes and removes one Node's presence key (failures are logged once, then retried)."""
+
+    def __init__(
+        self,
+        layer: GatewayLayer,
+        node_id: str,
+        keys: list[str],
+        concurrency: int,
+        interval: float,
+        stats: NodeStats,
+    ) -> None:
+        from . import __version__
+
+        self.layer = presence_layer(layer)
+        self.node_id = node_id
+        self.interval = interval
+        self.stats = stats
+        self.ttl_ms = max(1, int(interval * PRESENCE_TTL_BEATS * 1000))
+        self._static: dict[str, Any] = {
+            "id": node_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "keys": list(keys),
+            "capacity": {
+                key: self.layer.capacity.for_channel(key) if self.layer else None for key in keys
+            },
+            "version": __version__,
+            "started": stats.started,
+            "concurrency": concurrency,
+        }
+        self._failing = False
+        self._closed = False
+        # A write still on its way when the Node leaves must not land after the delete.
+        self._lock: asyncio.Lock | None = None
+
+    def _locked(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def snapshot(self, in_flight: int) -> dict[str, Any]:
+        return {
+            **self._static,
+            "in_flight": in_flight,
+            "served": self.stats.served,
+            "errors": self.stats.errors,
+            "heartbeat": time.time(),
+        }
+
+    async def publish(self, in_flight: int) -> None:
+        async with self._locked():
+            if not self._closed and self.layer is not None:
+                await self._write(in_flight, self.layer)
+
+    async def _write(self, in_flight: int, layer: RedisChannelLayer) -> None:
+        value = json.dumps(self.snapshot(in_flight), separators=(",", ":"))
+        try:
+            client, key = await locate(layer, "node", self.node_id)
+            await client.set(key, value, px=self.ttl_ms)
+        except _ERRORS as exc:
+            # The layer logs the outage itself; one line here says status will miss this Node.
+            if not self._failing:
+                logger.warning("cannot publish this Node's presence: %s", exc)
+            self._failing = True
+            return
+        self._failing = False
+
+    async def remove(self) -> None:
+        async with self._locked():
+            self._closed = True
+            if self.layer is not None:
+                with contextlib.suppress(*_ERRORS):
+                    client, key = await locate(self.layer, "node", self.node_id)
+                    await client.delete(key)

@@ -1,0 +1,219 @@
+"""``distributed-asgi status``: the route channels and the live Nodes, read from Redis.
+
+Nothing here talks to an edge or a Node: everything comes from Redis, with SCAN (never KEYS).
+
+- Nodes: every ``P:node:*`` presence key (presence.py), on every server of the layer. A Node that
+  stopped cleanly deleted its key; one that died is gone once its key's TTL runs out.
+- Route channels: the keys the live Nodes listen on, plus every ``P:q:<name>`` queue whose name
+  has no ``!`` (those are process inboxes). For each, the backlog (``LLEN``) and the age of the
+  oldest waiting entry, from the 13-digit millisecond send time that starts every queue entry
+  (layers/scripts.py), measured against the Redis server's own clock (``TIME``), as the layer
+  does. Capacity is what the Nodes published for the key, else the layer's default.
+- With local+central servers (``--local-redis``), presence is on the central server and the route
+  channels on the local one: run status on each machine for its backlogs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from .layers import GatewayLayer, RedisChannelLayer
+from .layers.local import RedisLocalChannelLayer
+from .layers.shard import CONNECTION_ERRORS
+from .presence import all_clients, locate, node_key_pattern, presence_layer
+
+__all__ = ["StatusError", "collect", "render", "route_name", "run"]
+
+_TIMESTAMP_DIGITS = 13
+_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, RedisError)
+
+
+class StatusError(Exception):
+    """Redis could not be read (unreachable, refused the password, ...)."""
+
+
+def _queue_layer(layer: GatewayLayer) -> RedisChannelLayer:
+    if isinstance(layer, RedisLocalChannelLayer) and layer.local is not None:
+        return layer.local
+    found = presence_layer(layer)
+    if found is None:
+        raise ValueError(f"status needs a Redis channel layer, got {type(layer).__name__}")
+    return found
+
+
+def route_name(key: bytes | str, prefix: str) -> str | None:
+    """The route channel a queue key belongs to; None for process inboxes and other keys.
+
+    ``P:q:name``, or ``P:q:{B}name`` on a cluster (B the bucket's hash tag).
+    """
+    text = key.decode() if isinstance(key, bytes) else key
+    head = f"{prefix}:q:"
+    if not text.startswith(head):
+        return None
+    name = text[len(head) :]
+    if name.startswith("{"):
+        name = name.partition("}")[2]
+    if not name or "!" in name:
+        return None
+    return name
+
+
+async def _nodes(layer: RedisChannelLayer) -> list[dict[str, Any]]:
+    nodes = []
+    now = time.time()
+    for client in await all_clients(layer):
+        keys = [key async for key in client.scan_iter(match=node_key_pattern(layer), count=1000)]
+        if not keys:
+            continue
+        for raw in await client.mget(keys):
+            if raw is None:  # expired between SCAN and MGET
+                continue
+            try:
+                node = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(node, dict) or "id" not in node:
+                continue
+            node["heartbeat_age"] = round(max(0.0, now - float(node.get("heartbeat", now))), 3)
+            nodes.append(node)
+    nodes.sort(key=lambda n: (str(n.get("host")), str(n.get("id"))))
+    return nodes
+
+
+async def _queued_routes(layer: RedisChannelLayer) -> set[str]:
+    names = set()
+    for client in await all_clients(layer):
+        async for key in client.scan_iter(match=f"{layer.prefix}:q:*", count=1000):
+            name = route_name(key, layer.prefix)
+            if name is not None:
+                names.add(name)
+    return names
+
+
+async def _route(
+    layer: RedisChannelLayer, name: str, nodes: Iterable[dict[str, Any]]
+) -> dict[str, Any]:
+    client, key = await locate(layer, "q", name)
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.llen(key)
+        pipe.lindex(key, 0)
+        pipe.time()
+        backlog, head, (seconds, micros) = await pipe.execute()
+    oldest_age = None
+    if head is not None and head[:_TIMESTAMP_DIGITS].isdigit():
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        oldest_age = max(0, now_ms - int(head[:_TIMESTAMP_DIGITS])) / 1000
+    listeners = [n for n in nodes if name in n.get("keys", ())]
+    published = [n["capacity"][name] for n in listeners if (n.get("capacity") or {}).get(name)]
+    return {
+        "key": name,
+        "backlog": int(backlog),
+        "oldest_age": oldest_age,
+        "capacity": max(published) if published else layer.capacity.for_channel(name),
+        "nodes": len(listeners),
+        "in_flight": sum(int(n.get("in_flight", 0)) for n in listeners),
+        "concurrency": sum(int(n.get("concurrency", 0)) for n in listeners),
+    }
+
+
+async def collect(layer: GatewayLayer) -> dict[str, Any]:
+    """One snapshot: ``{"time", "prefix", "routes": [...], "nodes": [...]}`` (see docs/cli.md)."""
+    central = presence_layer(layer)
+    if central is None:
+        raise ValueError(f"status needs a Redis channel layer, got {type(layer).__name__}")
+    queues = _queue_layer(layer)
+    nodes = await _nodes(central)
+    names = {key for node in nodes for key in node.get("keys", ())}
+    names |= await _queued_routes(queues)
+    routes = await asyncio.gather(*(_route(queues, name, nodes) for name in sorted(names)))
+    return {"time": time.time(), "prefix": central.prefix, "routes": routes, "nodes": nodes}
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def render(snapshot: dict[str, Any]) -> Any:
+    """The snapshot as rich tables (a ``rich.console.Group``)."""
+    from rich.console import Group
+    from rich.table import Table
+
+    routes = Table(title=f"Route channels (prefix {snapshot['prefix']!r})", title_justify="left")
+    for column in ("key", "backlog", "oldest waiting", "capacity", "nodes", "in flight"):
+        routes.add_column(column, justify="left" if column == "key" else "right")
+    for route in snapshot["routes"]:
+        full = route["backlog"] >= route["capacity"]
+        routes.add_row(
+            route["key"],
+            f"[red]{route['backlog']}[/red]" if full else str(route["backlog"]),
+            _age(route["oldest_age"]),
+            str(route["capacity"]),
+            str(route["nodes"]) if route["nodes"] else "[red]0[/red]",
+            f"{route['in_flight']}/{route['concurrency']}",
+        )
+    nodes = Table(title="Nodes", title_justify="left")
+    columns = ("id", "keys", "heartbeat", "in flight", "served", "errors", "version", "host", "up")
+    for column in columns:
+        nodes.add_column(column, justify="right" if column in ("in flight", "served") else "left")
+    now = snapshot["time"]
+    for node in snapshot["nodes"]:
+        nodes.add_row(
+            str(node["id"]),
+            ", ".join(node.get("keys", ())),
+            _age(node.get("heartbeat_age")) + " ago",
+            f"{node.get('in_flight', 0)}/{node.get('concurrency', '?')}",
+            str(node.get("served", 0)),
+            str(node.get("errors", 0)),
+            str(node.get("version", "?")),
+            f"{node.get('host', '?')} pid {node.get('pid', '?')}",
+            _age(now - float(node.get("started", now))),
+        )
+    return Group(routes, nodes)
+
+
+async def run(layer: GatewayLayer, *, watch: float | None, as_json: bool) -> None:
+    """Print one snapshot, or (``watch`` seconds apart) keep printing until interrupted."""
+    try:
+        if as_json:
+            await _print_json(layer, watch)
+        else:
+            await _show(layer, watch)
+    except _ERRORS as exc:
+        raise StatusError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        await layer.close()
+
+
+async def _print_json(layer: GatewayLayer, watch: float | None) -> None:
+    while True:
+        # One JSON document per line: `--watch --json` is a stream a script can follow.
+        print(json.dumps(await collect(layer)), flush=True)
+        if watch is None:
+            return
+        await asyncio.sleep(watch)
+
+
+async def _show(layer: GatewayLayer, watch: float | None) -> None:
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    if watch is None:
+        console.print(render(await collect(layer)))
+        return
+    with Live(render(await collect(layer)), console=console, auto_refresh=False) as live:
+        while True:
+            await asyncio.sleep(watch)
+            live.update(render(await collect(layer)), refresh=True)
