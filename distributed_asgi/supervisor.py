@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 from .cli_options import ENCRYPTION_KEYS_ENV, ConfigError
+from .progress import StartupProgress
 from .redis_process import RedisProcess
 
 __all__ = ["System", "UpConfig"]
@@ -122,9 +123,13 @@ class System:
         *,
         out: Callable[[str], None] = print,
         python: str = sys.executable,
+        styled: bool | None = None,
     ) -> None:
         self.config = config
         self.out = out
+        # Start-up steps as they happen: coloured on a terminal (styled=None decides), plain
+        # lines through ``out`` anywhere else.
+        self.styled = styled
         self.python = python
         self.redis: RedisProcess | None = None
         self.redis_url = config.redis_url or ""
@@ -203,26 +208,48 @@ class System:
         return code
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start everything; return once the edge accepts connections. ConfigError on failure."""
-        _require_free_port(self.config.host, self.config.port)
-        if self.config.redis_url is None:
-            self.redis = _PrivateRedis().start()
-            self.redis_url = self.redis.url
+        """Start everything; return once the edge accepts connections. ConfigError on failure.
+
+        Each part is reported as it starts (``[i/N] part: ...``): the Redis server, every
+        worker, then the edge, whose start-up (importing, connecting, binding) takes longest.
+        """
+        cfg = self.config
+        progress = StartupProgress(cfg.workers + 2, self.out, styled=self.styled)
+        _require_free_port(cfg.host, cfg.port)
+        if cfg.redis_url is None:
+            with progress.step("redis", "starting a private server") as step:
+                self.redis = _PrivateRedis().start()
+                self.redis_url = self.redis.url
+                pid = self.redis.process.pid if self.redis.process else "?"
+                step.done(f"private server ready at {self.redis_url}, pid {pid}")
         else:
-            _require_reachable(self.redis_url)
+            with progress.step("redis", f"connecting to {_masked(self.redis_url)}") as step:
+                _require_reachable(self.redis_url)
+                step.done(f"reachable; keys go under '{self.prefix}:'")
         # Apps that use the channel layer themselves (Django Channels) find the same server.
         # Secrets (a password in the URL, encryption keys) reach the children through the
         # environment only: a command line is visible to every user of the machine.
-        env = {**os.environ, "REDIS_URL": self.redis_url, **self.config.extra_env}
-        if self.config.encryption_keys:
-            env[ENCRYPTION_KEYS_ENV] = " ".join(self.config.encryption_keys)
-        for number in range(1, self.config.workers + 1):
-            self._spawn(f"worker {number}", self.worker_command(), env)
-        self._spawn("edge", self.edge_command(), env)
-        self._wait_for_edge(timeout)
+        env = {**os.environ, "REDIS_URL": self.redis_url, **cfg.extra_env}
+        if cfg.encryption_keys:
+            env[ENCRYPTION_KEYS_ENV] = " ".join(cfg.encryption_keys)
+        for number in range(1, cfg.workers + 1):
+            with progress.step(f"worker {number}") as step:
+                child = self._spawn(f"worker {number}", self.worker_command(), env)
+                step.done(
+                    f"started, pid {child.pid}: {cfg.app} on {', '.join(cfg.keys)}", timed=False
+                )
+        with progress.step("edge", f"starting on {self.url}") as step:
+            child = self._spawn("edge", self.edge_command(), env)
+            self._wait_for_edge(timeout)
+            if self._stop_requested.is_set():
+                step.failed("stopped while starting")
+            else:
+                step.done(f"accepting connections on {self.url}, pid {child.pid}")
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        self.children.append(Child(name, spawn(args, env)))
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        child = Child(name, spawn(args, env))
+        self.children.append(child)
+        return child
 
     def _wait_for_edge(self, timeout: float) -> None:
         host = self.url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")

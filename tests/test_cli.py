@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -257,6 +258,32 @@ def test_up_serves_then_stops_everything_on_sigint(
 
         children = _children(up.pid)
         assert len(children) == 3  # two workers and the edge; Redis is the session's
+
+        # Each part was reported as it started, in order, before the summary; plain text,
+        # since stdout is a file here.
+        assert "\x1b" not in output
+        steps = [line for line in output.splitlines() if line.startswith("[")]
+        assert steps[0] == f"[1/4] redis: connecting to {redis_url} ..."
+        assert re.fullmatch(
+            rf"\[1/4\] redis: reachable; keys go under '{prefix}:' \(.* s\)", steps[1]
+        )
+        worker_pids = [
+            int(m)
+            for m in re.findall(
+                r"^\[[23]/4\] worker [12]: started, pid (\d+): "
+                r"tiny_up_app:app on app$",
+                output,
+                re.MULTILINE,
+            )
+        ]
+        assert steps[4] == f"[4/4] edge: starting on http://127.0.0.1:{port} ..."
+        edge_done = re.fullmatch(
+            rf"\[4/4\] edge: accepting connections on http://127.0.0.1:{port}, pid (\d+) \(.* s\)",
+            steps[5],
+        )
+        assert edge_done is not None
+        assert {*worker_pids, int(edge_done[1])} == children
+        assert output.index(steps[5]) < output.index("distributed-asgi up\n")
 
         response = httpx.get(f"http://127.0.0.1:{port}/some/path", timeout=20)
         assert response.status_code == 200

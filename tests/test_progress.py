@@ -1,0 +1,60 @@
+"""``up``'s start-up progress: plain numbered lines off a terminal, coloured ones on it."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from distributed_asgi.progress import StartupProgress
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_lines_as_steps_begin_and_end() -> None:
+    lines: list[str] = []
+    progress = StartupProgress(3, lines.append)
+    assert not progress.styled  # out is not print: never styled
+    with progress.step("redis", "starting a private server") as step:
+        assert lines == ["[1/3] redis: starting a private server ..."]
+        step.done("ready at redis://127.0.0.1:1/0, pid 7")
+    with progress.step("worker 1") as step:
+        step.done("started, pid 8", timed=False)
+    with progress.step("edge"):
+        pass  # left without done(): reported done anyway
+    assert lines[1].startswith("[1/3] redis: ready at redis://127.0.0.1:1/0, pid 7 (")
+    assert lines[1].endswith(" s)")
+    assert lines[2:] == ["[2/3] worker 1: started, pid 8", "[3/3] edge: ok (0.00 s)"]
+
+
+def test_an_exception_marks_the_step_failed_and_propagates() -> None:
+    lines: list[str] = []
+    progress = StartupProgress(2, lines.append)
+    with pytest.raises(RuntimeError), progress.step("edge", "starting on http://x"):
+        raise RuntimeError("port taken")
+    assert lines[0] == "[1/2] edge: starting on http://x ..."
+    assert lines[1].startswith("[1/2] edge: FAILED failed (")
+
+
+def test_styled_on_a_terminal_with_markup_in_values_escaped() -> None:
+    terminal = FakeTerminal()
+    progress = StartupProgress(1, print, stream=terminal)
+    assert progress.styled
+    with progress.step("edge", "starting on http://[::1]:8000") as step:
+        step.done("accepting connections on http://[::1]:8000, pid 9")
+    text = terminal.getvalue()
+    assert "\x1b[" in text  # coloured
+    assert "✓" in text and "…" in text
+    # An IPv6 URL's brackets are text, not rich markup.
+    assert "http://[::1]:8000, pid 9" in text
+
+
+def test_print_to_a_file_is_plain(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = StartupProgress(1)  # out=print, stdout captured: not a terminal
+    assert not progress.styled
+    with progress.step("redis") as step:
+        step.done("reachable", timed=False)
+    assert capsys.readouterr().out == "[1/1] redis: reachable\n"
