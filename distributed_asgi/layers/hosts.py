@@ -16,10 +16,11 @@ Accepted forms, as users know them from asgi_redis and channels_redis:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -45,6 +46,10 @@ class HostSpec:
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str | None = None
     sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # The dataclass repr would show the URL and connection arguments, passwords included.
+        return f"<HostSpec {self.describe()}>"
 
     @property
     def cluster(self) -> bool:
@@ -110,12 +115,28 @@ class HostSpec:
 
 
 def mask_secret(url: str) -> str:
+    """``url`` with its password masked: in the netloc, and in query arguments such as
+    ``?password=`` or ``?ssl_password=`` (redis-py takes any connection argument there)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{netloc}")
+    if "password" in parts.query.lower():
+        arguments = parse_qsl(parts.query, keep_blank_values=True)
+        masked = [(k, "***" if "password" in k.lower() else v) for k, v in arguments]
+        parts = parts._replace(query=urlencode(masked, safe="*/:"))
+    return urlunsplit(parts)
+
+
+# A password in the repr of a value that is not a URL (bytes, a set of URLs, a dict).
+_URL_PASSWORD = re.compile(r"(://[^:/@\s'\"]*:)[^@\s'\"]*@")
+_PASSWORD_ITEM = re.compile(r"""(['"][a-z_]*password['"]\s*:\s*)(['"]).*?\2""", re.IGNORECASE)
+
+
+def _masked_repr(value: object) -> str:
+    text = _URL_PASSWORD.sub(r"\1***@", repr(value))
+    return _PASSWORD_ITEM.sub(r"\1'***'", text)
 
 
 def parse_hosts(hosts: object) -> list[HostSpec]:
@@ -126,7 +147,9 @@ def parse_hosts(hosts: object) -> list[HostSpec]:
     ):
         hosts = [hosts]
     if not isinstance(hosts, Sequence) or not hosts:
-        raise ValueError(f"hosts must be a non-empty list of host configurations, got {hosts!r}")
+        raise ValueError(
+            f"hosts must be a non-empty list of host configurations, got {_masked_repr(hosts)}"
+        )
     specs = [_parse_host(host, index) for index, host in enumerate(hosts)]
     if len(specs) > 1 and any(spec.cluster for spec in specs):
         raise ValueError(
@@ -208,7 +231,8 @@ def _parse_host(host: object, index: int) -> HostSpec:
             identity += f"/{options['db']}"
         return HostSpec(identity=identity, kwargs=options)
     raise ValueError(
-        f"{where} must be a URL, a (host, port) pair or a dict, got {type(host).__name__}: {host!r}"
+        f"{where} must be a URL, a (host, port) pair or a dict, got {type(host).__name__}: "
+        f"{_masked_repr(host)}"
     )
 
 

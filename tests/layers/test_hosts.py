@@ -61,6 +61,16 @@ def test_errors_do_not_leak_passwords() -> None:
         parse_hosts(["http://admin:topsecret@localhost"])
     assert "topsecret" not in str(error.value)
     assert mask_secret("redis://:pw@h:1/0") == "redis://:***@h:1/0"
+    assert mask_secret("redis://h:1/0?password=pw&db=1") == "redis://h:1/0?password=***&db=1"
+    assert mask_secret("rediss://u:pw@h:1/0?ssl_password=kp&ssl_ca_certs=/ca.pem") == (
+        "rediss://u:***@h:1/0?ssl_password=***&ssl_ca_certs=/ca.pem"
+    )
+    for bad in ({"redis://:pw-secret@h:1/0"}, [b"redis://u:pw-secret@h:1/0"]):
+        with pytest.raises(ValueError) as error:
+            parse_hosts(bad)
+        assert "pw-secret" not in str(error.value) and "***" in str(error.value)
+    spec = parse_hosts(["redis://u:pw-secret@h:1/0?password=pw-secret"])[0]
+    assert "pw-secret" not in repr(spec) and "pw-secret" not in spec.describe()
 
 
 def test_unknown_option_is_a_type_error() -> None:
