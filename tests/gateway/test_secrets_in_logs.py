@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from distributed_asgi.redis_process import RedisProcess, free_port
 
@@ -45,14 +46,15 @@ def wait_for(what: Callable[[], bool], timeout: float, message: Callable[[], str
     raise AssertionError(message())
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_secret_in_logs_or_errors(
-    redis_factory: Callable[..., RedisProcess], prefix: str, tmp_path: Path
+    redis_factory: Callable[..., RedisProcess], prefix: str, tmp_path: Path, log_format: str
 ) -> None:
     # The user survives the restart below: it is part of the server's command line.
     server = redis_factory(args=["--user", "gateway", "on", f">{PASSWORD}", "~*", "+@all"])
     url = f"redis://gateway:{PASSWORD}@127.0.0.1:{server.port}/0"
     wrong_url = f"redis://gateway:{WRONG_PASSWORD}@127.0.0.1:{server.port}/0"
-    common = ["--prefix", prefix, "--log-level", "debug"]
+    common = ["--prefix", prefix, "--log-level", "debug", "--log-format", log_format]
     worker_args = ["worker", "tests.gateway.apps.fidelity:app", "--key", "fidelity"]
     worker_args += ["--app-dir", ROOT, *common]
     port = free_port()
