@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -508,31 +508,44 @@ def test_bad_local_redis_url_names_it() -> None:
     )
 
 
-def _serve_one_request(tmp_path: Path, layer_args: list[str]) -> None:
-    """An edge and a worker started with ``layer_args``; one request answered by the app."""
+def _serve_one_request(tmp_path: Path, layer_args: list[str], keys: Sequence[str] = ()) -> None:
+    """An edge and a worker started with ``layer_args``; one request per key (or to ``site``)
+    answered by the app."""
     (tmp_path / "seed_worker_app.py").write_text(SEED_APP)
     port = free_port()
     cli = [sys.executable, "-m", "distributed_asgi"]
     common = [*layer_args, "--log-level", "warning"]
-    app = ["seed_worker_app:ASGIApp", "--key", "site", "--app-dir", str(tmp_path)]
+    keys = list(keys) or ["site"]
+    app = ["seed_worker_app:ASGIApp", "--app-dir", str(tmp_path)]
+    app += [arg for key in keys for arg in ("--key", key)]
     worker = subprocess.Popen([*cli, "worker", *app, *common])
-    edge = subprocess.Popen([*cli, "edge", "--route", "/=site", "--port", str(port), *common])
+    route = r"/([a-z0-9]+)=\1"
+    edge = subprocess.Popen([*cli, "edge", "--route", route, "--port", str(port), *common])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline and edge.poll() is None
-                time.sleep(0.05)
-        assert response.status_code == 200
-        assert response.text == "Hello World!"
+        for key in keys:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    response = httpx.get(f"http://127.0.0.1:{port}/{key}", timeout=10)
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline and edge.poll() is None
+                    time.sleep(0.05)
+            assert response.status_code == 200
+            assert response.text == "Hello World!"
     finally:
         edge.send_signal(signal.SIGTERM)
         worker.send_signal(signal.SIGTERM)
         assert edge.wait(30) == 0
         assert worker.wait(30) == 0
+
+
+def _calls(url: str, command: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
+    finally:
+        client.close()
 
 
 def _commands_run(url: str) -> int:
@@ -546,16 +559,22 @@ def _commands_run(url: str) -> int:
 def test_edge_and_worker_over_three_servers(
     tmp_path: Path, redis_factory: Callable[..., Any], prefix: str
 ) -> None:
+    from distributed_asgi.layers import RedisChannelLayer
+
     servers = [redis_factory() for _ in range(3)]
-    layer = ["--prefix", prefix]
-    for server in servers:
-        layer += ["--redis", server.url]
-    before = [_commands_run(server.url) for server in servers]
-    _serve_one_request(tmp_path, layer)
-    # Each process's inbox is placed on one of the three (by its name), the route channel on
-    # one: with an edge and a worker, at least two servers carry layer traffic.
-    busy = [_commands_run(s.url) - b > 5 for s, b in zip(servers, before, strict=True)]
-    assert sum(busy) >= 2, busy
+    urls = [server.url for server in servers]
+    # One route key placed on each server by the layer's hash ring.
+    ring = RedisChannelLayer(hosts=urls).ring
+    keys: dict[int, str] = {}
+    for n in range(1000):
+        keys.setdefault(ring.shard_for(f"k{n}"), f"k{n}")
+    assert len(keys) == 3
+    layer = ["--prefix", prefix, *(arg for url in urls for arg in ("--redis", url))]
+    _serve_one_request(tmp_path, layer, [keys[i] for i in range(3)])
+    # The worker waits on each route channel (BLMOVE) where its queue is: on every server, so
+    # both processes used all three --redis servers.
+    assert all(_calls(url, "blmove") > 0 for url in urls), [_calls(u, "blmove") for u in urls]
+    assert all(_calls(url, "evalsha") > 0 for url in urls)
 
 
 def test_edge_and_worker_on_a_cluster_given_by_two_nodes(
@@ -573,11 +592,6 @@ def test_local_redis_carries_the_route_channel(
     central_before = _commands_run(redis_url)
     layer = ["--redis", redis_url, "--local-redis", local.unix_url, "--prefix", prefix]
     _serve_one_request(tmp_path, layer)
-    client = redis.Redis.from_url(local.unix_url)
-    try:
-        # The route channel's queue (the worker waits on it with BLMOVE) is on the local server.
-        waits = int(client.info("commandstats").get("cmdstat_blmove", {}).get("calls", 0))
-    finally:
-        client.close()
-    assert waits > 0
+    # The route channel's queue (the worker waits on it with BLMOVE) is on the local server.
+    assert _calls(local.unix_url, "blmove") > 0
     assert _commands_run(redis_url) > central_before  # replies still go centrally
