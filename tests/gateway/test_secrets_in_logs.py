@@ -139,6 +139,11 @@ def test_no_secret_in_logs_or_errors(
                 status = http.get("/hello").status_code
             assert status == 200, everything()
         wait_for(lambda: "reachable again" in text("worker"), 15, everything)
+        # The status command, with the right and with a wrong password.
+        for name, status_url in (("status", url), ("status-wrong-password", wrong_url)):
+            start(name, ["status", "--redis", status_url, "--prefix", prefix], {})
+            processes[-1].wait(30)
+        assert "Route channels" in text("status"), text("status")
         wait_for(lambda: "invalid username-password" in text("wrong-password"), 15, everything)
     finally:
         for process in processes:
