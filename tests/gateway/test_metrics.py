@@ -1,0 +1,141 @@
+"""Prometheus metrics scraped from a real edge and worker (`--metrics-port`) after real requests."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from distributed_asgi.redis_process import free_port
+
+from .cli_processes import CliProcesses
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[CliProcesses]:
+    running = CliProcesses(tmp_path)
+    yield running
+    running.stop()
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_edge_and_worker_count_requests_by_key_status_and_outcome(
+    processes: CliProcesses, redis_url: str, prefix: str
+) -> None:
+    port, edge_metrics, node_metrics = free_port(), free_port(), free_port()
+    layer = ["--redis", redis_url, "--prefix", prefix]
+    processes.start(
+        "worker",
+        [
+            *("worker", "tests.gateway.apps.fidelity:app", "--key", "fidelity", *layer),
+            *("--metrics-port", str(node_metrics)),
+        ],
+    )
+    processes.wait_for("worker", lambda text: "Node listening" in text)
+    processes.start(
+        "edge",
+        [
+            *("edge", "--route", "^/nobody=nobody", "--route", "^/(hello|error)=fidelity"),
+            *("--port", str(port), "--pickup-timeout", "0.5", *layer),
+            *("--metrics-port", str(edge_metrics)),
+        ],
+    )
+    processes.wait_for_port("edge", port)
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base, timeout=30) as client:
+        assert [client.get("/hello").status_code for _ in range(3)] == [200, 200, 200]
+        assert client.get("/error-before").status_code == 500
+        assert client.get("/elsewhere").status_code == 404
+        assert client.get("/nobody").status_code == 503
+
+    edge = scrape(edge_metrics)
+    requests = "distributed_asgi_edge_requests_total"
+    assert value(edge, requests, key="fidelity", status="200", outcome="served") == 3
+    assert value(edge, requests, key="fidelity", status="500", outcome="served") == 1
+    assert value(edge, requests, key="", status="404", outcome="no_route") == 1
+    assert value(edge, requests, key="nobody", status="503", outcome="no_worker") == 1
+    pickups = "distributed_asgi_edge_pickup_wait_seconds_count"
+    assert value(edge, pickups, key="fidelity") == 4
+    assert value(edge, pickups, key="nobody") == 0
+    assert value(edge, "distributed_asgi_edge_request_seconds_count", key="nobody") == 1
+    assert value(edge, "distributed_asgi_edge_request_seconds_sum", key="nobody") >= 0.5
+    assert value(edge, "distributed_asgi_edge_in_flight") == 0
+
+    node = scrape(node_metrics)
+    node_requests = "distributed_asgi_node_requests_total"
+    assert value(node, node_requests, key="fidelity", outcome="served") == 3
+    assert value(node, node_requests, key="fidelity", outcome="error") == 1
+    assert value(node, "distributed_asgi_node_request_seconds_count", key="fidelity") == 4
+    assert value(node, "distributed_asgi_node_in_flight") == 0
+    # The process collector comes with the default registry.
+    assert value(node, "process_resident_memory_bytes") > 0
+
+
+def test_a_taken_metrics_port_fails_the_start_up(processes: CliProcesses, redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        process = processes.start(
+            "edge",
+            [
+                *("edge", "--route", "/=x", "--redis", redis_url),
+                *("--port", str(free_port()), "--metrics-port", str(busy)),
+            ],
+        )
+        assert process.wait(20) == 1
+    assert f"Error: cannot serve metrics on 127.0.0.1:{busy}" in processes.text("edge")
+
+
+def test_redis_outage_and_reconnect_are_counted(
+    processes: CliProcesses, redis_factory: object, prefix: str
+) -> None:
+    server = redis_factory()  # type: ignore[operator]
+    port, metrics = free_port(), free_port()
+    processes.start(
+        "edge",
+        [
+            *("edge", "--route", "/=fidelity", "--redis", server.url, "--prefix", prefix),
+            *("--port", str(port), "--pickup-timeout", "0.5", "--metrics-port", str(metrics)),
+        ],
+    )
+    processes.wait_for_port("edge", port)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        assert client.get("/").status_code == 503  # connected, no worker
+        server.stop()
+        assert client.get("/").status_code == 503  # Redis down
+        server.start()
+        assert client.get("/").status_code == 503  # reconnected, still no worker
+    samples = scrape(metrics)
+    (outages,) = [v for (n, _), v in samples.items() if n == "distributed_asgi_redis_outages_total"]
+    (back,) = [v for (n, _), v in samples.items() if n == "distributed_asgi_redis_reconnects_total"]
+    assert outages >= 1
+    assert back >= 1
+    assert (
+        value(
+            samples,
+            "distributed_asgi_edge_requests_total",
+            key="fidelity",
+            status="503",
+            outcome="redis_down",
+        )
+        == 1
+    )
