@@ -8,13 +8,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import http, layer
+from . import http, layer, scaling
 
 # Section name -> runner(sizes, loop=..., write=...) returning True when every target passes;
 # each section has its own kind of sizes (full, quick).
 SECTIONS: dict[str, tuple[Callable[..., bool], Any, Any]] = {
     "layer": (layer.main, layer.FULL, layer.QUICK),
     "http": (http.main, http.FULL, http.QUICK),
+    "scaling": (scaling.main, scaling.FULL, scaling.QUICK),
 }
 
 

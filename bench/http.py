@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,9 +203,22 @@ end
 """
 
 
-def run_wrk(port: int, connections: int, duration: float) -> Load:
+def _wrk_paths(paths: Sequence[str]) -> str:
+    """Lua that turns the request path through ``paths`` (only when there are several: a
+    request() function makes wrk format every request instead of reusing one)."""
+    if list(paths) == ["/"]:
+        return ""
+    quoted = ", ".join(json.dumps(path) for path in paths)
+    return (
+        f"local paths = {{{quoted}}}\nlocal turn = 0\n"
+        "function request()\n  turn = turn % #paths + 1\n"
+        "  return wrk.format('GET', paths[turn])\nend\n"
+    )
+
+
+def run_wrk(port: int, connections: int, duration: float, paths: Sequence[str] = ("/",)) -> Load:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_WRK_SCRIPT)
+        script.write(_WRK_SCRIPT + _wrk_paths(paths))
     try:
         # One thread: the machine's cores are better spent on the servers under test.
         args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s"]
@@ -225,9 +238,9 @@ def run_wrk(port: int, connections: int, duration: float) -> Load:
 
 
 async def _one_connection(
-    port: int, stop_at: float, latencies: list[float], errors: list[str]
+    port: int, stop_at: float, latencies: list[float], errors: list[str], path: str = "/"
 ) -> None:
-    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    request = f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     clock = time.perf_counter
     while clock() < stop_at:
         try:
@@ -267,13 +280,18 @@ async def _read_body(reader: asyncio.StreamReader, head: bytes) -> bytes:
     return b""
 
 
-async def _python_load(port: int, connections: int, duration: float) -> Load:
+async def _python_load(
+    port: int, connections: int, duration: float, paths: Sequence[str] = ("/",)
+) -> Load:
     latencies: list[float] = []
     errors: list[str] = []
     started = time.perf_counter()
     stop_at = started + duration
     await asyncio.gather(
-        *(_one_connection(port, stop_at, latencies, errors) for _ in range(connections))
+        *(
+            _one_connection(port, stop_at, latencies, errors, paths[n % len(paths)])
+            for n in range(connections)
+        )
     )
     elapsed = time.perf_counter() - started
     if errors:
@@ -294,12 +312,14 @@ def _percentile(ordered: list[float], percent: float) -> float:
     return ordered[index]
 
 
-def run_python(port: int, connections: int, duration: float, loop: str) -> Load:
+def run_python(
+    port: int, connections: int, duration: float, loop: str, paths: Sequence[str] = ("/",)
+) -> Load:
     if loop == "uvloop":
         uvloop = importlib.import_module("uvloop")
-        load: Load = uvloop.run(_python_load(port, connections, duration))
+        load: Load = uvloop.run(_python_load(port, connections, duration, paths))
         return load
-    return asyncio.run(_python_load(port, connections, duration))
+    return asyncio.run(_python_load(port, connections, duration, paths))
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -309,11 +329,18 @@ def load_generator() -> str:
     return "wrk" if shutil.which("wrk") else "python"
 
 
-def measure(port: int, sizes: HttpSizes, loop: str, duration: float | None = None) -> Load:
+def measure(
+    port: int,
+    sizes: HttpSizes,
+    loop: str,
+    duration: float | None = None,
+    paths: Sequence[str] = ("/",),
+) -> Load:
+    """One load run; several ``paths`` are taken in turn (wrk) or one per connection."""
     seconds = sizes.duration if duration is None else duration
     if load_generator() == "wrk":
-        return run_wrk(port, sizes.connections, seconds)
-    return run_python(port, sizes.connections, seconds, loop)
+        return run_wrk(port, sizes.connections, seconds, paths)
+    return run_python(port, sizes.connections, seconds, loop, paths)
 
 
 @dataclass
