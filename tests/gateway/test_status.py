@@ -10,10 +10,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from distributed_asgi.redis_process import free_port
+
+from .cli_processes import CliProcesses
 from .conftest import ROOT, Gateway
 
 # Short heartbeats make the presence TTL (three of them) 1.5 s.
@@ -166,3 +171,52 @@ def test_status_table_shows_the_node(gateway: Gateway) -> None:
     assert "Route channels" in result.stdout
     assert "fidelity" in result.stdout
     assert f"pid {node.pid}" in result.stdout
+
+
+@pytest.mark.parametrize("topology", ["sharded", "cluster"])
+def test_status_on_sharded_servers_and_on_a_cluster(
+    topology: str,
+    request: pytest.FixtureRequest,
+    prefix: str,
+    tmp_path: Path,
+) -> None:
+    if topology == "cluster":
+        urls = [request.getfixturevalue("redis_cluster").url]
+    else:
+        factory = request.getfixturevalue("redis_factory")
+        urls = [factory().url for _ in range(3)]
+    layer = [*(arg for url in urls for arg in ("--redis", url)), "--prefix", prefix]
+    processes = CliProcesses(tmp_path)
+    port = free_port()
+    try:
+        for name in ("a", "b"):
+            processes.start(
+                name, ["worker", "tests.gateway.apps.fidelity:app", "--key", name, *layer]
+            )
+        for name in ("a", "b"):
+            processes.wait_for(name, lambda text: "Node listening" in text)
+        processes.start(
+            "edge",
+            ["edge", "--route", "^/=orphan", "--port", str(port), "--pickup-timeout", "1", *layer],
+        )
+        processes.wait_for_port("edge", port)
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 503
+        result = subprocess.run(
+            [sys.executable, "-m", "distributed_asgi", "status", "--json", *layer],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        snapshot = json.loads(result.stdout)
+        pids = {processes.processes[name].pid for name in ("a", "b")}
+        assert {n["pid"] for n in snapshot["nodes"]} == pids
+        routes = {r["key"]: r for r in snapshot["routes"]}
+        assert set(routes) == {"a", "b", "orphan"}
+        assert routes["a"]["nodes"] == routes["b"]["nodes"] == 1
+        # The refused connect stays queued (until its expiry) where the layer put it.
+        assert routes["orphan"]["backlog"] == 1
+        assert routes["orphan"]["nodes"] == 0
+    finally:
+        processes.stop()
