@@ -161,6 +161,6 @@ def _hook_redis() -> None:
     _redis_hooked = True
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` on ``host:port`` from a daemon thread (prometheus-client's server)."""
     start_http_server(port, addr=host)

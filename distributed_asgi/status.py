@@ -166,7 +166,12 @@ def render(snapshot: dict[str, Any]) -> Any:
     nodes = Table(title="Nodes", title_justify="left")
     columns = ("id", "keys", "heartbeat", "in flight", "served", "errors", "version", "host", "up")
     for column in columns:
-        nodes.add_column(column, justify="right" if column in ("in flight", "served") else "left")
+        # An id cut to "web1-4…" is useless: fold it over lines instead when space is short.
+        nodes.add_column(
+            column,
+            justify="right" if column in ("in flight", "served") else "left",
+            overflow="fold",
+        )
     now = snapshot["time"]
     for node in snapshot["nodes"]:
         nodes.add_row(
@@ -180,6 +185,10 @@ def render(snapshot: dict[str, Any]) -> Any:
             f"{node.get('host', '?')} pid {node.get('pid', '?')}",
             _age(now - float(node.get("started", now))),
         )
+    if not snapshot["routes"]:
+        routes.caption = "no route channel: no live Node and nothing queued"
+    if not snapshot["nodes"]:
+        nodes.caption = "no live Node (a Node shows within one heartbeat of starting)"
     return Group(routes, nodes)
 
 

@@ -220,3 +220,27 @@ def test_status_on_sharded_servers_and_on_a_cluster(
         assert routes["orphan"]["nodes"] == 0
     finally:
         processes.stop()
+
+
+def test_watch_json_streams_snapshots_until_interrupted(gateway: Gateway) -> None:
+    gateway.start_node(heartbeat_interval=BEAT)
+    watcher = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "distributed_asgi", "status", "--watch", "--json"),
+            *("--interval", "0.2", "--redis", gateway.redis_url, "--prefix", gateway.prefix),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        assert watcher.stdout is not None
+        first, second = (json.loads(watcher.stdout.readline()) for _ in range(2))
+        assert second["time"] > first["time"]
+        assert len(second["nodes"]) == 1
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(10) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
