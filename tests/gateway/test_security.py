@@ -8,7 +8,7 @@ import asyncio
 import datetime
 import ipaddress
 import re
-import ssl
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -369,12 +369,17 @@ async def test_layer_over_tls_verifies_the_server(
 
 def test_the_tls_port_speaks_only_tls(tls_server: tuple[int, Certificates]) -> None:
     port, certificates = tls_server
-    plain = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
-    with pytest.raises(redis.exceptions.ConnectionError):
-        plain.ping()
-    plain.close()
-    context = ssl.create_default_context(cafile=str(certificates.ca))
-    assert context.verify_mode is ssl.CERT_REQUIRED
+    # A plain-text PING gets no PONG: the port is TLS only, so the tests above used TLS.
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as plain:
+        plain.sendall(b"PING\r\n")
+        try:
+            answer = plain.recv(64)
+        except (TimeoutError, ConnectionResetError):
+            answer = b""
+    assert not answer.startswith(b"+PONG")
+    verified = redis.Redis.from_url(_tls_url(port, certificates.ca), socket_timeout=5)
+    assert verified.ping() is True
+    verified.close()
 
 
 def test_gateway_request_over_tls(
