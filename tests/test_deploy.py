@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import configparser
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,29 @@ def test_systemd_units(name: str, command: str) -> None:
     if command == "worker":
         assert float(service["TimeoutStopSec"]) > context.params["drain_timeout"]
         assert "%i" in unit["Unit"]["Description"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_accepts_the_units(tmp_path: Path) -> None:
+    """systemd's own check: unknown keys and bad values are warnings it prints (exit code 0),
+    so any line about our files fails. Only the binary's path is changed, to this venv's."""
+    installed = str(Path(sys.executable).parent / "distributed-asgi")
+    for unit in (DEPLOY / "systemd").iterdir():
+        text = unit.read_text().replace("/opt/distributed-asgi/bin/distributed-asgi", installed)
+        (tmp_path / unit.name.replace("@.", "@1.")).write_text(text)  # an instance of the template
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == ["distributed-asgi-edge.service", "distributed-asgi-worker@1.service"]
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *(f"./{name}" for name in names)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    complaints = [
+        line for line in (result.stdout + result.stderr).splitlines() if "distributed-asgi" in line
+    ]
+    assert result.returncode == 0 and not complaints, result.stdout + result.stderr
 
 
 # -- Docker Compose -------------------------------------------------------------------------
