@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from distributed_asgi.progress import StartupProgress
+from distributed_asgi.redis_process import free_port
 
 
 class FakeTerminal(io.StringIO):
@@ -58,3 +66,40 @@ def test_print_to_a_file_is_plain(capsys: pytest.CaptureFixture[str]) -> None:
     with progress.step("redis") as step:
         step.done("reachable", timed=False)
     assert capsys.readouterr().out == "[1/1] redis: reachable\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_up_on_a_terminal_colours_its_progress(redis_url: str, prefix: str) -> None:
+    """The real command, its stdout a pseudo-terminal: the steps come coloured, then the plain
+    summary, and Ctrl-C still stops everything cleanly."""
+    master, slave = os.openpty()
+    args = ["up", "json:dumps", "--port", str(free_port()), "--redis", redis_url]
+    args += ["--prefix", prefix, "--log-level", "warning", "--drain-timeout", "1"]
+    up = subprocess.Popen(
+        [sys.executable, "-m", "distributed_asgi", *args],
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "200"},
+    )
+    os.close(slave)
+    output = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"Ctrl-C stops everything" not in output:
+            assert time.monotonic() < deadline and up.poll() is None, output.decode(
+                errors="replace"
+            )
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                output += os.read(master, 65536)
+        text = output.decode()
+        assert "\x1b[" in text
+        assert re.search(r"✓.*\[1/3\].*redis.*: .*reachable", text)
+        assert re.search(r"✓.*\[3/3\].*edge.*: .*accepting connections on http://", text)
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        os.close(master)
