@@ -69,17 +69,24 @@ class StartupProgress:
     def styled(self) -> bool:
         return self.console is not None
 
-    @contextmanager
-    def step(self, name: str, doing: str | None = None) -> Iterator[Step]:
-        """A step; ``doing`` is printed at once (for steps that take a while).
+    def begin(self, name: str, doing: str | None = None) -> Step:
+        """A new step, numbered in the order steps begin; ``doing`` is printed at once.
 
-        An exception inside marks the step failed (the caller reports the error itself); a step
-        left without ``done()`` is marked done with no detail.
+        Steps may overlap (the workers and the edge start at the same time): each one's
+        ``done()`` prints when that part is ready, whatever the order.
         """
         self.count += 1
         step = Step(self, self.count, name)
         if doing is not None:
             self._line(step, "doing", doing)
+        return step
+
+    @contextmanager
+    def step(self, name: str, doing: str | None = None) -> Iterator[Step]:
+        """``begin()`` as a context: an exception inside marks the step failed (the caller
+        reports the error itself); a step left without ``done()`` is marked done with no detail.
+        """
+        step = self.begin(name, doing)
         try:
             yield step
         except BaseException:

@@ -31,13 +31,16 @@ from types import FrameType
 from typing import Any
 
 from .cli_options import ENCRYPTION_KEYS_ENV, ConfigError
-from .progress import StartupProgress
+from .progress import StartupProgress, Step
 from .redis_process import RedisProcess
 
 __all__ = ["System", "UpConfig"]
 
 # Time allowed, on top of the drain timeout, for a process to exit after SIGTERM.
 EXIT_GRACE = 5.0
+# After the edge is up, how long a worker may take to appear in Redis before it is reported as
+# merely running (its app's lifespan startup may be slow; that is not a failure of `up`).
+PRESENCE_WAIT = 10.0
 
 
 @dataclass
@@ -208,10 +211,11 @@ class System:
         return code
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start everything; return once the edge accepts connections. ConfigError on failure.
+        """Start everything; return once the edge accepts connections and the workers listen.
+        ConfigError on failure.
 
-        Each part is reported as it starts (``[i/N] part: ...``): the Redis server, every
-        worker, then the edge, whose start-up (importing, connecting, binding) takes longest.
+        Each part is reported when it starts and when it is ready (``[i/N] part: ...``): the
+        Redis server, then every worker and the edge, which start at the same time.
         """
         cfg = self.config
         progress = StartupProgress(cfg.workers + 2, self.out, styled=self.styled)
@@ -232,40 +236,97 @@ class System:
         env = {**os.environ, "REDIS_URL": self.redis_url, **cfg.extra_env}
         if cfg.encryption_keys:
             env[ENCRYPTION_KEYS_ENV] = " ".join(cfg.encryption_keys)
+        # Every part starts at once; each is reported when it is ready, in whatever order.
+        workers: dict[int, Step] = {}
         for number in range(1, cfg.workers + 1):
-            with progress.step(f"worker {number}") as step:
-                child = self._spawn(f"worker {number}", self.worker_command(), env)
-                step.done(
-                    f"started, pid {child.pid}: {cfg.app} on {', '.join(cfg.keys)}", timed=False
-                )
-        with progress.step("edge", f"starting on {self.url}") as step:
-            child = self._spawn("edge", self.edge_command(), env)
-            self._wait_for_edge(timeout)
-            if self._stop_requested.is_set():
+            child = self._spawn(f"worker {number}", self.worker_command(), env)
+            workers[child.pid] = progress.begin(
+                f"worker {number}", f"starting {cfg.app}, pid {child.pid}"
+            )
+        edge = self._spawn("edge", self.edge_command(), env)
+        edge_step = progress.begin("edge", f"starting on {self.url}, pid {edge.pid}")
+        steps = [*workers.values(), edge_step]
+        try:
+            self._wait_until_ready(workers, edge_step, timeout)
+        except BaseException:
+            for step in steps:
+                if not step.finished:
+                    step.failed()
+            raise
+        for step in steps:
+            if not step.finished:  # only when a stop was asked for meanwhile
                 step.failed("stopped while starting")
-            else:
-                step.done(f"accepting connections on {self.url}, pid {child.pid}")
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
         child = Child(name, spawn(args, env))
         self.children.append(child)
         return child
 
-    def _wait_for_edge(self, timeout: float) -> None:
+    def _wait_until_ready(self, workers: dict[int, Step], edge: Step, timeout: float) -> None:
+        """Report each worker when it listens and the edge when it accepts connections.
+
+        A worker is listening once its presence key (what ``distributed-asgi status`` lists)
+        names its pid. One that runs but is not listed by the time the edge is up plus
+        ``PRESENCE_WAIT`` (say, an ACL user that may not write it) is reported as running: it
+        is not a reason to refuse to start. The edge not accepting in ``timeout`` is.
+        """
         host = self.url.split("//", 1)[1].rsplit(":", 1)[0].strip("[]")
+        keys = ", ".join(self.config.keys)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        presence_deadline = deadline
+        waiting = dict(workers)
+        while waiting or not edge.finished:
             self._check_children()
             if self.failure:
                 raise ConfigError(self.failure)
             if self._stop_requested.is_set():
                 return
+            now = time.monotonic()
+            if waiting:
+                for pid in self._listening_pids() & set(waiting):
+                    waiting.pop(pid).done(f"listening on {keys}, pid {pid}")
+                if now > presence_deadline:
+                    for pid, step in waiting.items():
+                        step.done(f"running, pid {pid} (not listed in Redis yet)")
+                    waiting.clear()
+            if not edge.finished:
+                if now > deadline:
+                    raise ConfigError(
+                        f"the edge did not accept connections on {self.url} in {timeout:.0f}s"
+                    )
+                try:
+                    with socket.create_connection((host, self.config.port), timeout=0.5):
+                        pass
+                except OSError:
+                    pass
+                else:
+                    pid = next(c.pid for c in self.children if c.name == "edge")
+                    edge.done(f"accepting connections on {self.url}, pid {pid}")
+                    presence_deadline = min(deadline, now + PRESENCE_WAIT)
+            time.sleep(0.05)
+
+    def _listening_pids(self) -> set[int]:
+        """Pids of this machine's Nodes with a presence key under our prefix (best effort)."""
+        from .layers import RedisChannelLayer
+        from .status import collect
+
+        async def read() -> set[int]:
+            layer = RedisChannelLayer(hosts=[self.redis_url], prefix=self.prefix)
             try:
-                with socket.create_connection((host, self.config.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise ConfigError(f"the edge did not accept connections on {self.url} in {timeout:.0f}s")
+                snapshot = await collect(layer)
+            finally:
+                await layer.close()
+            host = socket.gethostname()
+            return {
+                int(node["pid"])
+                for node in snapshot["nodes"]
+                if node.get("host") == host and isinstance(node.get("pid"), int)
+            }
+
+        try:
+            return asyncio.run(read())
+        except Exception:  # Redis busy or restarting: ask again at the next turn
+            return set()
 
     def wait(self) -> None:
         """Block until a stop signal or until a child exits by itself."""

@@ -259,31 +259,38 @@ def test_up_serves_then_stops_everything_on_sigint(
         children = _children(up.pid)
         assert len(children) == 3  # two workers and the edge; Redis is the session's
 
-        # Each part was reported as it started, in order, before the summary; plain text,
-        # since stdout is a file here.
+        # Each part was reported as it started and again when it was ready (workers listening,
+        # in any order), before the summary; plain text, since stdout is a file here.
         assert "\x1b" not in output
         steps = [line for line in output.splitlines() if line.startswith("[")]
+        assert len(steps) == 8, steps
         assert steps[0] == f"[1/4] redis: connecting to {redis_url} ..."
         assert re.fullmatch(
             rf"\[1/4\] redis: reachable; keys go under '{prefix}:' \(.* s\)", steps[1]
         )
-        worker_pids = [
-            int(m)
-            for m in re.findall(
-                r"^\[[23]/4\] worker [12]: started, pid (\d+): "
-                r"tiny_up_app:app on app$",
-                output,
-                re.MULTILINE,
+        starting = [
+            re.fullmatch(
+                rf"\[{n + 2}/4\] worker {n + 1}: starting tiny_up_app:app, pid (\d+) ...", line
             )
+            for n, line in enumerate(steps[2:4])
         ]
-        assert steps[4] == f"[4/4] edge: starting on http://127.0.0.1:{port} ..."
-        edge_done = re.fullmatch(
-            rf"\[4/4\] edge: accepting connections on http://127.0.0.1:{port}, pid (\d+) \(.* s\)",
-            steps[5],
+        worker_pids = [int(match[1]) for match in starting if match]
+        edge_starting = re.fullmatch(
+            rf"\[4/4\] edge: starting on http://127.0.0.1:{port}, pid (\d+) ...", steps[4]
         )
-        assert edge_done is not None
-        assert {*worker_pids, int(edge_done[1])} == children
-        assert output.index(steps[5]) < output.index("distributed-asgi up\n")
+        assert edge_starting is not None and len(worker_pids) == 2
+        assert {*worker_pids, int(edge_starting[1])} == children
+        ready = sorted(steps[5:], key=lambda line: line[:6])
+        for number, (line, pid) in enumerate(zip(ready[:2], worker_pids, strict=True), start=1):
+            assert re.fullmatch(
+                rf"\[{number + 1}/4\] worker {number}: listening on app, pid {pid} \(.* s\)", line
+            ), line
+        assert re.fullmatch(
+            rf"\[4/4\] edge: accepting connections on http://127.0.0.1:{port}, "
+            rf"pid {edge_starting[1]} \(.* s\)",
+            ready[2],
+        ), ready[2]
+        assert output.index(steps[7]) < output.index("distributed-asgi up\n")
 
         response = httpx.get(f"http://127.0.0.1:{port}/some/path", timeout=20)
         assert response.status_code == 200

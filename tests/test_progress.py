@@ -38,6 +38,21 @@ def test_plain_lines_as_steps_begin_and_end() -> None:
     assert lines[2:] == ["[2/3] worker 1: started, pid 8", "[3/3] edge: ok (0.00 s)"]
 
 
+def test_overlapping_steps_keep_their_numbers() -> None:
+    lines: list[str] = []
+    progress = StartupProgress(2, lines.append)
+    first = progress.begin("worker 1", "starting app, pid 1")
+    second = progress.begin("edge", "starting on http://x, pid 2")
+    second.done("accepting connections", timed=False)
+    first.done("listening on app", timed=False)
+    assert lines == [
+        "[1/2] worker 1: starting app, pid 1 ...",
+        "[2/2] edge: starting on http://x, pid 2 ...",
+        "[2/2] edge: accepting connections",
+        "[1/2] worker 1: listening on app",
+    ]
+
+
 def test_an_exception_marks_the_step_failed_and_propagates() -> None:
     lines: list[str] = []
     progress = StartupProgress(2, lines.append)
