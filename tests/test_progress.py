@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from distributed_asgi import supervisor
 from distributed_asgi.progress import StartupProgress
 from distributed_asgi.redis_process import free_port
 
@@ -118,3 +119,24 @@ def test_up_on_a_terminal_colours_its_progress(redis_url: str, prefix: str) -> N
             up.kill()
             up.wait()
         os.close(master)
+
+
+def test_a_worker_missing_from_redis_is_reported_running_not_failed(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, prefix: str
+) -> None:
+    """A worker whose presence never shows (say, an ACL user that may not write it) does not
+    stop ``up``: it is reported as running once the edge is up and the wait is over."""
+    monkeypatch.setattr(supervisor, "PRESENCE_WAIT", 0.3)
+    monkeypatch.setattr(supervisor.System, "_listening_pids", lambda self: set())
+    config = supervisor.UpConfig(
+        app="json:dumps", port=free_port(), redis_url=redis_url, prefix=prefix, drain_timeout=1
+    )
+    lines: list[str] = []
+    system = supervisor.System(config, out=lines.append)
+    try:
+        system.start()
+        worker_pid = next(child.pid for child in system.children if child.name == "worker 1")
+    finally:
+        assert system.stop() == 0
+    assert lines[-1].startswith(f"[2/3] worker 1: running, pid {worker_pid} (not listed in Redis")
+    assert lines[-2].startswith("[3/3] edge: accepting connections on ")
