@@ -129,7 +129,7 @@ def test_compose_file_runs_redis_an_edge_and_two_workers() -> None:
     worker_context = parse_command(worker["command"])
     assert worker_context.info_name == "worker"
     assert worker["deploy"]["replicas"] == 2
-    assert worker["image"] == edge["image"]
+    assert worker["image"] == edge["image"] and worker["build"] == edge["build"]
     assert _seconds(worker["stop_grace_period"]) > worker_context.params["drain_timeout"]
     # The workers serve the key the edge's only route produces.
     routes = gather_routes(edge_context.params["route_values"], None)
