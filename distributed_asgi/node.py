@@ -226,7 +226,8 @@ class Node(StatelessServer):
         self.lifespan = Lifespan(self.application, self.lifespan_mode, self.asgi_version)
         await self.lifespan.startup()
         checker = asyncio.ensure_future(self.application_checker())  # type: ignore[no-untyped-call]
-        await self.presence.publish(0)
+        # In the background: a Redis that does not answer must not hold up the start.
+        self._spawn(self.presence.publish(0))
         heartbeats = asyncio.ensure_future(self._heartbeat_loop())
         logger.info(
             "Node listening on %s (joined as %s)",

@@ -52,6 +52,7 @@ __all__ = [
 logger = logging.getLogger("distributed_asgi.node")
 
 _ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, ResponseError)
+_WRITE_ERRORS: tuple[type[Exception], ...] = (*_ERRORS, asyncio.TimeoutError)
 
 # A Node missing this many presence writes in a row is gone (one miss is a slow loop, not death).
 PRESENCE_TTL_BEATS = 3
@@ -170,12 +171,17 @@ class Presence:
             if not self._closed and self.layer is not None:
                 await self._write(in_flight, self.layer)
 
+    @property
+    def _timeout(self) -> float:
+        # A write that takes longer than the key lives is useless; waiting on it longer would
+        # hold up the Node's stop (remove() waits for it) when Redis is unreachable, not down.
+        return self.ttl_ms / 1000
+
     async def _write(self, in_flight: int, layer: RedisChannelLayer) -> None:
         value = json.dumps(self.snapshot(in_flight), separators=(",", ":"))
         try:
-            client, key = await locate(layer, "node", self.node_id)
-            await client.set(key, value, px=self.ttl_ms)
-        except _ERRORS as exc:
+            await asyncio.wait_for(self._set(layer, value), self._timeout)
+        except _WRITE_ERRORS as exc:
             # The layer logs the outage itself; one line here says status will miss this Node.
             if not self._failing:
                 logger.warning("cannot publish this Node's presence: %s", exc)
@@ -187,6 +193,13 @@ class Presence:
         async with self._locked():
             self._closed = True
             if self.layer is not None:
-                with contextlib.suppress(*_ERRORS):
-                    client, key = await locate(self.layer, "node", self.node_id)
-                    await client.delete(key)
+                with contextlib.suppress(*_WRITE_ERRORS):
+                    await asyncio.wait_for(self._delete(self.layer), self._timeout)
+
+    async def _set(self, layer: RedisChannelLayer, value: str) -> None:
+        client, key = await locate(layer, "node", self.node_id)
+        await client.set(key, value, px=self.ttl_ms)
+
+    async def _delete(self, layer: RedisChannelLayer) -> None:
+        client, key = await locate(layer, "node", self.node_id)
+        await client.delete(key)

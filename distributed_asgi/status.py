@@ -71,7 +71,13 @@ async def _nodes(layer: RedisChannelLayer) -> list[dict[str, Any]]:
         keys = [key async for key in client.scan_iter(match=node_key_pattern(layer), count=1000)]
         if not keys:
             continue
-        for raw in await client.mget(keys):
+        # One GET per key in a pipeline, not MGET: on a cluster master the keys are in many
+        # slots, and a multi-key command across slots is refused.
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            values = await pipe.execute()
+        for raw in values:
             if raw is None:  # expired between SCAN and MGET
                 continue
             try:
@@ -188,7 +194,7 @@ def render(snapshot: dict[str, Any]) -> Any:
     if not snapshot["routes"]:
         routes.caption = "no route channel: no live Node and nothing queued"
     if not snapshot["nodes"]:
-        nodes.caption = "no live Node (a Node shows within one heartbeat of starting)"
+        nodes.caption = "no live Node"
     return Group(routes, nodes)
 
 
