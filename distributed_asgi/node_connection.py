@@ -36,6 +36,7 @@ from .protocol import (
     Connect,
     FrameError,
     Heartbeat,
+    check_client_message,
     decode_frame,
     encode_accept,
     encode_asgi,
@@ -210,6 +211,11 @@ class NodeConnection:
                 )
                 continue
             for message in frame.messages:
+                try:
+                    check_client_message(self.scope["type"], message)
+                except FrameError as exc:
+                    logger.warning("dropped a message on %s: %s", self.channel, exc)
+                    continue
                 self._deliver(message)
             if self.disconnected:
                 return

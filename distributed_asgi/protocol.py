@@ -32,6 +32,7 @@ __all__ = [
     "Frame",
     "FrameError",
     "Heartbeat",
+    "check_client_message",
     "decode_frame",
     "encode_accept",
     "encode_asgi",
@@ -197,13 +198,17 @@ def decode_frame(message: object) -> Frame:
         ):
             # NaN would never count as passed, so a Node would start a connection forever.
             raise FrameError(f"connect frame 'deadline' must be a number, got {deadline!r}")
+        scope = scope_from_wire(message.get("scope"))
+        first = _messages(message.get("m", []))
+        for item in first:
+            check_client_message(scope["type"], item)
         return Connect(
             conn_id,
-            scope_from_wire(message.get("scope")),
+            scope,
             _process_channel(message, "reply"),
             float(deadline),
             _seconds(message, "hb"),
-            _messages(message.get("m", [])),
+            first,
         )
     raise FrameError(f"unknown frame kind {kind!r}")
 
@@ -248,6 +253,45 @@ def _messages(value: object) -> list[Message]:
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
             raise FrameError(f"not an ASGI message (a dict with a str 'type'): {item!r}")
     return value
+
+
+# -- client messages -------------------------------------------------------------------------
+
+# What a server passes to an application's receive(), by scope type, with the fields an
+# application may rely on: (name, allowed types, required).
+_CLIENT_MESSAGES: dict[str, dict[str, tuple[tuple[str, tuple[type, ...], bool], ...]]] = {
+    "http": {
+        "http.request": (("body", (bytes,), False), ("more_body", (bool,), False)),
+        "http.disconnect": (),
+    },
+    "websocket": {
+        "websocket.connect": (),
+        "websocket.receive": (
+            ("bytes", (bytes, type(None)), False),
+            ("text", (str, type(None)), False),
+        ),
+        "websocket.disconnect": (("code", (int,), False), ("reason", (str, type(None)), False)),
+    },
+}
+
+
+def check_client_message(scope_type: str, message: Mapping[str, Any]) -> None:
+    """``FrameError`` unless ``message`` is one a server could pass to ``receive()`` for a
+    ``scope_type`` connection: the Node hands the application only what uvicorn would."""
+    kind = message.get("type")
+    fields = _CLIENT_MESSAGES.get(scope_type, {}).get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        raise FrameError(f"{kind!r} is not a message an ASGI server sends to a {scope_type} app")
+    for name, types, required in fields:
+        if name not in message:
+            if required:
+                raise FrameError(f"{kind} message without {name!r}")
+            continue
+        value = message[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise FrameError(f"{kind} message field {name!r} has the wrong type: {value!r:.80}")
+    if kind == "websocket.receive" and message.get("bytes") is None and message.get("text") is None:
+        raise FrameError("websocket.receive message with neither 'bytes' nor 'text'")
 
 
 # -- scopes --------------------------------------------------------------------------------------

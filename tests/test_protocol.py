@@ -17,6 +17,7 @@ from distributed_asgi.protocol import (
     End,
     FrameError,
     Heartbeat,
+    check_client_message,
     decode_frame,
     encode_accept,
     encode_asgi,
@@ -163,3 +164,44 @@ def test_decode_never_raises_anything_but_frame_error(value: object) -> None:
 def test_decode_of_near_frames_never_raises_anything_but_frame_error(value: dict[str, Any]) -> None:
     with contextlib.suppress(FrameError):
         decode_frame(value)
+
+
+@pytest.mark.parametrize(
+    ("scope_type", "message"),
+    [
+        ("http", {"type": "http.request", "body": b"x", "more_body": True}),
+        ("http", {"type": "http.request"}),
+        ("http", {"type": "http.disconnect"}),
+        ("websocket", {"type": "websocket.connect"}),
+        ("websocket", {"type": "websocket.receive", "text": "hi"}),
+        ("websocket", {"type": "websocket.receive", "bytes": b"hi", "text": None}),
+        ("websocket", {"type": "websocket.disconnect", "code": 1006, "reason": ""}),
+    ],
+)
+def test_client_messages_a_server_sends(scope_type: str, message: dict[str, Any]) -> None:
+    check_client_message(scope_type, message)
+
+
+@pytest.mark.parametrize(
+    ("scope_type", "message", "error"),
+    [
+        ("http", {"type": "http.response.start", "status": 200}, "not a message an ASGI server"),
+        ("http", {"type": "websocket.receive", "text": "x"}, "not a message an ASGI server"),
+        ("http", {"type": "http.request", "body": "str"}, "'body' has the wrong type"),
+        ("http", {"type": "http.request", "more_body": 1}, "'more_body' has the wrong type"),
+        ("websocket", {"type": "websocket.receive"}, "neither 'bytes' nor 'text'"),
+        ("websocket", {"type": "websocket.disconnect", "code": True}, "'code' has the wrong"),
+        ("websocket", {"type": "websocket.send", "text": "x"}, "not a message an ASGI server"),
+    ],
+)
+def test_client_messages_no_server_sends(
+    scope_type: str, message: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(FrameError, match=error):
+        check_client_message(scope_type, message)
+
+
+def test_a_connect_carries_only_client_messages_of_its_scope_type() -> None:
+    frame = wire(encode_connect("c", SCOPE, "edge.x!y", 1.0, 2.0, [{"type": "websocket.connect"}]))
+    with pytest.raises(FrameError, match=r"'websocket\.connect' is not a message"):
+        decode_frame(frame)

@@ -232,6 +232,17 @@ async def test_node_channel(gateway: Gateway) -> None:
         payloads = bad_payloads(body)
         await forger.payloads(node_channel, payloads)
         await forger.layer.send(node_channel, encode_accept(conn_id, reply, 2.0))  # wrong kind
+        # Well-formed frames carrying messages no server would pass to the application.
+        await forger.layer.send(
+            node_channel,
+            encode_asgi(
+                conn_id,
+                [
+                    {"type": "http.response.start", "status": 200},
+                    {"type": "http.request", "body": "not bytes"},
+                ],
+            ),
+        )
         key = await forger.headerless_entry(node_channel)
         await forger.layer.send(node_channel, body)
         messages: list[dict[str, Any]] = []
@@ -245,7 +256,11 @@ async def test_node_channel(gateway: Gateway) -> None:
         await forger.close()
     gateway.start_edge(layer=LAYER)
     assert await hello(gateway) == "hello, world"
-    needles = [needle for _, needle in payloads] + ["dropped a Accept frame on"]
+    needles = [needle for _, needle in payloads] + [
+        "dropped a Accept frame on",
+        "'http.response.start' is not a message an ASGI server sends to a http app",
+        "http.request message field 'body' has the wrong type",
+    ]
     text = wait_for_log(log.read_text, [*needles, f"dropped a malformed entry from {key}"])
     log_lines_naming(text, node_channel, needles)
 
