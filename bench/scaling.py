@@ -520,6 +520,28 @@ def _noise_note(ratio: float, spread_one: float, spread_three: float) -> str:
     )
 
 
+def _gateway_note(ratio: float, cpu_ratio: float, spread: float) -> str:
+    # On a machine where Redis is not the bottleneck, a loss is what three servers predict
+    # (more Redis CPU, more processes on the same cores); a gain is not.
+    if ratio < 0.9:
+        return (
+            f"A loss is what that predicts (Redis CPU per request {cpu_ratio:.2f}x, two more"
+            f" processes); runs of one setup differed up to {spread:.1f}x, so its size is"
+            " uncertain (every run above)."
+        )
+    if ratio <= 1.1:
+        return f"About the same (runs of one setup differed up to {spread:.1f}x)."
+    if ratio <= spread:
+        return (
+            f"A gain here is not what that predicts; runs of one setup differed up to"
+            f" {spread:.1f}x on this shared machine (every run above): read it as noise."
+        )
+    return (
+        f"A gain beyond the spread of the runs ({spread:.1f}x at most), which Redis's idle CPU"
+        " does not explain: an effect to look into on a quiet machine."
+    )
+
+
 def comparison_cpu_ratio(outcome: Outcome) -> float:
     one, three = outcome.gateway_median(1), outcome.gateway_median(SHARDS)
     before = one.per_request(one.total.cpu)
@@ -678,8 +700,10 @@ def markdown(
         " gets a share of the pipelining, so Redis spent"
         f" {comparison_cpu_ratio(outcome):.2f}x the CPU per request in all (more reads, writes and"
         " wake-ups for the same commands). "
-        + _noise_note(
-            ratio, *(spread_factor([r.load.rps for r in outcome.gateway[h]]) for h in (1, SHARDS))
+        + _gateway_note(
+            ratio,
+            comparison_cpu_ratio(outcome),
+            max(spread_factor([r.load.rps for r in outcome.gateway[h]]) for h in (1, SHARDS)),
         )
         + " The gain from shards is where one Redis core is the limit (the projection above).",
     ]
