@@ -9,6 +9,8 @@ import datetime
 import ipaddress
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -197,7 +199,7 @@ async def test_the_documented_acl_is_enough_for_the_layer(
     try:
         for command in (
             ("GET", "other:key"),
-            ("SET", f"{prefix}:q:x", "1"),  # SET is not among the commands
+            ("APPEND", f"{prefix}:q:x", "1"),  # APPEND is not among the commands
             ("FLUSHALL",),
             ("KEYS", "*"),
             ("CONFIG", "GET", "*"),
@@ -221,7 +223,25 @@ def test_gateway_request_as_the_documented_acl_user(
         with httpx.Client(base_url=gateway.url(), timeout=10) as http:
             assert http.get("/hello").text == "hello, world"
             assert http.post("/echo", content=b"x" * 300_000).content == b"x" * 300_000
-        assert "NOPERM" not in gateway.logs()
+        status = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "distributed_asgi",
+                "status",
+                "--redis",
+                url,
+                "--prefix",
+                prefix,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "fidelity" in status.stdout or "Route channels" in status.stdout
+        logs = gateway.logs() + status.stdout + status.stderr
+        assert "no permissions" not in logs.lower() and "NOPERM" not in logs, logs
     finally:
         gateway.stop()
 
