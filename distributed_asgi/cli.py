@@ -110,6 +110,25 @@ _app_dir_option = click.option(
     show_default=True,
     help="Look for APP in this directory, by adding it to the PYTHONPATH.",
 )
+# Options that mean the same on several commands, declared once.
+_factory_option = click.option(
+    "--factory", is_flag=True, help="APP is a factory: call it with no arguments to get the app."
+)
+_pickup_timeout_option = click.option(
+    "--pickup-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds the edge waits for a worker to take a connection before answering 503.",
+)
+_concurrency_option = click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Per worker: most connections served at once; beyond it work stays in Redis for "
+    "other workers.",
+)
 _route_options = [
     click.option(
         "--route",
@@ -241,13 +260,7 @@ def main() -> None:
 @_local_redis_option
 @_prefix_option
 @_encryption_option
-@click.option(
-    "--pickup-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
-    help="Seconds to wait for a worker to take a connection before answering 503.",
-)
+@_pickup_timeout_option
 @click.option(
     "--first-byte-timeout",
     type=click.FloatRange(min=0),
@@ -421,13 +434,7 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
 @_local_redis_option
 @_prefix_option
 @_encryption_option
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Most connections served at once; beyond it work stays in Redis for other workers.",
-)
+@_concurrency_option
 @click.option(
     "--drain-timeout",
     type=click.FloatRange(min=0),
@@ -443,9 +450,7 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
     help="Application interface; auto tells ASGI 2 classes from ASGI 3 callables.",
 )
 @click.option("--asgi2", is_flag=True, help="Same as --interface asgi2.")
-@click.option(
-    "--factory", is_flag=True, help="APP is a factory: call it with no arguments to get the app."
-)
+@_factory_option
 @click.option(
     "--lifespan",
     type=click.Choice(["auto", "on", "off"]),
@@ -645,20 +650,8 @@ def _install_loop(loop: str) -> None:
     "server. This prefix's keys are deleted on exit.",
 )
 @_encryption_option
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Per worker: most connections served at once.",
-)
-@click.option(
-    "--pickup-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
-    show_default=True,
-    help="Seconds the edge waits for a worker before answering 503.",
-)
+@_concurrency_option
+@_pickup_timeout_option
 @click.option(
     "--drain-timeout",
     type=click.FloatRange(min=0),
@@ -666,9 +659,7 @@ def _install_loop(loop: str) -> None:
     show_default=True,
     help="On Ctrl-C, seconds to let in-flight connections finish.",
 )
-@click.option(
-    "--factory", is_flag=True, help="APP is a factory: call it with no arguments to get the app."
-)
+@_factory_option
 @_app_dir_option
 @_log_level_option
 def up(
