@@ -1,6 +1,6 @@
 """PNG charts beside the tables of docs/benchmarks.md: people would rather look than read.
 
-A chart is a row of panels, one per measured quantity (their units differ, so they do not share
+A chart is a grid of panels (at most ``MAX_COLUMNS`` a row), one per measured quantity (their units differ, so they do not share
 an axis); each panel has one bar per setup, labelled with its value. The functions take figures
 already measured, so a test can draw from sample data and a run draws from its own medians.
 
@@ -19,6 +19,7 @@ from .report import ROOT
 
 __all__ = [
     "IMG_DIR",
+    "MAX_COLUMNS",
     "Panel",
     "chart_path",
     "draw",
@@ -29,7 +30,8 @@ __all__ = [
 
 IMG_DIR = ROOT / "docs" / "img"
 # One colour per setup, the same in every chart: ours (or the gateway) first.
-COLOURS = ["#1f6feb", "#d9822b", "#8a8f98", "#2da44e"]
+COLOURS = ["#1f6feb", "#d9822b", "#8a8f98", "#2da44e", "#a371f7", "#cf222e"]
+MAX_COLUMNS = 5  # panels a row; more go on the next row, so a wide table stays readable
 
 
 @dataclass
@@ -82,8 +84,15 @@ def draw(title: str, panels: Sequence[Panel], path: Path, *, note: str = "") -> 
         setups += [name for name in panel.values if name not in setups]
     colour = {name: COLOURS[i % len(COLOURS)] for i, name in enumerate(setups)}
 
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 0.6, 3.6), dpi=110)
-    axes_list = list(axes) if len(panels) > 1 else [axes]
+    rows = -(-len(panels) // MAX_COLUMNS)
+    columns = -(-len(panels) // rows)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(3.2 * columns + 0.6, 3.6 * rows), dpi=110, squeeze=False
+    )
+    axes_list = [ax for row in axes for ax in row]
+    for spare in axes_list[len(panels) :]:
+        spare.set_visible(False)
+    axes_list = axes_list[: len(panels)]
     try:
         for ax, panel in zip(axes_list, panels, strict=True):
             names = list(panel.values)

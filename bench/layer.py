@@ -52,11 +52,17 @@ SECTION = "layer-bench"
 class Kit:
     """Makes layer instances of one kind on one server and prefix, and closes them all."""
 
-    def __init__(self, kind: str, url: str, prefix: str) -> None:
+    def __init__(self, kind: str, url: str, prefix: str, members: int = 10) -> None:
         if kind not in LAYERS:
             raise ValueError(f"unknown layer {kind!r}; choose from {', '.join(LAYERS)}")
         self.kind, self.url, self.prefix = kind, url, prefix
+        self.members = members  # the peer's group size (bench.cases.operation_cost)
         self.made: list[Any] = []
+
+    def peer_command(self) -> list[str]:
+        spec = {"kind": self.kind, "url": self.url, "prefix": self.prefix}
+        spec["members"] = self.members
+        return [sys.executable, "-m", "bench.peer", json.dumps(spec)]
 
     def new(self) -> Any:
         layer: Any
@@ -88,7 +94,7 @@ class Kit:
 
 async def run_case(case: str, kind: str, url: str, prefix: str, sizes: Sizes) -> Result:
     """One measurement in the running event loop."""
-    kit = Kit(kind, url, prefix)
+    kit = Kit(kind, url, prefix, members=sizes.members)
     try:
         return await CASES[case](kit, sizes)
     finally:
@@ -138,13 +144,22 @@ class Row:
 
 ROWS = [
     Row(
-        "throughput (msg/s)",
+        "throughput, windowed (msg/s)",
         "throughput",
         "rate",
         True,
         True,
         ">= 10x core, >= 2x pubsub",
         lambda v: v["ours"] >= 10 * v["core"] and v["ours"] >= 2 * v["pubsub"],
+    ),
+    Row(
+        "throughput, sequential (msg/s)",
+        "sequential",
+        "rate",
+        True,
+        True,
+        ">= 1.0x pubsub",
+        lambda v: v["ours"] >= v["pubsub"],
     ),
     Row(
         "ping-pong p50 (µs)",
@@ -157,13 +172,22 @@ ROWS = [
     ),
     Row("ping-pong p99 (µs)", "pingpong", "p99_us", False, True, "", None),
     Row(
-        "fan-out (deliveries/s)",
+        "fan-out, windowed (deliveries/s)",
         "fanout",
         "rate",
         True,
         True,
         ">= 2x pubsub",
         lambda v: v["ours"] >= 2 * v["pubsub"],
+    ),
+    Row(
+        "fan-out, sequential (deliveries/s)",
+        "fanout_sequential",
+        "rate",
+        True,
+        True,
+        ">= 1.0x pubsub",
+        lambda v: v["ours"] >= v["pubsub"],
     ),
     Row(
         "burst fan-out lost (of 1000)",
@@ -174,7 +198,13 @@ ROWS = [
         "0 lost (ours)",
         lambda v: v["ours"] == 0,
     ),
+    Row("CPU per send (µs)", "opcost", "send_us", False, True, "", None, digits=1),
+    Row("CPU per receive (µs)", "opcost", "receive_us", False, True, "", None, digits=1),
+    Row("CPU per group_send (µs)", "opcost", "group_send_us", False, True, "", None, digits=1),
 ]
+
+# The chart shows the compared figures with a target, and the CPU cost of each operation.
+CHART_SKIP = ("ping-pong p99 (µs)",)
 
 HEADER = ["case", "ours", "core", "pubsub", "ours/core", "ours/pubsub", "better", "target", ""]
 ALIGN = "lrrrrrlll"
@@ -220,7 +250,7 @@ def table_rows(median: dict[tuple[str, str], Result]) -> tuple[list[list[str]], 
             known = {k: v for k, v in values.items() if v is not None}
             passed = len(known) == len(LAYERS) and row.check(known)
             verdicts.append(passed)
-            verdict = "PASS" if passed else "FAIL"
+            verdict = "PASS" if passed else "MISSED"
         rows.append([*cells, row.target or "-", verdict])
     return rows, verdicts
 
@@ -229,8 +259,8 @@ def chart_panels(median: dict[tuple[str, str], Result]) -> list[chart.Panel]:
     """One panel per compared case (the table's rows with ratios), each layer a bar."""
     panels = []
     for row in ROWS:
-        if not row.ratios:  # burst: a count of lost messages, zero for every layer when it passes
-            continue
+        if not row.ratios or row.label in CHART_SKIP:
+            continue  # burst: a count of lost messages, zero for every layer when it passes
         title, _, unit = row.label.partition(" (")
         values = {kind: median.get((row.case, kind), {}).get(row.key) for kind in LAYERS}
         panels.append(chart.Panel(title, unit.rstrip(")"), values, row.higher_is_better))
@@ -388,6 +418,8 @@ def _markdown(
         f"consumer. The producer gathers {sizes.window} `send()`s at a time, then the next "
         f"{sizes.window}; the consumer awaits one `receive()` at a time. Clock: first send to "
         f"last receive, after {sizes.warmup} warm-up messages.",
+        f"- **throughput, sequential**: the same, but each `send()` is awaited before the next "
+        f"(one in flight, as a consumer awaits it), {sizes.sequential_messages:,} messages.",
         f"- **ping-pong**: instance A sends to B's `new_channel()`, B echoes to A's; "
         f"{sizes.round_trips:,} timed round trips after {sizes.warmup} warm-up ones.",
         f"- **fan-out**: {sizes.groups} groups of {sizes.members} members; each member is a "
@@ -395,9 +427,16 @@ def _markdown(
         f"all members wait in `receive()`; one sender instance `group_send`s one message per "
         f"group ({sizes.window} in flight at once). Clock: first `group_send` to the last "
         f"delivery; one warm-up round and {sizes.fanout_rounds} timed rounds.",
+        "- **fan-out, sequential**: the same, but each `group_send` is awaited before the next.",
         "- **burst**: the same groups, but every `group_send` happens before any member "
         f"receives; then all members drain at once (each waits up to {sizes.timeout / 4:.0f} "
         "s), and what did not arrive is counted lost.",
+        f"- **CPU per send / receive / group_send**: µs of the measuring process's CPU "
+        f"(`time.process_time`) per operation, {sizes.operations:,} of each awaited one at a "
+        f"time after {sizes.warmup} warm-up ones. The other end is a separate process (its own "
+        f"layer of the same kind): sends go to its `new_channel()`, `group_send`s to a group of "
+        f"{sizes.members} of its channels, and receives take what it sends one at a time (the "
+        "clock runs from the order to send to the last message received).",
     ]
     if notes:
         lines += ["", "Notes:", "", *(f"- {note}" for note in notes)]

@@ -38,6 +38,7 @@ from . import chart
 from . import http as bench_http
 from .cases import CASES, Sizes
 from .cases import FULL as LAYER_FULL
+from .counters import RedisCounters, process_cpu, reset_stats
 from .report import (
     ROOT,
     git_revision,
@@ -54,9 +55,6 @@ SECTION = "scaling-bench"
 SCALING_MD = ROOT / "docs" / "scaling.md"
 PREFIX = "bench-scaling"
 SHARDS = 3
-# Redis's own bookkeeping commands (ours, around each run) are not the gateway's traffic.
-_OWN_COMMANDS = ("cmdstat_info", "cmdstat_config|resetstat", "cmdstat_config")
-_CLOCK_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True)
@@ -75,76 +73,6 @@ FULL = ScalingSizes(connections=32, duration=10.0, warmup=2.0, runs=3, layer_rep
 QUICK = ScalingSizes(
     connections=8, duration=2.0, warmup=0.5, runs=1, layer=replace(LAYER_FULL, messages=2_000)
 )
-
-
-# -- Redis's counters ---------------------------------------------------------------------------
-
-
-@dataclass
-class RedisCounters:
-    commands: dict[str, int]
-    net_in: int
-    net_out: int
-    cpu: float  # seconds, system + user
-
-    @classmethod
-    def read(cls, url: str) -> RedisCounters:
-        import redis
-
-        client = redis.Redis.from_url(url)
-        try:
-            info = client.info("all")
-        finally:
-            client.close()
-        commands = {
-            name.removeprefix("cmdstat_"): int(stats["calls"])
-            for name, stats in info.items()
-            if name.startswith("cmdstat_") and name not in _OWN_COMMANDS
-        }
-        return cls(
-            commands=commands,
-            net_in=int(info["total_net_input_bytes"]),
-            net_out=int(info["total_net_output_bytes"]),
-            cpu=float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
-        )
-
-    def __sub__(self, before: RedisCounters) -> RedisCounters:
-        names = set(self.commands) | set(before.commands)
-        return RedisCounters(
-            commands={n: self.commands.get(n, 0) - before.commands.get(n, 0) for n in names},
-            net_in=self.net_in - before.net_in,
-            net_out=self.net_out - before.net_out,
-            cpu=self.cpu - before.cpu,
-        )
-
-    def __add__(self, other: RedisCounters) -> RedisCounters:
-        names = set(self.commands) | set(other.commands)
-        return RedisCounters(
-            commands={n: self.commands.get(n, 0) + other.commands.get(n, 0) for n in names},
-            net_in=self.net_in + other.net_in,
-            net_out=self.net_out + other.net_out,
-            cpu=self.cpu + other.cpu,
-        )
-
-
-def _reset_stats(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.config_resetstat()
-    finally:
-        client.close()
-
-
-def _process_cpu(pid: int) -> float | None:
-    """Seconds of CPU (user + system) a process has used; None where /proc is missing."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICK
 
 
 def _own_and_children_cpu() -> float:
@@ -243,15 +171,15 @@ def measure_gateway(hosts: int, sizes: ScalingSizes, loop: str) -> GatewayRun:
             http_sizes = _http_sizes(sizes)
             bench_http.measure(port, http_sizes, loop, duration=sizes.warmup, paths=paths)
             for url in urls:
-                _reset_stats(url)
+                reset_stats(url)
             before = [RedisCounters.read(url) for url in urls]
-            edge_before, worker_before = _process_cpu(edge_pid), _process_cpu(worker_pid)
+            edge_before, worker_before = process_cpu(edge_pid), process_cpu(worker_pid)
             generator_before = _own_and_children_cpu()
             started = time.perf_counter()
             load = bench_http.measure(port, http_sizes, loop, paths=paths)
             wall = time.perf_counter() - started
             generator_cpu = _own_and_children_cpu() - generator_before
-            edge_after, worker_after = _process_cpu(edge_pid), _process_cpu(worker_pid)
+            edge_after, worker_after = process_cpu(edge_pid), process_cpu(worker_pid)
             after = [RedisCounters.read(url) for url in urls]
     return GatewayRun(
         hosts=hosts,

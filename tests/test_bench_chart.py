@@ -37,6 +37,8 @@ def sample_layer_medians() -> dict[tuple[str, str], dict[str, float]]:
         "core": {"rate": 807.0, "p50_us": 2_577.0, "p99_us": 6_311.0, "lost": 0.0},
         "pubsub": {"rate": 3_812.0, "p50_us": 508.0, "p99_us": 1_345.0, "lost": 0.0},
     }
+    for kind, cost in (("ours", 30.0), ("core", 200.0), ("pubsub", 50.0)):
+        figures[kind] |= {"send_us": cost, "receive_us": cost * 2, "group_send_us": cost * 3}
     return {(case, kind): figures[kind] for case in bench_layer.CASES for kind in figures}
 
 
@@ -49,11 +51,16 @@ def sample_http_outcome() -> bench_http.Outcome:
 def test_layer_chart_has_a_panel_per_compared_case_and_a_bar_per_layer(tmp_path: Path) -> None:
     panels = bench_layer.chart_panels(sample_layer_medians())
     assert [(p.title, p.unit, p.higher_is_better) for p in panels] == [
-        ("throughput", "msg/s", True),
+        ("throughput, windowed", "msg/s", True),
+        ("throughput, sequential", "msg/s", True),
         ("ping-pong p50", "µs", False),
-        ("ping-pong p99", "µs", False),
-        ("fan-out", "deliveries/s", True),
+        ("fan-out, windowed", "deliveries/s", True),
+        ("fan-out, sequential", "deliveries/s", True),
+        ("CPU per send", "µs", False),
+        ("CPU per receive", "µs", False),
+        ("CPU per group_send", "µs", False),
     ]
+    assert panels[5].values == {"ours": 30.0, "core": 200.0, "pubsub": 50.0}
     assert panels[0].values == {"ours": 16_536.0, "core": 807.0, "pubsub": 3_812.0}
 
     path = chart.draw("Channel layer", panels, tmp_path / "layer-bench.png")
