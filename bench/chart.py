@@ -1,8 +1,9 @@
 """PNG charts beside the tables of docs/benchmarks.md: people would rather look than read.
 
-A chart is a grid of panels (at most ``MAX_COLUMNS`` a row), one per measured quantity (their units differ, so they do not share
-an axis); each panel has one bar per setup, labelled with its value. The functions take figures
-already measured, so a test can draw from sample data and a run draws from its own medians.
+A chart is a grid of panels (at most ``MAX_COLUMNS`` a row), one per measured quantity (their
+units differ, so they do not share an axis); each panel has one bar per setup, labelled with its
+value. The functions take figures already measured, so a test can draw from sample data and a
+run draws from its own medians.
 
 matplotlib is in the ``bench`` extra (and ``dev``, for the test); it is imported only here, with
 the Agg backend, so nothing needs a display.

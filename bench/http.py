@@ -10,6 +10,10 @@ Rules of this file:
   or missing one fails the run whatever the speed.
 - The setups are measured in rotation (direct, gateway, direct, ...) and the median run counts,
   so a noisy neighbour hurts both alike.
+- What each run costs is read from the processes and from Redis (``bench.counters``): the CPU of
+  every process (direct uvicorn; the edge, the worker and Redis) from ``/proc`` over the run,
+  and Redis's ``INFO commandstats`` after a ``CONFIG RESETSTAT``, each divided by the requests
+  answered. The targets are ratios against direct uvicorn in the same run, never absolute times.
 """
 
 from __future__ import annotations
@@ -17,22 +21,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from distributed_asgi.redis_process import RedisProcess, free_port
 
 from . import chart
+from .counters import RedisCounters, cpu_delta, cpu_seconds, reset_stats
 from .report import (
     ROOT,
     git_revision,
@@ -43,13 +50,18 @@ from .report import (
     replace_section,
 )
 
-__all__ = ["FULL", "QUICK", "HttpSizes", "hello_app", "main"]
+__all__ = ["FULL", "QUICK", "HttpSizes", "Outcome", "Run", "Setup", "hello_app", "main"]
 
 SECTION = "http-bench"
 APP = "bench.http:hello_app"
 BODY = b"Hello, world!"
 TARGET_THROUGHPUT_RATIO = 0.40  # gateway req/s / direct req/s, at least
 TARGET_P99_RATIO = 3.0  # gateway p99 / direct p99, at most
+# CPU per request of each gateway process / direct uvicorn's CPU per request, at most.
+TARGET_CPU_RATIOS = {"edge": 2.5, "worker": 2.0, "redis": 0.5}
+TARGET_COMMANDS = 6.0  # Redis commands per request (as Redis counts them), at most
+TARGET_SCRIPTS = 1.0  # script calls per request, at most
+WRK_HINT = "install wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk)"
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,8 @@ _HEADERS = [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY))
 
 
 async def hello_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """The smallest honest ASGI app: 200, two headers, a 13-byte body."""
+    """The smallest honest ASGI app: 200, two headers, a 13-byte body; a WebSocket is accepted
+    and echoes every message until the client leaves (``bench.idle`` holds such connections)."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -83,16 +96,52 @@ async def hello_app(scope: Scope, receive: Receive, send: Send) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        await _echo(receive, send)
+        return
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+async def _echo(receive: Receive, send: Send) -> None:
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
 
 
 # -- the servers ------------------------------------------------------------------------------
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def event_loop() -> str:
+    """uvloop for every server process when it is installed (the bench venv has it)."""
+    return "uvloop" if _installed("uvloop") else "asyncio"
+
+
+def http_parser() -> str:
+    return "httptools" if _installed("httptools") else "h11"
+
+
 def _uvicorn_settings() -> list[str]:
-    # Identical for the direct server and the edge; "auto" picks uvloop/httptools if installed.
-    return ["--loop", "auto", "--http", "auto", "--no-access-log", "--log-level", "warning"]
+    # Identical for the direct server and the edge, named rather than "auto" so a missing
+    # package shows in the section's text instead of silently changing what is compared.
+    settings = ["--loop", event_loop(), "--http", http_parser()]
+    return [*settings, "--no-access-log", "--log-level", "warning"]
+
+
+def missing_speedups() -> list[str]:
+    return [name for name in ("uvloop", "httptools") if not _installed(name)]
 
 
 def _start(args: list[str]) -> subprocess.Popen[bytes]:
@@ -111,33 +160,45 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+@dataclass
+class Setup:
+    """A running setup: where to send the load, and the processes whose costs count."""
+
+    port: int
+    pids: dict[str, int]  # role ("uvicorn"; or "edge", "worker", "redis") -> pid
+    redis_url: str | None = None
+
+
 @contextlib.contextmanager
-def direct_server() -> Iterator[tuple[int, list[int]]]:
+def direct_server(extra: Sequence[str] = ()) -> Iterator[Setup]:
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", APP, "--port", str(port)]
-    server = _start([*args, "--host", "127.0.0.1", *_uvicorn_settings()])
+    server = _start([*args, "--host", "127.0.0.1", *_uvicorn_settings(), *extra])
     try:
         _wait_until_correct(port, [server])
-        yield port, [server.pid]
+        yield Setup(port, {"uvicorn": server.pid})
     finally:
         _stop([server])
 
 
 @contextlib.contextmanager
-def gateway_server() -> Iterator[tuple[int, list[int]]]:
+def gateway_server(
+    edge_extra: Sequence[str] = (), worker_extra: Sequence[str] = ()
+) -> Iterator[Setup]:
     port = free_port()
     with RedisProcess() as redis:
         cli = [sys.executable, "-m", "distributed_asgi"]
         layer = ["--redis", redis.url, "--prefix", "bench-http"]
-        node = _start([*cli, "worker", APP, "--key", "hello", *layer, "--log-level", "warning"])
+        worker_args = [*cli, "worker", APP, "--key", "hello", *layer, "--loop", event_loop()]
+        node = _start([*worker_args, "--log-level", "warning", *worker_extra])
         edge_args = [*cli, "edge", "--route", "/=hello", "--host", "127.0.0.1"]
-        edge = _start([*edge_args, "--port", str(port), *layer, *_uvicorn_settings()])
+        edge = _start([*edge_args, "--port", str(port), *layer, *_uvicorn_settings(), *edge_extra])
         try:
             _wait_until_correct(port, [node, edge])
-            pids = [edge.pid, node.pid]
+            pids = {"edge": edge.pid, "worker": node.pid}
             if redis.process is not None:
-                pids.append(redis.process.pid)
-            yield port, pids
+                pids["redis"] = redis.process.pid
+            yield Setup(port, pids, redis.url)
         finally:
             _stop([edge, node])
 
@@ -343,11 +404,91 @@ def measure(
     return run_python(port, sizes.connections, seconds, loop, paths)
 
 
+ROLES = {"direct": ("uvicorn",), "gateway": ("edge", "worker", "redis")}
+
+
+@dataclass
+class Run:
+    """One measured load run of one setup, and what it cost each process and Redis."""
+
+    load: Load
+    wall: float  # seconds the measured load ran
+    cpu: dict[str, float | None] = field(default_factory=dict)  # role -> CPU seconds
+    redis: RedisCounters | None = None  # the gateway's Redis, over the run
+
+    @property
+    def answered(self) -> int:
+        return max(1, self.load.requests)
+
+    def cpu_us(self, role: str) -> float | None:
+        """µs of the role's CPU per answered request."""
+        seconds = self.cpu.get(role)
+        if seconds is None and role == "redis" and self.redis is not None:
+            seconds = self.redis.cpu  # Redis's own account, where its pid is unknown
+        return None if seconds is None else seconds / self.answered * 1e6
+
+    def cores(self, role: str) -> float | None:
+        seconds = self.cpu.get(role)
+        return None if seconds is None or not self.wall else seconds / self.wall
+
+    @property
+    def commands(self) -> float | None:
+        return None if self.redis is None else self.redis.total / self.answered
+
+    @property
+    def scripts(self) -> float | None:
+        return None if self.redis is None else self.redis.scripts / self.answered
+
+    def by_command(self) -> list[tuple[str, float]]:
+        if self.redis is None:
+            return []
+        calls = sorted(self.redis.commands.items(), key=lambda item: -item[1])
+        return [(name, count / self.answered) for name, count in calls if count > 0]
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
+
+
 @dataclass
 class Outcome:
-    direct: Load
-    gateway: Load
-    runs: dict[str, list[Load]]
+    runs: dict[str, list[Run]]  # "direct" / "gateway" -> every run, in order
+
+    def median_run(self, setup: str) -> Run:
+        ordered = sorted(self.runs[setup], key=lambda run: run.load.rps)
+        return ordered[len(ordered) // 2]
+
+    @property
+    def direct(self) -> Load:
+        return self.median_run("direct").load
+
+    @property
+    def gateway(self) -> Load:
+        return self.median_run("gateway").load
+
+    def cpu_us(self, setup: str, role: str) -> float | None:
+        """The median over the setup's runs of the role's CPU per request."""
+        return _median([run.cpu_us(role) for run in self.runs[setup]])
+
+    @property
+    def direct_cpu_us(self) -> float | None:
+        return self.cpu_us("direct", "uvicorn")
+
+    def cpu_ratio(self, role: str) -> float | None:
+        return _ratio(self.cpu_us("gateway", role), self.direct_cpu_us)
+
+    @property
+    def commands(self) -> float | None:
+        return _median([run.commands for run in self.runs["gateway"]])
+
+    @property
+    def scripts(self) -> float | None:
+        return _median([run.scripts for run in self.runs["gateway"]])
 
     @property
     def throughput_ratio(self) -> float:
@@ -359,75 +500,229 @@ class Outcome:
 
     @property
     def correct(self) -> bool:
-        return all(load.errors == 0 for loads in self.runs.values() for load in loads)
+        return all(run.load.errors == 0 for runs in self.runs.values() for run in runs)
 
     def verdicts(self) -> list[tuple[str, bool]]:
-        return [
+        def at_most(value: float | None, limit: float, unit: str = "x") -> tuple[str, bool]:
+            if value is None:
+                return "not measured", False
+            return f"{value:.2f}{unit}", value <= limit
+
+        out = [
             (
-                f"gateway req/s >= {TARGET_THROUGHPUT_RATIO:.2f} x direct: "
-                f"{self.throughput_ratio:.2f}",
+                f"gateway req/s >= {TARGET_THROUGHPUT_RATIO:.2f}x direct: "
+                f"{self.throughput_ratio:.2f}x",
                 self.throughput_ratio >= TARGET_THROUGHPUT_RATIO,
             ),
             (
-                f"gateway p99 <= {TARGET_P99_RATIO:.0f} x direct: {self.p99_ratio:.2f}",
+                f"gateway p99 <= {TARGET_P99_RATIO:.0f}x direct: {self.p99_ratio:.2f}x",
                 self.p99_ratio <= TARGET_P99_RATIO,
             ),
-            ("every response correct (status 200, exact body)", self.correct),
         ]
+        for role, limit in TARGET_CPU_RATIOS.items():
+            text, ok = at_most(self.cpu_ratio(role), limit)
+            name = "Redis" if role == "redis" else role
+            out.append((f"{name} CPU per request <= {limit}x direct uvicorn's: {text}", ok))
+        text, ok = at_most(self.commands, TARGET_COMMANDS, "")
+        out.append((f"Redis commands per request <= {TARGET_COMMANDS:.0f}: {text}", ok))
+        text, ok = at_most(self.scripts, TARGET_SCRIPTS, "")
+        out.append((f"script calls per request <= {TARGET_SCRIPTS:.0f}: {text}", ok))
+        out.append(("every response correct (status 200, exact body)", self.correct))
+        return out
+
+
+def measure_run(setup: Setup, sizes: HttpSizes, loop: str) -> Run:
+    """One measured load run, with the CPU of each process and Redis's counters around it."""
+    redis_before = None
+    if setup.redis_url is not None:
+        reset_stats(setup.redis_url)
+        redis_before = RedisCounters.read(setup.redis_url)
+    cpu_before = cpu_seconds(setup.pids)
+    started = time.perf_counter()
+    load = measure(setup.port, sizes, loop)
+    wall = time.perf_counter() - started
+    cpu = cpu_delta(cpu_seconds(setup.pids), cpu_before)
+    redis = None
+    if setup.redis_url is not None and redis_before is not None:
+        redis = RedisCounters.read(setup.redis_url) - redis_before
+    return Run(load=load, wall=wall, cpu=cpu, redis=redis)
 
 
 def run(sizes: HttpSizes, loop: str = "asyncio") -> Outcome:
     setups = {"direct": direct_server, "gateway": gateway_server}
-    runs: dict[str, list[Load]] = {name: [] for name in setups}
+    runs: dict[str, list[Run]] = {name: [] for name in setups}
     # Servers stay up across the runs of one setup, so run them in rotation by restarting:
     # start-up is cheap next to a run, and rotation spreads any background noise evenly.
     for round_number in range(sizes.runs):
-        for name, setup in setups.items():
-            with setup() as (port, _pids):
-                measure(port, sizes, loop, duration=sizes.warmup)
-                load = measure(port, sizes, loop)
-                runs[name].append(load)
-                print(
-                    f"  {name:8s} run {round_number + 1}/{sizes.runs}: {load.rps:9.0f} req/s  "
-                    f"p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms  "
-                    f"errors {load.errors}",
-                    flush=True,
-                )
-    median = {name: _median_run(loads) for name, loads in runs.items()}
-    return Outcome(direct=median["direct"], gateway=median["gateway"], runs=runs)
+        for name, start in setups.items():
+            with start() as setup:
+                measure(setup.port, sizes, loop, duration=sizes.warmup)
+                result = measure_run(setup, sizes, loop)
+                runs[name].append(result)
+                print(f"  {name:8s} run {round_number + 1}/{sizes.runs}: {_run_line(result)}")
+    return Outcome(runs)
 
 
-def _median_run(loads: list[Load]) -> Load:
-    ordered = sorted(loads, key=lambda load: load.rps)
-    return ordered[len(ordered) // 2]
+def _run_line(result: Run) -> str:
+    load = result.load
+    costs = ", ".join(f"{role} {_us(result.cpu_us(role))}" for role in result.cpu)
+    line = (
+        f"{load.rps:9.0f} req/s  p50 {load.p50_ms:6.2f} ms  p99 {load.p99_ms:6.2f} ms  "
+        f"errors {load.errors}  CPU/req: {costs}"
+    )
+    if result.commands is not None:
+        line += f"  Redis {result.commands:.1f} cmd/req ({result.scripts:.2f} scripts)"
+    return line
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} µs"
+
+
+def _fixed(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+RUN_HEADER = [
+    "setup",
+    "run",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "uvicorn or edge CPU/req",
+    "worker CPU/req",
+    "Redis CPU/req",
+    "Redis cmds/req",
+    "scripts/req",
+]
+RUN_ALIGN = "lrrrrrrrrrr"
+
+
+def run_rows(outcome: Outcome) -> list[list[str]]:
+    """Every run of every setup, in order, with what it cost each process."""
+    rows = []
+    for name, runs in outcome.runs.items():
+        front = "uvicorn" if name == "direct" else "edge"
+        for number, result in enumerate(runs, 1):
+            load = result.load
+            rows.append(
+                [
+                    name,
+                    str(number),
+                    f"{load.rps:,.0f}",
+                    f"{load.p50_ms:.2f}",
+                    f"{load.p99_ms:.2f}",
+                    str(load.errors),
+                    _us(result.cpu_us(front)),
+                    _us(result.cpu_us("worker")) if name == "gateway" else "-",
+                    _us(result.cpu_us("redis")) if name == "gateway" else "-",
+                    _fixed(result.commands),
+                    _fixed(result.scripts),
+                ]
+            )
+    return rows
+
+
+HEADER = ["figure", "direct", "gateway", "gateway / direct", "target", "result"]
+ALIGN = "lrrrll"
 
 
 def table_rows(outcome: Outcome) -> list[list[str]]:
-    def row(name: str, load: Load) -> list[str]:
-        return [
-            name,
-            f"{load.rps:,.0f}",
-            f"{load.p50_ms:.2f}",
-            f"{load.p99_ms:.2f}",
-            str(sum(run.errors for run in outcome.runs[name])),
-        ]
+    """Medians side by side, as ratios against direct uvicorn, with each target's verdict."""
+    verdict = {index: ok for index, (_, ok) in enumerate(outcome.verdicts())}
 
-    return [
-        row("direct", outcome.direct),
-        row("gateway", outcome.gateway),
+    def mark(index: int) -> str:
+        return "PASS" if verdict[index] else "MISSED"
+
+    direct, gateway = outcome.direct, outcome.gateway
+    rows = [
         [
-            "gateway / direct",
-            f"{outcome.throughput_ratio:.2f}",
-            f"{outcome.gateway.p50_ms / outcome.direct.p50_ms:.2f}"
-            if outcome.direct.p50_ms
-            else "-",
-            f"{outcome.p99_ratio:.2f}",
+            "req/s",
+            f"{direct.rps:,.0f}",
+            f"{gateway.rps:,.0f}",
+            _times(outcome.throughput_ratio),
+            f">= {TARGET_THROUGHPUT_RATIO:.2f}x",
+            mark(0),
+        ],
+        [
+            "p50 ms",
+            f"{direct.p50_ms:.2f}",
+            f"{gateway.p50_ms:.2f}",
+            _times(_ratio(gateway.p50_ms, direct.p50_ms)),
+            "-",
             "",
         ],
+        [
+            "p99 ms",
+            f"{direct.p99_ms:.2f}",
+            f"{gateway.p99_ms:.2f}",
+            _times(outcome.p99_ratio),
+            f"<= {TARGET_P99_RATIO:.0f}x",
+            mark(1),
+        ],
     ]
+    for index, (role, limit) in enumerate(TARGET_CPU_RATIOS.items(), 2):
+        rows.append(
+            [
+                f"{'Redis' if role == 'redis' else role} CPU per request",
+                f"{_us(outcome.direct_cpu_us)} (uvicorn)",
+                _us(outcome.cpu_us("gateway", role)),
+                _times(outcome.cpu_ratio(role)),
+                f"<= {limit}x",
+                mark(index),
+            ]
+        )
+    total = _sum_known([outcome.cpu_us("gateway", role) for role in ROLES["gateway"]])
+    rows.append(
+        [
+            "all processes' CPU per request",
+            _us(outcome.direct_cpu_us),
+            _us(total),
+            _times(_ratio(total, outcome.direct_cpu_us)),
+            "-",
+            "",
+        ]
+    )
+    rows.append(
+        [
+            "Redis commands per request",
+            "-",
+            _fixed(outcome.commands),
+            "-",
+            f"<= {TARGET_COMMANDS:.0f}",
+            mark(5),
+        ]
+    )
+    rows.append(
+        [
+            "script calls per request",
+            "-",
+            _fixed(outcome.scripts),
+            "-",
+            f"<= {TARGET_SCRIPTS:.0f}",
+            mark(6),
+        ]
+    )
+    errors = {name: sum(r.load.errors for r in runs) for name, runs in outcome.runs.items()}
+    rows.append(
+        ["errors (all runs)", str(errors["direct"]), str(errors["gateway"]), "-", "0", mark(7)]
+    )
+    return rows
 
 
-HEADER = ["setup", "req/s", "p50 ms", "p99 ms", "errors"]
+def _sum_known(values: Sequence[float | None]) -> float | None:
+    return None if any(value is None for value in values) else sum(v or 0.0 for v in values)
+
+
+def commands_text(outcome: Outcome) -> str:
+    """The median gateway run's Redis commands per request, by command."""
+    calls = outcome.median_run("gateway").by_command()
+    return ", ".join(f"{name.upper()} {count:.2f}" for name, count in calls) or "none counted"
 
 
 def _load_average() -> str:
@@ -438,21 +733,28 @@ def _load_average() -> str:
 
 
 def chart_panels(outcome: Outcome) -> list[chart.Panel]:
-    """Throughput and both latencies, direct beside gateway."""
+    """Throughput and both latencies, direct beside gateway; CPU per request of each process."""
     setups = {"direct": outcome.direct, "gateway": outcome.gateway}
+    cpu = {"direct": outcome.direct_cpu_us}
+    cpu |= {role: outcome.cpu_us("gateway", role) for role in ROLES["gateway"]}
     return [
         chart.Panel("throughput", "req/s", {n: load.rps for n, load in setups.items()}),
         chart.Panel("p50 latency", "ms", {n: load.p50_ms for n, load in setups.items()}, False),
         chart.Panel("p99 latency", "ms", {n: load.p99_ms for n, load in setups.items()}, False),
+        chart.Panel("CPU per request", "µs", cpu, False),
     ]
+
+
+def generator_text(loop: str) -> str:
+    if load_generator() == "wrk":
+        return "wrk, 1 thread"
+    return f"the bundled asyncio generator ({loop}; wrk was not on PATH)"
 
 
 def markdown(
     outcome: Outcome, sizes: HttpSizes, loop: str, load_before: str, image: str | None = None
 ) -> str:
     facts = machine_facts()
-    generator = load_generator()
-    gen_text = "wrk, 1 thread" if generator == "wrk" else f"the bundled asyncio generator ({loop})"
     versions = ", ".join(
         f"{name} {package_version(name)}" for name in ("uvicorn", "uvloop", "httptools", "redis")
     )
@@ -464,15 +766,20 @@ def markdown(
         "App: the same hello world (`bench/http.py`: 200, 13-byte body) served (a) **direct** by"
         " uvicorn and (b) through the **gateway**: a uvicorn edge running the distributor, one"
         " worker (`distributed-asgi worker`), a private Redis server on loopback",
-        "uvicorn settings, identical for both: one process, `--loop auto --http auto` (uvloop and"
-        " httptools when installed), no access log",
-        f"Load: {gen_text}, {sizes.connections} keep-alive connections for {sizes.duration:.0f} s"
-        f" per run after a {sizes.warmup:.0f} s warm-up; {sizes.runs} run(s) per setup in"
-        " rotation, the median by req/s shown; every response checked (status and body)",
+        f"uvicorn settings, identical for both: one process, `--loop {event_loop()} --http"
+        f" {http_parser()}`, no access log; the worker runs on `--loop {event_loop()}`",
+        f"Load: {generator_text(loop)}, {sizes.connections} keep-alive connections for"
+        f" {sizes.duration:.0f} s per run after a {sizes.warmup:.0f} s warm-up; {sizes.runs}"
+        " run(s) per setup in rotation, the median shown; every response checked (status and"
+        " body)",
+        "Costs per request: each process's CPU (user + system) from `/proc/PID/stat` over the"
+        " measured run; Redis's commands from `INFO commandstats` after `CONFIG RESETSTAT`"
+        " (the commands a script runs count under their own names, and the script call once as"
+        " `EVALSHA`); each divided by the requests answered; the medians over the runs",
         "The load generator, the servers and Redis share the machine's cores: the gateway's three"
         " processes compete with the load generator more than direct uvicorn's one does",
     ]
-    verdicts = [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in outcome.verdicts()]
+    verdicts = [f"- {'PASS' if ok else 'MISSED'}: {text}" for text, ok in outcome.verdicts()]
     return "\n".join(
         [
             "## HTTP: direct uvicorn vs. through the gateway",
@@ -482,7 +789,13 @@ def markdown(
             *(f"- {bullet}" for bullet in bullets),
             "",
             *([image, ""] if image else []),
-            markdown_table(HEADER, table_rows(outcome), "lrrrr"),
+            markdown_table(HEADER, table_rows(outcome), ALIGN),
+            "",
+            f"Redis commands per request (median gateway run): {commands_text(outcome)}.",
+            "",
+            "Every run, in order (the setups rotate):",
+            "",
+            markdown_table(RUN_HEADER, run_rows(outcome), RUN_ALIGN),
             "",
             *verdicts,
         ]
@@ -493,21 +806,32 @@ def main(sizes: HttpSizes = FULL, *, loop: str = "asyncio", write: bool = True) 
     """Run both setups, print the table, update docs/benchmarks.md; True if every target met."""
     load_before = _load_average()
     print(
-        f"http: hello world, direct uvicorn vs. gateway; {load_generator()} load, "
+        f"http: hello world, direct uvicorn vs. gateway; {generator_text(loop)}, "
         f"{sizes.connections} connections x {sizes.duration:.0f} s, {sizes.runs} run(s) each",
         flush=True,
     )
+    if load_generator() != "wrk":
+        print(f"  note: {WRK_HINT} for the recorded figures: the asyncio generator takes CPU")
+    for name in missing_speedups():
+        print(f"  note: {name} is not installed (pip install -e '.[bench]'); both setups run")
+        print("        without it, so the comparison holds but is not the one recorded")
     outcome = run(sizes, loop)
     print()
-    print(plain_table(HEADER, table_rows(outcome), "lrrrr"))
+    print(plain_table(HEADER, table_rows(outcome), ALIGN))
+    print()
+    print(f"Redis commands per request (median gateway run): {commands_text(outcome)}")
+    print()
+    print(plain_table(RUN_HEADER, run_rows(outcome), RUN_ALIGN))
+    print()
     for text, ok in outcome.verdicts():
-        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+        print(f"{'PASS  ' if ok else 'MISSED'}  {text}")
     image = chart.record(
         SECTION,
         f"HTTP hello world: direct uvicorn vs. the gateway ({sizes.connections} connections)",
         chart_panels(outcome),
         write=write,
-        alt="HTTP: requests per second and p50/p99 latency, direct uvicorn beside the gateway",
+        alt="HTTP: requests per second, p50/p99 latency and CPU per request of each process,"
+        " direct uvicorn beside the gateway",
         note=f"{machine_facts()['date']}, {os.cpu_count()} cores, median of {sizes.runs} run(s)",
     )
     if write:

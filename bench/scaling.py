@@ -143,7 +143,8 @@ def gateway(urls: list[str], keys: list[str]) -> Iterator[tuple[int, int, int]]:
     cli = [sys.executable, "-m", "distributed_asgi"]
     layer = [arg for url in urls for arg in ("--redis", url)] + ["--prefix", PREFIX]
     app = [bench_http.APP, *(arg for key in keys for arg in ("--key", key))]
-    node = bench_http._start([*cli, "worker", *app, *layer, "--log-level", "warning"])
+    loop = ["--loop", bench_http.event_loop()]
+    node = bench_http._start([*cli, "worker", *app, *layer, *loop, "--log-level", "warning"])
     # The measured paths match the first route; "/" (the start-up check's path) the second.
     routes = ["--route", r"^/(hello[0-9]+)$=\1", "--route", f"^/$={keys[0]}"]
     edge_args = [*cli, "edge", *routes, "--host", "127.0.0.1", "--port", str(port)]

@@ -45,7 +45,9 @@ def sample_layer_medians() -> dict[tuple[str, str], dict[str, float]]:
 def sample_http_outcome() -> bench_http.Outcome:
     direct = bench_http.Load(requests=181_300, seconds=10.0, p50_ms=1.33, p99_ms=6.28, errors=0)
     gateway = bench_http.Load(requests=35_340, seconds=10.0, p50_ms=7.12, p99_ms=27.42, errors=0)
-    return bench_http.Outcome(direct, gateway, {"direct": [direct], "gateway": [gateway]})
+    direct_run = bench_http.Run(direct, 10.0, {"uvicorn": 7.0})
+    gateway_run = bench_http.Run(gateway, 10.0, {"edge": 9.0, "worker": 8.0, "redis": 3.0})
+    return bench_http.Outcome({"direct": [direct_run], "gateway": [gateway_run]})
 
 
 def test_layer_chart_has_a_panel_per_compared_case_and_a_bar_per_layer(tmp_path: Path) -> None:
@@ -73,14 +75,28 @@ def test_layer_chart_has_a_panel_per_compared_case_and_a_bar_per_layer(tmp_path:
 
 def test_http_chart_direct_beside_gateway(tmp_path: Path) -> None:
     panels = bench_http.chart_panels(sample_http_outcome())
-    assert [p.title for p in panels] == ["throughput", "p50 latency", "p99 latency"]
+    assert [p.title for p in panels] == [
+        "throughput",
+        "p50 latency",
+        "p99 latency",
+        "CPU per request",
+    ]
     assert panels[0].values == {"direct": pytest.approx(18_130.0), "gateway": 3_534.0}
     assert panels[2].values == {"direct": 6.28, "gateway": 27.42}
+    # µs per request: CPU seconds / requests answered, for each process.
+    assert panels[3].values == {
+        "direct": pytest.approx(7.0 / 181_300 * 1e6),
+        "edge": pytest.approx(9.0 / 35_340 * 1e6),
+        "worker": pytest.approx(8.0 / 35_340 * 1e6),
+        "redis": pytest.approx(3.0 / 35_340 * 1e6),
+    }
 
-    path = chart.draw("HTTP", panels, tmp_path / "http-bench.png", note="sample figures")
+    path = chart.draw("HTTP", panels[:3], tmp_path / "http-bench.png", note="sample figures")
     assert path.read_bytes().startswith(PNG_SIGNATURE)
     assert {_rgb(chart.COLOURS[0]), _rgb(chart.COLOURS[1])} <= _pixels(path)
     assert _rgb(chart.COLOURS[2]) not in _pixels(path)  # two setups, two colours
+    path = chart.draw("HTTP", panels, tmp_path / "http-bench.png")
+    assert {_rgb(colour) for colour in chart.COLOURS[:5]} <= _pixels(path)  # five setups
 
 
 def test_a_figure_that_was_not_measured_still_draws(tmp_path: Path) -> None:
@@ -103,7 +119,7 @@ def test_recorded_section_links_its_chart(
     section = bench_http.markdown(outcome, sizes, "asyncio", "0.00 0.00 0.00", image)
     lines = section.splitlines()
     # The picture comes right before the table it draws.
-    assert lines[lines.index(image) + 2].startswith("| setup | req/s |")
+    assert lines[lines.index(image) + 2].startswith("| figure | direct | gateway |")
 
     # A run that records nothing (--no-write, --quick) draws into a temporary folder and
     # links nothing.
