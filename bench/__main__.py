@@ -8,13 +8,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import http, layer, scaling
+from . import http, idle, layer, scaling
 
 # Section name -> runner(sizes, loop=..., write=...) returning True when every target passes;
 # each section has its own kind of sizes (full, quick).
 SECTIONS: dict[str, tuple[Callable[..., bool], Any, Any]] = {
     "layer": (layer.main, layer.FULL, layer.QUICK),
     "http": (http.main, http.FULL, http.QUICK),
+    "idle": (idle.main, idle.FULL, idle.QUICK),
     "scaling": (scaling.main, scaling.FULL, scaling.QUICK),
 }
 

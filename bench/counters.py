@@ -14,10 +14,12 @@ import os
 import resource
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "SCRIPT_COMMANDS",
     "RedisCounters",
+    "RedisStats",
     "cpu_delta",
     "cpu_seconds",
     "process_cpu",
@@ -44,13 +46,12 @@ class RedisCounters:
 
     @classmethod
     def read(cls, url: str) -> RedisCounters:
-        import redis
+        """The counters now, over a new connection (whose ``HELLO`` counts: see RedisStats)."""
+        with RedisStats(url) as stats:
+            return stats.read()
 
-        client = redis.Redis.from_url(url)
-        try:
-            info = client.info("all")
-        finally:
-            client.close()
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any]) -> RedisCounters:
         commands = {
             name.removeprefix("cmdstat_"): int(stats["calls"])
             for name, stats in info.items()
@@ -90,19 +91,43 @@ class RedisCounters:
         )
 
 
+class RedisStats:
+    """One connection to one server for reading its counters around a run.
+
+    The connection is made (and its ``HELLO`` counted) before ``reset``, and ``INFO`` and
+    ``CONFIG`` are left out of the counts, so reading the counters adds nothing to them.
+    """
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+
+    def reset(self) -> None:
+        """``CONFIG RESETSTAT``: commandstats, network and error counters start from zero."""
+        self.client.config_resetstat()
+
+    def read(self) -> RedisCounters:
+        return RedisCounters.from_info(self.client.info("all"))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> RedisStats:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def script_calls(commands: Mapping[str, int]) -> int:
     return sum(commands.get(name, 0) for name in SCRIPT_COMMANDS)
 
 
 def reset_stats(url: str) -> None:
-    """``CONFIG RESETSTAT``: commandstats, network and error counters start from zero."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.config_resetstat()
-    finally:
-        client.close()
+    """``CONFIG RESETSTAT`` over a new connection."""
+    with RedisStats(url) as stats:
+        stats.reset()
 
 
 def process_cpu(pid: int) -> float | None:

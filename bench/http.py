@@ -39,7 +39,7 @@ from typing import Any
 from distributed_asgi.redis_process import RedisProcess, free_port
 
 from . import chart
-from .counters import RedisCounters, cpu_delta, cpu_seconds, reset_stats
+from .counters import RedisCounters, RedisStats, cpu_delta, cpu_seconds
 from .report import (
     ROOT,
     git_revision,
@@ -533,18 +533,20 @@ class Outcome:
 
 def measure_run(setup: Setup, sizes: HttpSizes, loop: str) -> Run:
     """One measured load run, with the CPU of each process and Redis's counters around it."""
-    redis_before = None
-    if setup.redis_url is not None:
-        reset_stats(setup.redis_url)
-        redis_before = RedisCounters.read(setup.redis_url)
-    cpu_before = cpu_seconds(setup.pids)
-    started = time.perf_counter()
-    load = measure(setup.port, sizes, loop)
-    wall = time.perf_counter() - started
-    cpu = cpu_delta(cpu_seconds(setup.pids), cpu_before)
-    redis = None
-    if setup.redis_url is not None and redis_before is not None:
-        redis = RedisCounters.read(setup.redis_url) - redis_before
+    with contextlib.ExitStack() as stack:
+        stats = None
+        if setup.redis_url is not None:
+            stats = stack.enter_context(RedisStats(setup.redis_url))
+            stats.reset()
+        redis_before = None if stats is None else stats.read()
+        cpu_before = cpu_seconds(setup.pids)
+        started = time.perf_counter()
+        load = measure(setup.port, sizes, loop)
+        wall = time.perf_counter() - started
+        cpu = cpu_delta(cpu_seconds(setup.pids), cpu_before)
+        redis = None
+        if stats is not None and redis_before is not None:
+            redis = stats.read() - redis_before
     return Run(load=load, wall=wall, cpu=cpu, redis=redis)
 
 

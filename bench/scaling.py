@@ -38,7 +38,7 @@ from . import chart
 from . import http as bench_http
 from .cases import CASES, Sizes
 from .cases import FULL as LAYER_FULL
-from .counters import RedisCounters, process_cpu, reset_stats
+from .counters import RedisCounters, RedisStats, process_cpu
 from .report import (
     ROOT,
     git_revision,
@@ -171,9 +171,10 @@ def measure_gateway(hosts: int, sizes: ScalingSizes, loop: str) -> GatewayRun:
         with gateway(urls, keys) as (port, edge_pid, worker_pid):
             http_sizes = _http_sizes(sizes)
             bench_http.measure(port, http_sizes, loop, duration=sizes.warmup, paths=paths)
-            for url in urls:
-                reset_stats(url)
-            before = [RedisCounters.read(url) for url in urls]
+            stats = [stack.enter_context(RedisStats(url)) for url in urls]
+            for server_stats in stats:
+                server_stats.reset()
+            before = [server_stats.read() for server_stats in stats]
             edge_before, worker_before = process_cpu(edge_pid), process_cpu(worker_pid)
             generator_before = _own_and_children_cpu()
             started = time.perf_counter()
@@ -181,7 +182,7 @@ def measure_gateway(hosts: int, sizes: ScalingSizes, loop: str) -> GatewayRun:
             wall = time.perf_counter() - started
             generator_cpu = _own_and_children_cpu() - generator_before
             edge_after, worker_after = process_cpu(edge_pid), process_cpu(worker_pid)
-            after = [RedisCounters.read(url) for url in urls]
+            after = [server_stats.read() for server_stats in stats]
     return GatewayRun(
         hosts=hosts,
         load=load,

@@ -93,3 +93,65 @@ def test_scaling_section_with_tiny_sizes() -> None:
     text = bench_scaling.markdown(outcome, sizes, "asyncio", "0 0 0", "redis test")
     assert "projection" in text and "Redis CPU per request" in text
     assert "projection" in bench_scaling.scaling_md_summary(outcome)
+
+
+def test_idle_section_with_tiny_sizes() -> None:
+    """``python -m bench idle`` end to end with a few connections: real servers and WebSockets,
+    the idle window's CPU, memory and Redis commands measured, nothing written."""
+    from bench import idle as bench_idle
+
+    sizes = bench_idle.IdleSizes(connections=10, idle=1.0, settle=0.2, opening=5, timeout=15.0)
+    outcome = bench_idle.run(sizes)
+    for run in (outcome.direct, outcome.gateway):
+        assert run.failures == []
+        assert run.opened == run.answering == 10
+        assert run.seconds >= 1.0
+    assert outcome.direct.core_share("uvicorn") is not None
+    assert outcome.direct.memory_per_connection("uvicorn") is not None
+    gateway = outcome.gateway
+    for role in ("edge", "worker"):
+        assert gateway.core_share(role) is not None, role
+        assert gateway.memory_per_connection(role) is not None, role
+    assert gateway.redis is not None
+    # The counters are read over one connection made before the reset: reading them costs
+    # nothing that is counted.
+    assert "info" not in gateway.redis.commands and "hello" not in gateway.redis.commands
+    rate = gateway.commands_per_second()
+    assert rate is not None and rate >= (gateway.commands_per_second(presence=False) or 0.0)
+    assert len(outcome.verdicts()) == 5
+    assert bench_idle.table_rows(outcome)[0][0].startswith("connections open")
+    text = bench_idle.markdown(outcome, sizes, "0 0 0")
+    assert "idle window" in text and "memory per connection" in text.lower()
+
+
+def test_idle_verdicts() -> None:
+    from bench import idle as bench_idle
+    from bench.counters import RedisCounters
+
+    def idle_run(
+        setup: str, cpu: dict[str, float], commands: dict[str, int] | None
+    ) -> bench_idle.IdleRun:
+        return bench_idle.IdleRun(
+            setup=setup,
+            connections=2_000,
+            opened=2_000,
+            answering=2_000,
+            failures=[],
+            open_seconds=1.0,
+            seconds=30.0,
+            rss_before={role: 100_000_000 for role in cpu},
+            rss_after={role: 120_000_000 for role in cpu},
+            cpu=dict(cpu),
+            redis=None if commands is None else RedisCounters(commands, 0, 0, 0.0),
+        )
+
+    direct = idle_run("direct", {"uvicorn": 0.1}, None)
+    # 300 commands in 30 s (10/s) plus 15 presence SETs; 0.5 s of CPU in 30 s is 1.7% of a core.
+    quiet = idle_run("gateway", {"edge": 0.5, "worker": 0.5}, {"evalsha": 300, "set": 15})
+    outcome = bench_idle.IdleOutcome(direct, quiet)
+    assert [ok for _, ok in outcome.verdicts()] == [True] * 5
+    assert quiet.memory_per_connection("edge") == 10_000
+    busy = idle_run("gateway", {"edge": 0.6, "worker": 0.6}, {"evalsha": 301, "set": 15})
+    busy.answering = 1_999
+    outcome = bench_idle.IdleOutcome(direct, busy)
+    assert [ok for _, ok in outcome.verdicts()] == [False, False, False, True, False]
