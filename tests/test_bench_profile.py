@@ -1,0 +1,57 @@
+"""``python -m bench.profile``: the edge and the worker profiled under a short load; the text
+summaries name the gateway's own functions, ranked both ways."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import http as bench_http
+from bench import profile as bench_profile
+
+# calls, tottime, cumtime, cum %, own %, function
+ENTRY = re.compile(r"^ *[\d,]+ +\d+\.\d{3} +\d+\.\d{3} +[\d.]+% +[\d.]+%  \S")
+
+
+def test_profiles_of_edge_and_worker_under_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench_http, "load_generator", lambda: "python")
+    sizes = bench_http.HttpSizes(connections=2, duration=1.0, warmup=0.2, runs=1)
+    profiles = bench_profile.profile_gateway(tmp_path, sizes)
+    assert profiles.load.requests > 0 and profiles.load.errors == 0
+
+    edge = bench_profile.summary(profiles.edge, "edge", top=10)
+    worker = bench_profile.summary(profiles.worker, "worker", top=10)
+    for text in (edge, worker):
+        assert "== top 10 by cumulative time" in text and "== top 10 by own time" in text
+        listed = [line for line in text.splitlines() if ENTRY.match(line)]
+        assert len(listed) == 20
+        # Profiled from the start of the measured load: no start-up chain, no imports.
+        assert "click/core.py" not in text and "runpy" not in text
+    assert "distributed_asgi/edge_connection.py" in edge
+    assert "distributed_asgi/node" in worker
+
+
+def test_main_writes_both_summaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_http, "load_generator", lambda: "python")
+    code = bench_profile.main(
+        [
+            "--seconds",
+            "1",
+            "--warmup",
+            "0.2",
+            "--connections",
+            "2",
+            "--top",
+            "5",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    for name in ("edge", "worker"):
+        text = (tmp_path / f"profile-{name}.txt").read_text()
+        assert text.startswith(f"cProfile of the {name} (")
