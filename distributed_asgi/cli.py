@@ -191,10 +191,16 @@ def _make_layer(
     prefix: str,
     encryption_keys: Sequence[str],
     local_redis_url: str | None = None,
+    backlog: int | None = None,
 ) -> GatewayLayer:
+    """The layer of a gateway process; route channels hold up to ``backlog`` connects (the
+    distributor's default when None), so edges, workers handing connects back and ``status``
+    agree on it."""
+    from .distributor import DEFAULT_BACKLOG, with_backlog
     from .layers import RedisChannelLayer, RedisLocalChannelLayer
 
     keys = _checked_encryption_keys(encryption_keys)
+    capacities = with_backlog(DEFAULT_BACKLOG if backlog is None else backlog)
     try:
         if local_redis_url is not None:
             local = check_redis_url(local_redis_url)
@@ -206,10 +212,14 @@ def _make_layer(
                 hosts=list(redis_urls),
                 local_hosts=[local],
                 prefix=prefix,
+                channel_capacity=capacities,
                 symmetric_encryption_keys=keys or None,
             )
         return RedisChannelLayer(
-            hosts=list(redis_urls), prefix=prefix, symmetric_encryption_keys=keys or None
+            hosts=list(redis_urls),
+            prefix=prefix,
+            channel_capacity=capacities,
+            symmetric_encryption_keys=keys or None,
         )
     except ConfigError as exc:
         raise _fail(f"invalid --local-redis: {exc}") from None
@@ -290,6 +300,15 @@ def main() -> None:
     help="Largest request body forwarded; bigger ones get 413. Default: the distributor's.",
 )
 @click.option(
+    "--backlog",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    metavar="N",
+    help="Connections that may wait in one route channel for a worker; beyond it the edge "
+    "answers 503 at once.",
+)
+@click.option(
     "--loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
@@ -325,6 +344,7 @@ def edge(
     total_timeout: float,
     no_worker_status: int,
     max_body_size: int | None,
+    backlog: int,
     loop: str,
     http: str,
     root_path: str,
@@ -342,7 +362,7 @@ def edge(
     """
     routes = gather_routes(route_values, routes_file)
     urls = _checked_redis_urls(redis_urls)
-    layer = _make_layer(urls, prefix, encryption_keys, local_redis_url)
+    layer = _make_layer(urls, prefix, encryption_keys, local_redis_url, backlog)
     _exit_cleanly_on_signals()
 
     import uvicorn
@@ -395,6 +415,7 @@ def edge(
             "total_timeout": total_timeout or None,
             "no_worker_status": no_worker_status,
             "max_body_size": distributor.max_body_size,
+            "backlog": backlog,
             "metrics": f"{metrics_host}:{metrics_port}" if metrics_port else None,
         },
     )

@@ -25,6 +25,7 @@ import asyncio
 import http
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -37,11 +38,14 @@ if TYPE_CHECKING:
     from .metrics import EdgeMetrics
 
 __all__ = [
+    "DEFAULT_BACKLOG",
     "DEFAULT_MAX_BODY_SIZE",
+    "ROUTE_CHANNELS",
     "Distributor",
     "RemoteApplicationError",
     "build_layer",
     "create_path_distributor",
+    "with_backlog",
 ]
 
 Scope = dict[str, Any]
@@ -50,6 +54,30 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
+
+# Connections that may wait in one route channel for a Node. A route channel is a gateway's
+# queue, not a consumer's inbox: it must take a burst (every client of every edge arriving at
+# once) while the Nodes take their connects, so the layer's per-channel default (100, the
+# Channels default for consumer channels) is far too small. Each waiting connect expires at
+# its pickup deadline, so the backlog is bounded in time as well: 1000 is five seconds of
+# 200 new connections a second beyond what the Nodes take, about 1-2 MB of Redis memory for
+# bodiless requests (a connect carries its scope and, when already there, its first body chunk).
+DEFAULT_BACKLOG = 1000
+
+# The channels the edge queues connects on: every name without "!". The edge's and Nodes'
+# process-specific channels (reply inboxes, per-connection frames) keep the layer's capacity,
+# which is their flow control.
+ROUTE_CHANNELS = re.compile(r"[^!]*\Z")
+
+
+def with_backlog(
+    backlog: int, channel_capacity: Mapping[str | re.Pattern[str], int] | None = None
+) -> dict[str | re.Pattern[str], int]:
+    """``channel_capacity`` rules with route channels bounded by ``backlog``; the rules given
+    come first, so a rule naming a route channel wins (first match wins)."""
+    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
+        raise ValueError(f"backlog must be a positive whole number of connections, got {backlog!r}")
+    return {**(channel_capacity or {}), ROUTE_CHANNELS: backlog}
 
 
 def build_layer(
@@ -61,17 +89,28 @@ def build_layer(
     url: str | None = None,
     layer: GatewayLayer | None = None,
     layer_options: Mapping[str, Any] | None = None,
+    backlog: int | None = None,
 ) -> GatewayLayer:
     """The channel layer for these connection settings (shared by the edge and the Node).
 
     ``url``, else ``REDIS_URL`` when neither host nor port is given, else host/port/db/password
-    (localhost:6379 by default).
+    (localhost:6379 by default). Route channels (names without ``!``) hold up to ``backlog``
+    connects (``DEFAULT_BACKLOG`` when None) unless ``layer_options["channel_capacity"]`` names
+    them; a ready ``layer`` is used as it is.
     """
     if layer is not None:
         if url is not None or host is not None or port is not None or password is not None:
             raise ValueError("pass either layer= or Redis connection settings, not both")
+        if backlog is not None:
+            raise ValueError(
+                "backlog applies to a layer built here; with layer=, give the route channels "
+                "a capacity with that layer's channel_capacity"
+            )
         return layer
     options = dict(layer_options or {})
+    options["channel_capacity"] = with_backlog(
+        DEFAULT_BACKLOG if backlog is None else backlog, options.get("channel_capacity")
+    )
     if url is not None and (host is not None or port is not None or password is not None):
         raise ValueError("pass either url= or host/port/password, not both")
     if url is None and host is None and port is None:
@@ -97,13 +136,25 @@ def create_path_distributor(
     url: str | None = None,
     layer: GatewayLayer | None = None,
     layer_options: Mapping[str, Any] | None = None,
+    backlog: int | None = None,
     **distributor_options: Any,
 ) -> Distributor:
-    """The seed's entry point: a ``Distributor`` over a Redis layer, routing by path."""
+    """The seed's entry point: a ``Distributor`` over a Redis layer, routing by path.
+
+    ``backlog``: connections that may wait in a route channel (``DEFAULT_BACKLOG``, 1000, when
+    None); beyond it the edge answers 503 at once. Only for a layer built here.
+    """
     if routes is None:
         raise ValueError("create_path_distributor needs routes, e.g. {'/': 'ALL-TRAFFIC'}")
     channel_layer = build_layer(
-        host, port, db, password, url=url, layer=layer, layer_options=layer_options
+        host,
+        port,
+        db,
+        password,
+        url=url,
+        layer=layer,
+        layer_options=layer_options,
+        backlog=backlog,
     )
     return Distributor(channel_layer, routes, **distributor_options)
 
