@@ -11,6 +11,11 @@ Rules of this file:
   the response is complete.
 - The edge never waits for a client before a Node is asked: a body already there travels with
   the ``connect``, the rest is pumped after the accept.
+- Every Redis call made for a connection has a deadline from that connection's own budget
+  (``_within``): the pick-up's calls share the pickup timeout, a frame to the Node gets the
+  Node's heartbeat window, a heartbeat its interval. Redis that stops answering (a partition:
+  nothing refused, nothing returned) then costs each request its own budget at most, never
+  redis-py's socket timeout, and no request waits behind another one's call.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ import http
 import itertools
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -70,6 +76,46 @@ PICKUP_GRACE = 0.5
 # Why a connection's pumps stopped early (``_finish``), as an outcome for the metrics.
 _STOP_OUTCOMES = {"client disconnected": "client_gone", "redis": "redis_down"}
 
+# A WebSocket denial response is handed to the server only once its body is complete (start
+# and every chunk back to back): uvicorn's legacy ``websockets`` implementation answers the
+# handshake as soon as the loop turns after the start, and loses body chunks that come later.
+# Past this many body bytes the rest streams (that implementation then cuts the body there).
+DENIAL_HOLD_LIMIT = 1024 * 1024
+
+_T = TypeVar("_T")
+
+
+class _DeadlineExceeded(Exception):
+    """A Redis call did not finish within what the connection's budget left for it."""
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(seconds: float, awaitable: Awaitable[_T]) -> _T:
+        """``await awaitable``, or ``_DeadlineExceeded`` after ``seconds``; a timeout raised
+        inside (redis-py's own) passes through unchanged. A cancelled command's connection is
+        discarded by the layer and redis-py, never reused with its reply unread."""
+        try:
+            async with asyncio.timeout(max(0.0, seconds)) as scope:
+                return await awaitable
+        except TimeoutError:
+            if scope.expired():
+                raise _DeadlineExceeded from None
+            raise
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(seconds: float, awaitable: Awaitable[_T]) -> _T:
+        try:
+            return await asyncio.wait_for(awaitable, max(0.0, seconds))
+        except asyncio.TimeoutError:
+            raise _DeadlineExceeded from None
+
+
+# A Redis call for a connection failed or did not answer in time.
+_REDIS_FAILURES: tuple[type[Exception], ...] = (_DeadlineExceeded, *CONNECTION_ERRORS)
+
+
 # Connection ids only need to be unique (they name connections in frames and logs): a random
 # per-process part and a counter, without a getrandom() call per request.
 _ID_PREFIX = secrets.token_hex(4)
@@ -108,6 +154,12 @@ class EdgeConnection:
         self.disconnected = False
         self.node_told_disconnect = False
         self.node_ended = False
+        # How long the Node may stay silent (set at the accept): also the deadline of a frame
+        # sent to it.
+        self.window = distributor.heartbeat_interval * distributor.heartbeat_misses
+        # A WebSocket denial response being collected (start, body chunks) before delivery.
+        self._held: list[Message] | None = None
+        self._held_size = 0
         self._stop: asyncio.Future[str] | None = None
         # For the metrics: what the client was answered and why (see metrics.py's outcomes).
         self.status: int | None = None
@@ -147,6 +199,7 @@ class EdgeConnection:
             first.cancel()
             return
         self.node_channel = accept.channel
+        self.window = accept.heartbeat * self.distributor.heartbeat_misses
         if accept.messages:
             try:
                 finished = await self._to_client_all(accept.messages)
@@ -160,7 +213,7 @@ class EdgeConnection:
         self._stop = asyncio.get_running_loop().create_future()
         pump = asyncio.ensure_future(self._client_to_node(None if initial else first))
         try:
-            await self._node_to_client(accept.heartbeat * self.distributor.heartbeat_misses)
+            await self._node_to_client(self.window)
         finally:
             pump.cancel()
             self.distributor.unregister(self)
@@ -178,63 +231,91 @@ class EdgeConnection:
 
     async def _pick_up(self, initial: list[Message]) -> Accept | None:
         distributor = self.distributor
-        self.reply_channel = await self.layer.new_channel("edge")
-        frame = encode_connect(
-            self.conn_id,
-            self.scope,
-            self.reply_channel,
-            time.time() + distributor.pickup_timeout,
-            distributor.heartbeat_interval,
-            initial,
-        )
+        # One budget for the whole pick-up: making the reply channel, the connect's send and
+        # the wait for an accept all end at the pickup deadline (the accept's wait a grace
+        # later, see PICKUP_GRACE).
+        end = time.monotonic() + distributor.pickup_timeout
         sent = time.monotonic()
+        confirmed = True
         try:
-            await self.layer.send(self.key, frame)
+            self.reply_channel = await _within(
+                end - time.monotonic(), self.layer.new_channel("edge")
+            )
+            frame = encode_connect(
+                self.conn_id,
+                self.scope,
+                self.reply_channel,
+                time.time() + (end - time.monotonic()),
+                distributor.heartbeat_interval,
+                initial,
+            )
+            sent = time.monotonic()
+            await _within(end - time.monotonic(), self.layer.send(self.key, frame))
+        except _DeadlineExceeded:
+            logger.warning(
+                "Redis did not take the connect of %s for %r within %.1fs",
+                describe(self.scope),
+                self.key,
+                distributor.pickup_timeout,
+            )
+            if not self.reply_channel:
+                await self._refuse_pick_up("redis_down", 503)
+                return None
+            # The connect may have reached Redis and a Node taken it before its deadline: its
+            # accept is heard below, within the grace, like any other.
+            confirmed = False
         except ChannelFull:
             logger.warning("route channel %r is full: refusing %s", self.key, describe(self.scope))
-            self.outcome = "capacity"
-            await self._respond(distributor.no_worker_status, retry_after=True)
+            await self._refuse_pick_up("capacity", distributor.no_worker_status)
             return None
         except CONNECTION_ERRORS as exc:
             logger.warning("cannot reach Redis (%s): refusing %s", exc, describe(self.scope))
-            self.outcome = "redis_down"
-            await self._respond(503, retry_after=True)
+            await self._refuse_pick_up("redis_down", 503)
             return None
         except ResponseError as exc:
             # Redis refused the write, e.g. WRONGTYPE: something else was put in the route
             # channel's key. Nothing was queued; refuse like a full channel, naming the key.
             logger.error("route channel %r refused the connect: %s", self.key, exc)
-            self.outcome = "capacity"
-            await self._respond(503, retry_after=True)
+            await self._refuse_pick_up("capacity", 503)
             return None
-        deadline = time.monotonic() + distributor.pickup_timeout + PICKUP_GRACE
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                raw = await receive_within(self.layer, self.reply_channel, remaining)
-            except asyncio.TimeoutError:
-                break
-            frame_in = self._decode(raw)
-            if isinstance(frame_in, Accept):
-                self.pickup_wait = time.monotonic() - sent
-                return frame_in
-            if frame_in is not None:
-                logger.warning(
-                    "dropped a %s frame on %s: expected an accept",
-                    type(frame_in).__name__,
-                    self.reply_channel,
-                )
+        accept = await self._wait_for_accept(end + PICKUP_GRACE)
+        if accept is not None:
+            self.pickup_wait = time.monotonic() - sent
+            return accept
+        if not confirmed:
+            await self._refuse_pick_up("redis_down", 503)
+            return None
         logger.warning(
             "no Node took %s on %r within %.1fs",
             describe(self.scope),
             self.key,
             distributor.pickup_timeout,
         )
-        self.outcome = "no_worker"
-        await self._respond(distributor.no_worker_status, retry_after=True)
+        await self._refuse_pick_up("no_worker", distributor.no_worker_status)
         return None
+
+    async def _wait_for_accept(self, end: float) -> Accept | None:
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                raw = await receive_within(self.layer, self.reply_channel, remaining)
+            except asyncio.TimeoutError:
+                return None
+            frame = self._decode(raw)
+            if isinstance(frame, Accept):
+                return frame
+            if frame is not None:
+                logger.warning(
+                    "dropped a %s frame on %s: expected an accept",
+                    type(frame).__name__,
+                    self.reply_channel,
+                )
+
+    async def _refuse_pick_up(self, outcome: str, status: int) -> None:
+        self.outcome = outcome
+        await self._respond(status, retry_after=True)
 
     # -- client -> Node ----------------------------------------------------------------------
 
@@ -253,8 +334,12 @@ class EdgeConnection:
                 # After a complete body this waits for the disconnect (uvicorn's receive()
                 # returns only that); the pump is cancelled when the response is done.
                 message = await self.receive()
-        except CONNECTION_ERRORS as exc:
-            logger.warning("lost Redis while forwarding %s: %s", describe(self.scope), exc)
+        except _REDIS_FAILURES as exc:
+            logger.warning(
+                "lost Redis while forwarding %s: %s",
+                describe(self.scope),
+                str(exc) or f"no answer within {self.window:.1f}s",
+            )
             self._finish("redis")
 
     def _note_client_message(self, message: Message) -> None:
@@ -282,14 +367,16 @@ class EdgeConnection:
         delay = _FULL_BACKOFF_START
         while True:
             try:
-                await self.layer.send(self.node_channel, frame)
+                # A Redis that cannot take a frame within the Node's window has lost this
+                # connection as surely as a silent Node.
+                await _within(self.window, self.layer.send(self.node_channel, frame))
             except ChannelFull:
                 if not retry:
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _FULL_BACKOFF_MAX)
                 continue
-            except CONNECTION_ERRORS:
+            except _REDIS_FAILURES:
                 if not retry:
                     return
                 raise
@@ -300,8 +387,12 @@ class EdgeConnection:
         if self.node_channel is None:
             return
         self.last_sent = time.monotonic()
-        with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
-            await self.layer.send(self.node_channel, encode_heartbeat(self.conn_id))
+        # Bounded by the interval: one stuck heartbeat must not hold up the next round's.
+        with contextlib.suppress(ChannelFull, _DeadlineExceeded, *CONNECTION_ERRORS):
+            await _within(
+                self.distributor.heartbeat_interval,
+                self.layer.send(self.node_channel, encode_heartbeat(self.conn_id)),
+            )
 
     # -- Node -> client ------------------------------------------------------------------------
 
@@ -317,6 +408,8 @@ class EdgeConnection:
             if receiving not in done:
                 receiving.cancel()
                 if self._stop.done():
+                    if self._stop.result() == "redis":
+                        await self._upstream_failed()
                     return
                 if expired is not None:
                     await self._timed_out(expired)
@@ -329,7 +422,9 @@ class EdgeConnection:
                     return
             elif isinstance(frame, End):
                 self.node_ended = True
-                if frame.error is not None:
+                if frame.error is None:
+                    await self._release_held()  # the application ended its denial early
+                else:
                     raise RemoteApplicationError(
                         f"the application raised on the Node for {describe(self.scope)}: "
                         f"{frame.error}"
@@ -362,7 +457,29 @@ class EdgeConnection:
             self.status = int(message["status"])
         elif kind == "websocket.accept":
             self.status = 101
+        if kind == "websocket.http.response.start":
+            self._held, self._held_size = [message], 0
+            return
+        if self._held is not None:
+            self._held.append(message)
+            self._held_size += len(message.get("body", b""))
+            if message.get("more_body", False) and self._held_size <= DENIAL_HOLD_LIMIT:
+                return
+            await self._release_held()
+            return
         await self.client_send(message)
+
+    async def _release_held(self) -> None:
+        """Hand the denial response collected so far to the server, back to back (no await
+        in between yields to the server's handshake)."""
+        held, self._held = self._held, None
+        for message in held or ():
+            await self.client_send(message)
+
+    @property
+    def _client_saw_response(self) -> bool:
+        """Something of the response reached the server (a held denial has not)."""
+        return self.cycle.started and self._held is None
 
     def _next_deadline(self, window: float) -> tuple[float, str | None]:
         """How long to wait for the Node's next frame, and which HTTP timeout (if any) ends
@@ -407,7 +524,12 @@ class EdgeConnection:
             window,
         )
         self.outcome = "node_lost"
-        if not self.cycle.started:
+        await self._upstream_failed()
+
+    async def _upstream_failed(self) -> None:
+        """The Node or Redis is gone mid-connection: 502 while the client has seen nothing."""
+        if not self._client_saw_response:
+            self._held = None
             await self._respond(502)
         elif (
             isinstance(self.cycle, WebSocketCycle) and self.cycle.state is WebSocketState.CONNECTED

@@ -1,0 +1,102 @@
+"""A WebSocket denial response reaches the client whole behind the gateway, with every WebSocket
+implementation uvicorn offers, as it does with the same app under uvicorn directly.
+
+uvicorn's legacy ``websockets`` implementation answers the handshake as soon as the loop turns
+after ``websocket.http.response.start``: body chunks that arrive later are lost. Directly, an
+app's start and body come back to back; through the gateway they may come in separate frames.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from distributed_asgi.redis_process import free_port
+
+from .conftest import ROOT, Gateway
+
+APP = "tests.gateway.apps.denial:app"
+IMPLEMENTATIONS = ["websockets", "websockets-sansio", "wsproto"]
+CASES = {
+    "/deny": b"no websockets here",
+    "/deny-chunks": b"first part, second part, last part",
+    "/deny-empty": b"",
+}
+
+
+class DirectUvicorn:
+    """uvicorn serving the app itself with one ``--ws`` implementation: the reference."""
+
+    def __init__(self, workdir: Path, ws: str) -> None:
+        self.port = free_port()
+        self.log = workdir / f"uvicorn-{ws}.log"
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", APP, "--port", str(self.port), "--ws", ws],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**os.environ, "MARKER_DIR": str(workdir)},
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited: {self.log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"uvicorn did not listen: {self.log.read_text()}")
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def servers(
+    request: pytest.FixtureRequest, gateway: Gateway, tmp_path: Path
+) -> Iterator[tuple[DirectUvicorn, Gateway]]:
+    ws = request.param
+    if ws == "wsproto":
+        pytest.importorskip("wsproto")
+    direct = DirectUvicorn(tmp_path, ws)
+    try:
+        gateway.start_edge(routes=[["^/", "denial"]], uvicorn={"ws": ws})
+        gateway.start_node(app=APP, keys=["denial"])
+        yield direct, gateway
+    finally:
+        direct.stop()
+
+
+def denial(url: str) -> tuple[int, bytes, str | None]:
+    with pytest.raises(InvalidStatus) as info:
+        connect(url, open_timeout=10).close()
+    response = info.value.response
+    return response.status_code, response.body or b"", response.headers.get("x-denied")
+
+
+def test_denial_body_reaches_the_client_whole(servers: tuple[DirectUvicorn, Gateway]) -> None:
+    direct, gateway = servers
+    for path, body in CASES.items():
+        expected = denial(direct.url(path))
+        assert expected == (403, body, "yes"), path  # the reference itself is whole
+        for _ in range(5):  # frames may be split differently each time
+            assert denial(gateway.url(path, "ws")) == expected, path
