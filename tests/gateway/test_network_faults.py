@@ -117,12 +117,10 @@ def test_edge_partitioned_from_redis_answers_503_within_the_pickup_timeout(
     all_served(net, 20)
 
 
-def test_node_partitioned_mid_request_gives_502_and_serves_again_by_itself(
-    net: NetGateway,
-) -> None:
-    net.start_edge("--pickup-timeout", "5")
-    node = net.start_node(heartbeat_interval=NODE_HEARTBEAT)
-    all_served(net, 5)
+def cut_node_during_request(net: NetGateway, settle: float) -> tuple[int | str, float, float]:
+    """Partition the Node's link ``settle`` seconds after the application started a request,
+    heal it once the client has its answer: (status, seconds from the cut to the answer,
+    seconds from the heal to the next 200)."""
     result: list[tuple[int | str, float, httpx.Response | None]] = []
     busy = threading.Thread(
         target=lambda: result.append(timed_get(net.url("/pid?sleep=30&marker=busy")))
@@ -131,27 +129,57 @@ def test_node_partitioned_mid_request_gives_502_and_serves_again_by_itself(
     deadline = time.monotonic() + 10
     while not (net.workdir / "busy").exists():
         assert time.monotonic() < deadline, net.logs()
-        time.sleep(0.02)
-    # The application runs; give its accept time to reach the edge, so the cut falls in the
-    # middle of the request (the heartbeat window's case), not in the pick-up.
-    time.sleep(0.5)
+        time.sleep(0.002)
+    time.sleep(settle)
     net.lab.faults("node", partition=True)
     cut_at = time.monotonic()
     busy.join()
-    time_to_502 = time.monotonic() - cut_at
+    answered = time.monotonic() - cut_at
     net.lab.heal("node")
-    recovery = wait_until_served(net, "/pid")
+    return result[0][0], answered, wait_until_served(net, "/pid")
+
+
+def test_node_partitioned_mid_request_gives_502_and_serves_again_by_itself(
+    net: NetGateway,
+) -> None:
+    net.start_edge("--pickup-timeout", "5")
+    node = net.start_node(heartbeat_interval=NODE_HEARTBEAT)
+    all_served(net, 5)
+    # Half a second in: the accept has long reached the edge, so the cut falls in the middle
+    # of the request (the heartbeat window's case), not in the pick-up.
+    status, time_to_502, recovery = cut_node_during_request(net, settle=0.5)
     print(
-        f"\nNode partitioned from Redis mid-request: {result[0][0]} after {time_to_502:.2f}s "
+        f"\nNode partitioned from Redis mid-request: {status} after {time_to_502:.2f}s "
         f"(heartbeat window {HEARTBEAT_WINDOW:.1f}s); the Node served again {recovery:.2f}s "
         "after the partition healed"
     )
-    assert result[0][0] == 502, net.logs()[-6000:]
+    assert status == 502, net.logs()[-6000:]
     # The window, plus the edge's check interval and a loaded machine's scheduling.
     assert time_to_502 <= HEARTBEAT_WINDOW + 2.0, net.logs()[-6000:]
     assert node.poll() is None  # the same Node, not a restarted one
     responses = all_served(net, 20, "/pid")
     assert {r.json()["pid"] for r in responses} == {node.pid}
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="the Node holds its accept up to 50 ms while the application already runs "
+    "(issue 10: a 503 means the application never started)",
+)
+def test_node_partitioned_as_the_application_starts_gives_502_not_503(
+    net: NetGateway,
+) -> None:
+    """The application's first line ran (it wrote its marker), so the edge must not answer
+    503, which tells the client nothing ran; the Node's accept left before that line."""
+    net.start_edge("--pickup-timeout", "5")
+    net.start_node(heartbeat_interval=NODE_HEARTBEAT)
+    all_served(net, 5)
+    status, answered, recovery = cut_node_during_request(net, settle=0.0)
+    print(
+        f"\nNode partitioned as the application started: {status} after {answered:.2f}s; "
+        f"served again {recovery:.2f}s after the partition healed"
+    )
+    assert status == 502, net.logs()[-6000:]
 
 
 def median_latency(net: NetGateway, count: int) -> float:
@@ -166,24 +194,31 @@ def median_latency(net: NetGateway, count: int) -> float:
 
 
 def test_2ms_of_redis_delay_costs_a_few_round_trips_per_request(net: NetGateway) -> None:
+    """Request latency with and without 2 ms each way on both Redis links, in alternating
+    rounds (so a change in the machine's load hits both alike), divided by the measured
+    growth of a Redis round trip."""
     net.start_edge()
     net.start_node()
     all_served(net, 10)
     port = net.redis.port
-    base_rtt = statistics.mean(net.lab.rtt(link, port) for link in ("edge", "node"))
-    base = median_latency(net, 60)
-    for link in ("edge", "node"):
-        net.lab.faults(link, delay=0.002)
-    delayed_rtt = statistics.mean(net.lab.rtt(link, port) for link in ("edge", "node"))
-    delayed = median_latency(net, 60)
-    added_rtt = delayed_rtt - base_rtt
-    round_trips = (delayed - base) / added_rtt
+    rounds: list[tuple[float, float]] = []  # (added request latency, added Redis RTT)
+    for _ in range(3):
+        figures = []
+        for delay in (0.0, 0.002):
+            for link in ("edge", "node"):
+                net.lab.faults(link, delay=delay)
+            rtt = statistics.mean(net.lab.rtt(link, port, count=20) for link in ("edge", "node"))
+            figures.append((median_latency(net, 30), rtt))
+        (base, base_rtt), (delayed, delayed_rtt) = figures
+        rounds.append((delayed - base, delayed_rtt - base_rtt))
+    round_trips = statistics.median(added / rtt for added, rtt in rounds)
     print(
-        f"\n2 ms one-way delay on the Redis links: Redis RTT {base_rtt * 1000:.2f} -> "
-        f"{delayed_rtt * 1000:.2f} ms; request median {base * 1000:.1f} -> {delayed * 1000:.1f} "
-        f"ms: {round_trips:.2f} round trips per request"
+        "\n2 ms one-way delay on the Redis links: per round, request latency added / Redis "
+        "RTT added: "
+        + ", ".join(f"{added * 1000:.1f} ms / {rtt * 1000:.2f} ms" for added, rtt in rounds)
+        + f"; median {round_trips:.2f} round trips per request"
     )
-    assert added_rtt >= 0.0035  # the delay is really there, both ways
+    assert all(rtt >= 0.0035 for _, rtt in rounds)  # the delay is really there, both ways
     assert round_trips <= 6, f"{round_trips:.2f} Redis round trips per request"
 
 
