@@ -204,3 +204,32 @@ def test_garbage_on_the_route_channel_is_dropped_and_the_node_keeps_serving(
     text = log.read_text()
     assert "unsupported frame version 99" in text
     assert "unsupported frame version None" in text
+
+
+def test_redis_lost_mid_request_before_any_response_is_502(
+    redis_factory: Callable[..., RedisProcess], prefix: str, tmp_path: Path
+) -> None:
+    """The application had started (the Node accepted and read the first chunk): losing Redis
+    then is a failed gateway, 502, never a 503 (which would invite a retry) nor a 500."""
+    server = redis_factory()
+    gateway = Gateway(server.url, prefix, tmp_path)
+    try:
+        gateway.start_edge(heartbeat_interval=5)
+        gateway.start_node(heartbeat_interval=5)
+
+        def body():  # type: ignore[no-untyped-def]
+            yield b"x" * 1000
+            gateway.wait_marker("upload-paused")
+            server.stop()
+            yield b"y" * 1000
+
+        response = httpx.post(
+            gateway.url("/slow-upload"),
+            params={"marker": "upload-paused", "pause": 30},
+            content=body(),
+            timeout=30,
+        )
+        assert response.status_code == 502, gateway.logs()[-3000:]
+        assert "lost Redis while forwarding POST /slow-upload" in gateway.logs()
+    finally:
+        gateway.stop()
