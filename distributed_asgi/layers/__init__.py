@@ -10,7 +10,7 @@
     }
 """
 
-from .base import ChannelFull, GatewayLayer
+from .base import ChannelFull, GatewayLayer, WrongClientPrefix
 from .cluster import RedisClusterChannelLayer
 from .local import RedisLocalChannelLayer
 from .memory import InMemoryChannelLayer
@@ -23,4 +23,5 @@ __all__ = [
     "RedisChannelLayer",
     "RedisClusterChannelLayer",
     "RedisLocalChannelLayer",
+    "WrongClientPrefix",
 ]

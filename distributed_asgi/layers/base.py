@@ -17,7 +17,9 @@ __all__ = [
     "ChannelFull",
     "GatewayLayer",
     "Message",
+    "WrongClientPrefix",
     "non_local_name",
+    "require_own_channel",
     "require_valid_channel_name",
     "require_valid_group_name",
     "require_valid_message",
@@ -41,6 +43,15 @@ else:
 
 class ChannelFull(_ChannelFullBase):
     """The channel already holds ``capacity`` messages; nothing was sent."""
+
+
+class WrongClientPrefix(AssertionError):
+    """``receive()`` of a process-specific channel that another layer instance made.
+
+    Its messages wait in that instance's inbox, which only that instance may read: taking them
+    here would steal them from their receiver. An ``AssertionError``, as channels_redis raises
+    ("Wrong client prefix"), but raised explicitly, so ``python -O`` keeps the check.
+    """
 
 
 class GatewayLayer(Protocol):
@@ -100,6 +111,22 @@ def non_local_name(channel: str) -> str:
     """
     bang = channel.find("!")
     return channel if bang < 0 else channel[: bang + 1]
+
+
+def require_own_channel(channel: str, client_prefix: str) -> str:
+    """``channel`` if it is a normal channel or one of this instance's ``new_channel()`` names
+    (``<prefix>.<client_prefix>!<suffix>``); ``WrongClientPrefix`` otherwise."""
+    bang = channel.find("!")
+    if bang < 0:
+        return channel
+    process = channel[:bang]
+    if not process.endswith("." + client_prefix):
+        raise WrongClientPrefix(
+            f"Wrong client prefix: {channel!r} is not a channel of this layer instance (its "
+            f"process part {process!r} does not end with this instance's client prefix "
+            f"'.{client_prefix}'); receive() only the names this instance's new_channel() made"
+        )
+    return channel
 
 
 class CapacityRules:

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import weakref
 import zlib
 from binascii import crc_hqx
 from collections.abc import Sequence
@@ -38,11 +37,13 @@ from .base import (
     ChannelFull,
     Message,
     non_local_name,
+    require_own_channel,
     require_valid_channel_name,
     require_valid_group_name,
     require_valid_message,
 )
 from .hosts import HostSpec
+from .loops import LoopStates
 from .queue_reader import ChannelReader, InboxReader, QueueReader
 from .redis import RedisChannelLayer, _log_full_members
 from .scripts import (
@@ -54,7 +55,7 @@ from .scripts import (
     SEND,
     LuaScript,
 )
-from .shard import CONNECTION_ERRORS, Shard
+from .shard import CONNECTION_ERRORS, AckLedger, Shard
 
 __all__ = ["BUCKETS", "ClusterMap", "RedisClusterChannelLayer", "bucket_of"]
 
@@ -85,8 +86,12 @@ def is_redirect(exc: BaseException) -> bool:
 class ClusterMap:
     """The masters of one cluster and which owns each slot, as seen from one event loop."""
 
-    def __init__(self, spec: HostSpec) -> None:
+    def __init__(
+        self, spec: HostSpec, ledgers: dict[tuple[str, int], AckLedger] | None = None
+    ) -> None:
         self.spec = spec
+        # Acks not yet written, per node: the layer's, shared by the maps of every loop.
+        self.ledgers = ledgers if ledgers is not None else {}
         self.shards: dict[tuple[str, int], Shard] = {}  # every node ever routed to
         self.readers: dict[str, QueueReader] = {}
         self._owners: list[Shard] | None = None  # slot -> master
@@ -152,17 +157,24 @@ class ClusterMap:
     def _shard(self, host: str, port: int) -> Shard:
         shard = self.shards.get((host, port))
         if shard is None:
-            shard = self.shards[(host, port)] = Shard(self.spec.node_spec(host, port))
+            ledger = self.ledgers.setdefault((host, port), AckLedger())
+            shard = self.shards[(host, port)] = Shard(self.spec.node_spec(host, port), ledger)
         return shard
 
-    async def close(self) -> None:
+    async def teardown(self) -> None:
+        """Stop the readers (each reads back what is on the wire first), write what is
+        queued and close every connection."""
         if self._refreshing is not None:
             self._refreshing.cancel()
             await asyncio.gather(self._refreshing, return_exceptions=True)
+        await asyncio.gather(*(reader.close() for reader in self.readers.values()))
+        await asyncio.gather(*(shard.close() for shard in self.shards.values()))
+
+    close = teardown
+
+    def abandon(self) -> None:
         for reader in self.readers.values():
-            await reader.close()
-        for shard in self.shards.values():
-            await shard.close()
+            reader.abandon()
 
 
 class RedisClusterChannelLayer(RedisChannelLayer):
@@ -179,18 +191,13 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         if "{" in self.prefix or "}" in self.prefix:
             # A brace in the prefix would become the hash tag and put every key in one slot.
             raise ValueError(f"prefix must not contain braces on a cluster, got {self.prefix!r}")
-        self._maps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ClusterMap] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._node_ledgers: dict[tuple[str, int], AckLedger] = {}
+        self._maps = LoopStates(lambda: ClusterMap(self.cluster_spec, self._node_ledgers))
 
     # -- names and keys ------------------------------------------------------------------------
 
     def _map(self) -> ClusterMap:
-        loop = asyncio.get_running_loop()
-        cluster = self._maps.get(loop)
-        if cluster is None:
-            cluster = self._maps[loop] = ClusterMap(self.cluster_spec)
-        return cluster
+        return self._maps.get()
 
     async def _ready(self) -> ClusterMap:
         cluster = self._map()
@@ -256,7 +263,8 @@ class RedisClusterChannelLayer(RedisChannelLayer):
             raise ChannelFull(channel)
 
     async def receive(self, channel: str) -> Message:
-        require_valid_channel_name(channel)
+        # Refused before anything waits for the cluster (see RedisChannelLayer.receive).
+        require_own_channel(require_valid_channel_name(channel), self.client_prefix)
         cluster = self._map()
         delay = 0.05
         while not cluster.loaded:
@@ -282,11 +290,18 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         reader = cluster.readers.get(keys[0])
         if reader is None:
             shard = cluster.shard_for(bucket)
-            options = {"expiry": self.expiry, "block_timeout": self.block_timeout}
             reader = cluster.readers[keys[0]] = (
-                InboxReader(shard, keys[0], keys[1], **options)
+                InboxReader(
+                    shard,
+                    *keys,
+                    expiry=self.expiry,
+                    block_timeout=self.block_timeout,
+                    backlog=self._inbox_backlog(keys[0]),
+                )
                 if len(keys) > 1
-                else ChannelReader(shard, keys[0], **options)
+                else ChannelReader(
+                    shard, keys[0], expiry=self.expiry, block_timeout=self.block_timeout
+                )
             )
             reader.relocate = functools.partial(_relocate, cluster, bucket)
         return reader
@@ -340,8 +355,7 @@ class RedisClusterChannelLayer(RedisChannelLayer):
     async def flush(self) -> None:
         """Delete every key of this layer's prefix on every master (SCAN, never KEYS)."""
         cluster = await self._ready()
-        for reader in cluster.readers.values():
-            reader.clear()
+        self._forget_received()
         for shard in cluster.masters():
             keys = [key async for key in shard.client.scan_iter(f"{self.prefix}:*", count=1000)]
             # One key per UNLINK: keys of several slots in one command are a CROSSSLOT error.
@@ -351,10 +365,16 @@ class RedisClusterChannelLayer(RedisChannelLayer):
                         pipe.unlink(key)
                     await pipe.execute()
 
+    def _forget_received(self) -> None:
+        super()._forget_received()
+        for ledger in self._node_ledgers.values():
+            ledger.clear()
+
     async def close(self) -> None:
-        cluster = self._maps.pop(asyncio.get_running_loop(), None)
+        """Stop this loop's readers and close its connections (inboxes expire by themselves)."""
+        cluster = self._maps.pop()
         if cluster is not None:
-            await cluster.close()
+            await cluster.teardown()
 
     def __repr__(self) -> str:
         return f"<RedisChannelLayer prefix={self.prefix!r} cluster={self.cluster_spec.describe()}>"

@@ -104,6 +104,29 @@ class DedicatedConnection:
             raise
         return replies
 
+    async def read_one(self, timeout: float | None = None) -> Any:
+        """One reply (a command's error reply returned as a ``ResponseError``).
+
+        Unlike ``read()``, a cancelled call keeps the connection: redis-py's parsers keep what
+        had arrived of the reply, so the next call reads it whole and the stream stays in
+        step. A queue reader relies on it to read back the pops still on the wire when its
+        event loop ends. ``timeout``: None for the socket timeout, ``math.inf`` for none.
+        """
+        connection = await self.connect()
+        try:
+            return await connection.read_response(timeout=timeout, disconnect_on_error=False)
+        except ResponseError as exc:
+            return exc
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and self._connection.is_connected
+
     async def connect(self) -> AbstractConnection:
         if self._connection is None:
             self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]

@@ -19,6 +19,7 @@ from .base import (
     CapacityRules,
     ChannelFull,
     Message,
+    require_own_channel,
     require_positive_seconds,
     require_valid_channel_name,
     require_valid_group_name,
@@ -38,9 +39,23 @@ class _Channel:
     def wake_one(self) -> None:
         while self.waiters:
             waiter = self.waiters.popleft()
-            if not waiter.done():
+            if waiter.done():
+                continue
+            loop = waiter.get_loop()
+            if loop is asyncio.get_running_loop():
                 waiter.set_result(None)
                 return
+            # A receiver in another thread's loop (sync code through async_to_sync).
+            try:
+                loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:
+                continue  # that loop is closed: wake the next waiter instead
+            return
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class InMemoryChannelLayer:
@@ -79,7 +94,10 @@ class InMemoryChannelLayer:
         return True
 
     async def receive(self, channel: str) -> Message:
-        require_valid_channel_name(channel)
+        """The next message on ``channel``. As with the Redis layer, a process-specific channel
+        must be one this instance's ``new_channel()`` made (``WrongClientPrefix`` otherwise),
+        so code that passes tests here does not fail in production."""
+        require_own_channel(require_valid_channel_name(channel), self.client_prefix)
         state = self._channels.setdefault(channel, _Channel())
         while True:
             self._expire(state)

@@ -1,4 +1,4 @@
-"""Receive side: one reader per Redis queue per process, demultiplexing to local waiters.
+"""Receive side: one reader per Redis queue per event loop, demultiplexing to local waiters.
 
 Rules of this file:
 
@@ -8,14 +8,22 @@ Rules of this file:
   together on one connection, so Redis pops the moment the wait ends (and a connection lost
   while waiting loses nothing); entries older than ``expiry`` by the server's clock are dropped.
 - A reader task is never cancelled by a cancelled ``receive()``. An entry popped for a waiter
-  that has gone is kept in a local buffer for the next ``receive()`` of that channel.
+  that has gone is kept in the ``Backlog`` for the next ``receive()`` of that channel.
+- A reader task that is cancelled (its event loop is ending: ``asyncio.run``, and so
+  ``async_to_sync``, cancels every task first; or the layer is closing) reads back the rounds
+  still on the wire before it stops, waking each blocked wait with ``CLIENT UNBLOCK``: what
+  their pops took goes to the backlog, which belongs to the layer, not to the loop. Replies are
+  read one at a time with a cancellation-safe read, so the cancellation itself never leaves the
+  connection out of step.
 - ``ChannelReader`` (a normal channel, shared with other processes) pops only as many entries
   as there are local waiters, one round at a time: work stays in Redis for others, and what a
-  cancelled waiter leaves behind is put back at the head of the queue when nobody here waits.
+  cancelled waiter leaves behind is put back at the head of the queue when nobody here waits
+  (and when the reader stops).
 - ``InboxReader`` (all ``new_channel()`` channels of one prefix: every entry is this
   process's) keeps several rounds in flight, written together, so a stream of messages costs a
   fraction of a write each. Its entries stay counted against their channel's capacity until
   ``receive()`` returns them (then they are ACKed), so buffering here never defeats capacity.
+  Its backlog is shared by the inbox readers of every loop of the layer.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -30,8 +39,9 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from .backlog import Backlog
 from .connection import DedicatedConnection, pack_commands
-from .scripts import FORGET_IDLE, REQUEUE
+from .scripts import FORGET_IDLE
 from .shard import CONNECTION_ERRORS, Shard
 
 __all__ = ["ChannelReader", "InboxReader", "QueueReader"]
@@ -40,6 +50,7 @@ logger = logging.getLogger("distributed_asgi.layers")
 
 # What makes a reader back off and retry instead of failing its receivers.
 RECEIVE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, ResponseError)
+_READ_BACK_ERRORS: tuple[type[Exception], ...] = (asyncio.TimeoutError, *RECEIVE_ERRORS)
 INBOX_BATCH = 100  # entries one inbox round may pop
 INBOX_DEPTH = 16  # inbox rounds kept in flight: topped up with one write when down to one
 # How long an idle reader keeps its task and connection for the next receive(): a process
@@ -47,12 +58,14 @@ INBOX_DEPTH = 16  # inbox rounds kept in flight: topped up with one write when d
 LINGER = 2.0
 # Acked channels are checked for zero counters (and forgotten) in batches of this many.
 FORGET_BATCH = 1000
-# How long close() waits for a pop it woke with CLIENT UNBLOCK to come back.
-CLOSE_ROUND_TIMEOUT = 1.0
+# How long a stopping reader may spend reading back its rounds, and how long it waits for one
+# round it woke before waking it again (a wait that had not started blocking yet).
+READ_BACK_TIMEOUT = 2.0
+UNBLOCK_WAIT = 0.2
 
 
 class QueueReader:
-    """Waiters and buffers of one queue; subclasses decide how to pop."""
+    """Waiters of one queue in one event loop; subclasses decide how to pop."""
 
     def __init__(
         self,
@@ -61,21 +74,26 @@ class QueueReader:
         *,
         expiry: float,
         block_timeout: float,
+        backlog: Backlog | None = None,
     ) -> None:
         self.shard = shard
         self.queue_key = queue_key
         self.expiry = expiry
         self.block_timeout = block_timeout
-        # channel -> entries (monotonic time popped, raw entry)
-        self._buffers: dict[str, deque[tuple[float, bytes]]] = {}
+        self.backlog = backlog if backlog is not None else Backlog(expiry)
+        self.loop = asyncio.get_running_loop()
         self._waiters: dict[str, deque[asyncio.Future[bytes]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._last_sweep = time.monotonic()
         self._closed = False
+        self._stopping = False  # the task was cancelled and is reading back its rounds
+        self._in_flight = 0  # rounds written and not yet read
+        self._partial: list[Any] = []  # replies read so far of the oldest round in flight
         # Cluster only: finds the shard that serves queue_key now, after a redirect or a lost
         # node (the slot may have moved); None where the placement never changes.
         self.relocate: Callable[[], Awaitable[Shard]] | None = None
+        self.backlog.attach(self)
 
     async def get(self, channel: str) -> bytes:
         """The next payload for ``channel``. Cancellation-safe: nothing popped is lost."""
@@ -83,19 +101,17 @@ class QueueReader:
             entry = self._take_buffered(channel)
             if entry is not None:
                 return self._delivered(channel, entry)
-            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[bytes] = self.loop.create_future()
             waiters = self._waiters.setdefault(channel, deque())
             waiters.append(future)
             self._wakeup.set()
             if self._task is None or self._task.done():
-                self._task = asyncio.get_running_loop().create_task(self._run())
+                self._task = self.loop.create_task(self._run())
             try:
                 entry = await future
             except asyncio.CancelledError:
                 if future.done() and not future.cancelled():
-                    self._buffers.setdefault(channel, deque()).appendleft(
-                        (time.monotonic(), future.result())
-                    )
+                    self.backlog.put(channel, future.result(), self, front=True)
                 raise
             finally:
                 if future in waiters:
@@ -104,27 +120,34 @@ class QueueReader:
                     del self._waiters[channel]
             return self._delivered(channel, entry)
 
+    def notify(self, channel: str) -> bool:
+        """Called from any thread: another loop's reader left an entry of ``channel`` in the
+        backlog, which a waiter here may want. False when this reader's loop is closed."""
+        try:
+            self.loop.call_soon_threadsafe(self._hand_over, channel)
+        except RuntimeError:
+            return False
+        return True
+
+    def _hand_over(self, channel: str) -> None:
+        waiters = self._waiters.get(channel)
+        while waiters:
+            if waiters[0].done():
+                waiters.popleft()
+                continue
+            entry = self._take_buffered(channel)
+            if entry is None:
+                return
+            waiters.popleft().set_result(entry)
+
     def _delivered(self, channel: str, entry: bytes) -> bytes:
         return _payload(entry)
 
     def _dropped(self, channel: str) -> None:
-        """An entry of ``channel`` expired in the local buffer."""
+        """An entry of ``channel`` expired in the backlog."""
 
     def _take_buffered(self, channel: str) -> bytes | None:
-        buffer = self._buffers.get(channel)
-        if not buffer:
-            return None
-        cutoff = time.monotonic() - self.expiry
-        entry = None
-        while buffer:
-            popped_at, candidate = buffer.popleft()
-            if popped_at >= cutoff:
-                entry = candidate
-                break
-            self._dropped(channel)
-        if not buffer:
-            del self._buffers[channel]
-        return entry
+        return self.backlog.take(channel, self._dropped)
 
     def _waiting(self) -> int:
         return sum(1 for ws in self._waiters.values() for f in ws if not f.done())
@@ -143,6 +166,18 @@ class QueueReader:
         # BLMOVE takes fractional seconds (Redis >= 6.2).
         wait = ("BLMOVE", self.queue_key, self.queue_key, "LEFT", "LEFT", self.block_timeout)
         return [wait, ("LPOP", self.queue_key, count), ("TIME",)]
+
+    async def _read_round(self, connection: DedicatedConnection) -> list[Any]:
+        """The replies of the oldest round in flight. A cancelled call keeps the replies it
+        had read (and redis-py the part of one it had), so the next call goes on from there."""
+        while len(self._partial) < 3:
+            # Replies written together arrive together: only the first wait needs the socket
+            # timeout (whose bookkeeping is not free).
+            timeout = None if not self._partial else math.inf
+            self._partial.append(await connection.read_one(timeout))
+        replies, self._partial = self._partial, []
+        self._in_flight -= 1
+        return replies
 
     def _entries(self, replies: list[Any]) -> list[bytes]:
         """The live entries of one round's replies (raises what the pop raised)."""
@@ -173,22 +208,13 @@ class QueueReader:
             if not future.done():
                 future.set_result(entry)
                 return
-        self._buffers.setdefault(channel, deque()).append((time.monotonic(), entry))
+        self.backlog.put(channel, entry, self)
 
     def _sweep(self) -> None:
-        """Forget buffered entries nobody received before they expired (an inbox can collect
-        late replies for channels its process no longer reads)."""
         now = time.monotonic()
-        if now - self._last_sweep < self.expiry:
-            return
-        self._last_sweep = now
-        for channel in list(self._buffers):
-            buffer = self._buffers[channel]
-            while buffer and buffer[0][0] < now - self.expiry:
-                buffer.popleft()
-                self._dropped(channel)
-            if not buffer:
-                del self._buffers[channel]
+        if now - self._last_sweep >= self.expiry:
+            self._last_sweep = now
+            self.backlog.sweep(self._dropped)
 
     async def _backoff(self, exc: BaseException, delay: float) -> float:
         if self.relocate is not None:
@@ -205,34 +231,62 @@ class QueueReader:
         await asyncio.sleep(delay)
         return min(delay * 2, 1.0)
 
-    def pending_local(self) -> int:
-        return sum(len(b) for b in self._buffers.values())
+    async def _give_back(self, connection: DedicatedConnection, client_id: int | None) -> None:
+        """The task was cancelled: read back the rounds still on the wire, so what their pops
+        take is dispatched (to the backlog when nobody here waits) instead of lost."""
+        self._stopping = True
+        if client_id is None or not (self._in_flight or self._partial):
+            return
+        try:
+            await asyncio.wait_for(self._read_back(connection, client_id), READ_BACK_TIMEOUT)
+        except _READ_BACK_ERRORS as exc:
+            logger.warning(
+                "could not read back %d pop(s) of %s before stopping (their messages are lost "
+                "if they took any): %s",
+                self._in_flight,
+                self.queue_key,
+                str(exc) or type(exc).__name__,
+            )
+            await connection.disconnect()
+            self._in_flight, self._partial = 0, []
 
-    def clear(self) -> None:
-        self._buffers.clear()
+    async def _read_back(self, connection: DedicatedConnection, client_id: int) -> None:
+        while self._in_flight:
+            # The oldest round may be blocked in its wait: wake it, its pop then runs at once.
+            await self.shard.client.client_unblock(client_id)
+            try:
+                replies = await asyncio.wait_for(self._read_round(connection), UNBLOCK_WAIT)
+            except asyncio.TimeoutError:
+                continue  # its wait had not started blocking when it was woken: wake it again
+            for entry in self._entries(replies):
+                self._dispatch(entry)
 
     async def close(self) -> None:
+        """Stop the task (it reads back what is on the wire first) and fail local waiters."""
         self._closed = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        task = self._task
+        if task is not None and not task.done():
+            if not self._stopping:
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         for waiters in self._waiters.values():
             for future in waiters:
                 if not future.done():
                     future.cancel()
         self._waiters.clear()
+        self.backlog.detach(self)
+
+    def abandon(self) -> None:
+        """The loop closed without stopping this reader (no I/O is possible any more)."""
+        self._closed = True
+        self.backlog.detach(self)
 
 
 class ChannelReader(QueueReader):
     """A normal channel: pop only for local waiters, give back what nobody here took."""
 
-    def __init__(
-        self, shard: Shard, queue_key: str, *, expiry: float, block_timeout: float
-    ) -> None:
-        super().__init__(shard, queue_key, expiry=expiry, block_timeout=block_timeout)
-        self._popping_id: int | None = None  # server id of the connection while a round is out
-
     async def _run(self) -> None:
+        self._stopping = False
         # The outer loop only turns again when a cluster slot moved to another node.
         while not self._closed:
             if await self._pop_from(self.shard):
@@ -241,23 +295,24 @@ class ChannelReader(QueueReader):
     async def _pop_from(self, shard: Shard) -> bool:
         """Pop for local waiters from ``shard``; True when done, False when the key moved."""
         connection = DedicatedConnection(shard.client)
-        in_round = False
+        self._in_flight, self._partial = 0, []
+        client_id: int | None = None
         try:
             client_id = await connection.client_id()
             delay = 0.05
             while not self._closed:
                 waiting = self._waiting()
                 if not waiting:
-                    if self._buffers:
-                        await self._requeue()
+                    if self.backlog:
+                        await self._requeue(connection)
                         continue
                     if not await self._linger():
                         return True
                     continue
                 try:
-                    in_round, self._popping_id = True, client_id
-                    entries = self._entries(await connection.execute(self._round(waiting)))
-                    in_round, self._popping_id = False, None
+                    await connection.send(self._round(waiting))
+                    self._in_flight = 1
+                    entries = self._entries(await self._read_round(connection))
                 except RECEIVE_ERRORS as exc:
                     delay = await self._backoff(exc, delay)
                     if self.shard is not shard:
@@ -268,36 +323,41 @@ class ChannelReader(QueueReader):
                 for entry in entries:
                     self._dispatch(entry)
             return True
+        except asyncio.CancelledError:
+            # Stopping (the loop ends or the layer closes): whatever the round took, and what
+            # cancelled waiters left, goes back on the queue for other processes.
+            await self._give_back(connection, client_id)
+            await self._requeue(connection)
+            raise
         except RECEIVE_ERRORS as exc:  # CLIENT ID failed: the server is away; try again
             await self._backoff(exc, 0.05)
             return self._closed
         finally:
-            self._popping_id = None
-            if in_round:
+            if self._in_flight or self._partial:
                 # Cut off mid-round: its replies must never reach another user of the pool.
                 await connection.disconnect()
             await asyncio.shield(connection.release())
 
     async def close(self) -> None:
-        """Stop, first letting a pop that is out come back: what it took is put back on the
-        queue for other processes instead of vanishing with the connection."""
-        self._closed = True
-        task, popping_id = self._task, self._popping_id
-        if task is not None and not task.done() and popping_id is not None:
-            with contextlib.suppress(*RECEIVE_ERRORS):
-                await self.shard.client.client_unblock(popping_id)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), CLOSE_ROUND_TIMEOUT)
         await super().close()
-        if self._buffers:
-            await self._requeue()
+        if self.backlog:  # left by waiters cancelled while no task was running
+            async with DedicatedConnection(self.shard.client) as connection:
+                await self._requeue(connection)
 
-    async def _requeue(self) -> None:
-        entries = [entry for buffer in self._buffers.values() for _, entry in buffer]
-        self._buffers.clear()
+    async def _requeue(self, connection: DedicatedConnection) -> None:
+        """Put the backlog back at the head of the queue, in its order, for any receiver."""
+        entries = self.backlog.take_all()
+        if not entries:
+            return
+        commands = [
+            ("LPUSH", self.queue_key, *reversed(entries)),
+            ("PEXPIRE", self.queue_key, int(self.expiry * 1000)),
+        ]
         try:
-            await self.shard.call(REQUEUE, [self.queue_key], [int(self.expiry * 1000), *entries])
-        except Exception as exc:
+            pushed, _ = await connection.execute(commands)
+            if isinstance(pushed, Exception):
+                raise pushed
+        except RECEIVE_ERRORS as exc:
             logger.warning(
                 "could not put %d undelivered message(s) back on %s: %s",
                 len(entries),
@@ -317,10 +377,12 @@ class InboxReader(QueueReader):
         *,
         expiry: float,
         block_timeout: float,
+        backlog: Backlog | None = None,
     ) -> None:
-        super().__init__(shard, queue_key, expiry=expiry, block_timeout=block_timeout)
+        super().__init__(
+            shard, queue_key, expiry=expiry, block_timeout=block_timeout, backlog=backlog
+        )
         self.counter_key = counter_key
-        self._in_flight = 0  # rounds written and not yet read
         self._packed_round = pack_commands(self._round(INBOX_BATCH))
         self._acked: set[str] = set()  # channels acked since the last FORGET_IDLE
         self._last_forget = time.monotonic()
@@ -328,15 +390,6 @@ class InboxReader(QueueReader):
     def _delivered(self, channel: str, entry: bytes) -> bytes:
         self._dropped(channel)
         return _payload(entry)
-
-    async def delete_keys(self) -> None:
-        """Remove this inbox's queue and counters from Redis, once its process is done with
-        them: nobody else reads them, and keys left to expire would outlive the process."""
-        await self.shard.settle()  # acks still queued would re-create the counters
-        try:
-            await self.shard.client.unlink(self.queue_key, self.counter_key)
-        except RECEIVE_ERRORS as exc:
-            logger.info("could not delete %s on close (it expires): %s", self.queue_key, exc)
 
     def _dropped(self, channel: str) -> None:
         self.shard.ack(self.counter_key, channel)
@@ -356,25 +409,30 @@ class InboxReader(QueueReader):
             self.shard.post(FORGET_IDLE, [self.counter_key], channels)
 
     async def _run(self) -> None:
+        self._stopping = False
         delay = 0.05
         while not self._closed:
             connection = DedicatedConnection(self.shard.client)
-            self._in_flight = 0
+            self._in_flight, self._partial = 0, []
+            client_id: int | None = None
             try:
-                await self._serve(connection)
+                client_id = await connection.client_id()
+                await self._serve(connection, client_id)
                 return
+            except asyncio.CancelledError:
+                await self._give_back(connection, client_id)
+                raise
             except RECEIVE_ERRORS as exc:
                 # The connection is gone with its rounds; start over on a new one.
                 delay = await self._backoff(exc, delay)
             finally:
-                if self._closed or self._in_flight:
+                if self._in_flight or self._partial:
                     # Rounds still queued on this connection would pop entries nobody reads.
                     await connection.disconnect()
                 await connection.release()
 
-    async def _serve(self, connection: DedicatedConnection) -> None:
+    async def _serve(self, connection: DedicatedConnection, client_id: int) -> None:
         """Keep rounds in flight until nobody has waited for LINGER seconds."""
-        client_id = await connection.client_id()
         idle_since: float | None = None
         while not self._closed:
             if self._waiting():
@@ -390,11 +448,11 @@ class InboxReader(QueueReader):
                 await self.shard.client.client_unblock(client_id)
             elif self._in_flight <= 1:
                 refill = INBOX_DEPTH - self._in_flight
+                # send() does not suspend on a connected connection (rounds stay far below the
+                # write buffer's high-water mark): no cancellation falls between write and count.
                 await connection.send(self._packed_round * refill)
                 self._in_flight += refill
-            replies = await connection.read(3)
-            self._in_flight -= 1
-            entries = self._entries(replies)
+            entries = self._entries(await self._read_round(connection))
             self.shard.succeeded()
             for entry in entries:
                 self._dispatch(entry)

@@ -2,8 +2,10 @@
 
 Every operation is one script call on one shard (``group_send``: one per shard, concurrently),
 batched with whatever else the process is sending at that moment. State that belongs to an
-event loop (connections, readers) is kept per loop, so the layer also works from
-``async_to_sync`` in threads, which run their own loops.
+event loop (connections, reader tasks) is kept per loop and torn down when the loop ends (see
+loops.py), so the layer also works from ``async_to_sync`` in threads, which run a new loop per
+call. What must outlive a loop is kept by the layer: the entries popped and not yet received
+(one ``Backlog`` per queue) and the acks not yet written (one ``AckLedger`` per server).
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import itertools
 import logging
 import re
 import secrets
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .backlog import Backlog
 from .base import (
     CapacityRules,
     ChannelFull,
     Message,
     non_local_name,
+    require_own_channel,
     require_positive_seconds,
     require_valid_channel_name,
     require_valid_group_name,
@@ -29,10 +32,11 @@ from .base import (
 )
 from .hashring import HashRing
 from .hosts import HostSpec, parse_hosts
-from .queue_reader import ChannelReader, InboxReader, QueueReader
+from .loops import LoopStates
+from .queue_reader import RECEIVE_ERRORS, ChannelReader, InboxReader, QueueReader
 from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND
 from .serialization import DEFAULT_MAX_MESSAGE_SIZE, BadMessage, MessageSerializer
-from .shard import Shard
+from .shard import AckLedger, Shard
 
 __all__ = ["RedisChannelLayer"]
 
@@ -46,9 +50,25 @@ DEFAULT_BLOCK_TIMEOUT = 5.0
 class _LoopState:
     """Connections and readers of one layer in one event loop."""
 
-    def __init__(self, specs: Sequence[HostSpec]) -> None:
-        self.shards = [Shard(spec) for spec in specs]
+    def __init__(self, specs: Sequence[HostSpec], ledgers: Sequence[AckLedger]) -> None:
+        self.shards = [Shard(spec, ledger) for spec, ledger in zip(specs, ledgers, strict=True)]
         self.readers: dict[str, QueueReader] = {}
+
+    async def stop_readers(self) -> None:
+        """Stop every reader; each reads back what its pops on the wire take first."""
+        await asyncio.gather(*(reader.close() for reader in self.readers.values()))
+
+    async def close_shards(self) -> None:
+        """Write what is queued (acks included) and close the connections."""
+        await asyncio.gather(*(shard.close() for shard in self.shards))
+
+    async def teardown(self) -> None:
+        await self.stop_readers()
+        await self.close_shards()
+
+    def abandon(self) -> None:
+        for reader in self.readers.values():
+            reader.abandon()
 
 
 class RedisChannelLayer:
@@ -107,18 +127,23 @@ class RedisChannelLayer:
         self._channel_numbers = itertools.count(1)
         timeouts = [spec.socket_timeout for spec in self.hosts if spec.socket_timeout]
         self.block_timeout = min([DEFAULT_BLOCK_TIMEOUT, *(t / 2 for t in timeouts)])
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Outlive any one event loop: entries popped and not yet received (per queue key) and
+        # acks not yet written (per server). A process inbox's backlog is shared by the
+        # readers of every loop.
+        self._backlogs: dict[str, Backlog] = {}
+        self._ledgers = [AckLedger() for _ in self.hosts]
+        self._loops = LoopStates(lambda: _LoopState(self.hosts, self._ledgers))
 
     # -- names and keys ------------------------------------------------------------------------
 
     def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            state = self._states[loop] = _LoopState(self.hosts)
-        return state
+        return self._loops.get()
+
+    def _inbox_backlog(self, queue_key: str) -> Backlog:
+        backlog = self._backlogs.get(queue_key)
+        if backlog is None:
+            backlog = self._backlogs.setdefault(queue_key, Backlog(self.expiry))
+        return backlog
 
     def _queue_keys(self, channel: str) -> tuple[str, list[str]]:
         """(name the shard is chosen by, [queue key, counter key for a process inbox])."""
@@ -147,8 +172,13 @@ class RedisChannelLayer:
             raise ChannelFull(channel)
 
     async def receive(self, channel: str) -> Message:
-        """The next message on ``channel``, waiting for one to arrive."""
-        require_valid_channel_name(channel)
+        """The next message on ``channel``, waiting for one to arrive.
+
+        A process-specific channel must be one this instance's ``new_channel()`` made:
+        ``WrongClientPrefix`` (an ``AssertionError``) otherwise, as in channels_redis, since
+        its messages belong to the instance that reads that inbox.
+        """
+        require_own_channel(require_valid_channel_name(channel), self.client_prefix)
         reader = self._reader(channel)
         while True:
             payload = await reader.get(channel)
@@ -163,11 +193,18 @@ class RedisChannelLayer:
         reader = state.readers.get(keys[0])
         if reader is None:
             shard = state.shards[self.ring.shard_for(shard_name)]
-            options = {"expiry": self.expiry, "block_timeout": self.block_timeout}
             reader = state.readers[keys[0]] = (
-                InboxReader(shard, keys[0], keys[1], **options)
+                InboxReader(
+                    shard,
+                    *keys,
+                    expiry=self.expiry,
+                    block_timeout=self.block_timeout,
+                    backlog=self._inbox_backlog(keys[0]),
+                )
                 if len(keys) > 1
-                else ChannelReader(shard, keys[0], **options)
+                else ChannelReader(
+                    shard, keys[0], expiry=self.expiry, block_timeout=self.block_timeout
+                )
             )
         return reader
 
@@ -211,8 +248,7 @@ class RedisChannelLayer:
     async def flush(self) -> None:
         """Delete every key of this layer's prefix on every shard (SCAN, never KEYS)."""
         state = self._state()
-        for reader in state.readers.values():
-            reader.clear()
+        self._forget_received()
         for shard in state.shards:
             batch: list[bytes] = []
             async for key in shard.client.scan_iter(match=f"{self.prefix}:*", count=1000):
@@ -223,20 +259,42 @@ class RedisChannelLayer:
             if batch:
                 await shard.client.unlink(*batch)
 
+    def _forget_received(self) -> None:
+        """Drop what was popped and not received, and the acks not yet written (their
+        counters are about to be deleted: an ack written after would re-create them)."""
+        for backlog in self._backlogs.values():
+            backlog.clear()
+        for ledger in self._ledgers:
+            ledger.clear()
+
     async def close(self) -> None:
-        """Stop this loop's readers and close its connections."""
-        loop = asyncio.get_running_loop()
-        state = self._states.pop(loop, None)
+        """Stop this loop's readers and close its connections. When no other event loop uses
+        the layer, also delete the process inboxes: no one else reads them, and keys left to
+        expire would outlive the process."""
+        state = self._loops.pop()
+        last = not self._loops.others()
         if state is None:
-            return
-        for reader in state.readers.values():
-            await reader.close()
-        if not self._states:  # no other event loop receives on this layer's process channels
-            for reader in state.readers.values():
-                if isinstance(reader, InboxReader):
-                    await reader.delete_keys()
-        for shard in state.shards:
-            await shard.close()
+            if not (last and self._backlogs):
+                return
+            state = _LoopState(self.hosts, self._ledgers)  # a loop that only closes
+        await state.stop_readers()
+        if last and self._backlogs:
+            await self._delete_inboxes(state)
+        await state.close_shards()
+
+    async def _delete_inboxes(self, state: _LoopState) -> None:
+        inboxes = list(self._backlogs)
+        self._backlogs.clear()
+        for queue_key in inboxes:
+            inbox = queue_key[len(f"{self.prefix}:q:") :]
+            counter_key = f"{self.prefix}:n:{inbox}"
+            shard = state.shards[self.ring.shard_for(inbox)]
+            shard.ledger.discard(counter_key)
+            await shard.settle()  # a batch still on the wire would re-create the counters
+            try:
+                await shard.client.unlink(queue_key, counter_key)
+            except RECEIVE_ERRORS as exc:
+                logger.info("could not delete %s on close (it expires): %s", queue_key, exc)
 
     def __repr__(self) -> str:
         hosts = ", ".join(spec.describe() for spec in self.hosts)

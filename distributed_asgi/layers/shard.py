@@ -3,12 +3,17 @@
 Concurrent ``call()``s are written as one pipeline: while a batch is on the wire, new calls
 queue up and go together in the next, so N concurrent sends cost about one round trip instead
 of N, with no added latency when there is no concurrency.
+
+Acks (messages received, to count off their channel's capacity) wait in an ``AckLedger`` that
+belongs to the layer, not to the loop: one a loop did not get to write before it ended goes
+out with the next write to that server from any loop (and ``close()`` writes what is left).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -23,7 +28,7 @@ from .connection import DedicatedConnection
 from .hosts import HostSpec
 from .scripts import ACK, LuaScript
 
-__all__ = ["CONNECTION_ERRORS", "HEALTH_HOOKS", "Shard", "is_noscript"]
+__all__ = ["CONNECTION_ERRORS", "HEALTH_HOOKS", "AckLedger", "Shard", "is_noscript"]
 
 logger = logging.getLogger("distributed_asgi.layers")
 
@@ -40,19 +45,63 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 HEALTH_HOOKS: list[Callable[[str, bool], None]] = []
 
 # (script, keys, args, future); script None is an ack: keys is [counter key] and args holds one
-# Counter of channel -> messages received, merged while the ack waits for its batch.
+# Counter of channel -> messages received, taken from the ledger for this batch.
 _Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any]"]
+# How long close() spends writing acks that are still in the ledger.
+ACK_WRITE_TIMEOUT = 1.0
+
+
+class AckLedger:
+    """Acks for one server not yet written to it: counter key -> channel -> messages received.
+
+    Shared by the shards of every event loop (and so thread-safe): acks merge here while they
+    wait for a batch, and whichever loop writes to the server next takes them all.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, Counter[str]] = {}
+
+    def add(self, counter_key: str, channel: str) -> None:
+        with self._lock:
+            counts = self._counts.get(counter_key)
+            if counts is None:
+                counts = self._counts[counter_key] = Counter()
+            counts[channel] += 1
+
+    def take(self) -> dict[str, Counter[str]]:
+        with self._lock:
+            taken, self._counts = self._counts, {}
+        return taken
+
+    def restore(self, counter_key: str, counts: Counter[str]) -> None:
+        """Give back acks taken for a batch that was never written."""
+        with self._lock:
+            self._counts.setdefault(counter_key, Counter()).update(counts)
+
+    def discard(self, counter_key: str) -> None:
+        """Forget the acks of a counter that is being deleted (they would re-create it)."""
+        with self._lock:
+            self._counts.pop(counter_key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
 
 
 class Shard:
-    def __init__(self, spec: HostSpec) -> None:
+    def __init__(self, spec: HostSpec, ledger: AckLedger | None = None) -> None:
         self.spec = spec
         self.client: aioredis.Redis = spec.create_client()
+        self.ledger = ledger if ledger is not None else AckLedger()
         self._batch_connection = DedicatedConnection(self.client)
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
         self._active = False  # a batch is being executed (by a caller or the flusher)
-        self._open_acks: dict[str, Counter[str]] = {}  # counter key -> acks of a queued call
+        self._written = False  # the batch being executed has been written to the socket
         self._down_since: float | None = None
 
     # -- health: log the start and end of an outage once each, not every failed call -----------
@@ -90,10 +139,11 @@ class Shard:
             return await future
         # Nothing in flight: run this call right here, saving a task and a loop turn.
         self._active = True
+        acks_written = False
         try:
-            await self._run([(script, keys, list(args), future)])
+            acks_written = await self._run([*self._ack_calls(), (script, keys, list(args), future)])
         finally:
-            if self._pending:
+            if self._pending or (acks_written and self.ledger):
                 self._flusher = asyncio.get_running_loop().create_task(self._flush())
             else:
                 self._active = False
@@ -104,15 +154,12 @@ class Shard:
 
         Acks of one inbox merge while they wait for a batch: one plain ``HINCRBY`` when it is a
         single channel (the ping-pong case), one script call for many (the fan-out case). The
-        ack is queued before anything this process sends afterwards, on the same connection,
-        so any send that follows a receive() (here, or elsewhere in reaction to a message sent
-        from here) sees the freed capacity.
+        ack goes out before anything this process sends afterwards to this server, from any
+        loop, so any send that follows a receive() (here, or elsewhere in reaction to a message
+        sent from here) sees the freed capacity.
         """
-        counts = self._open_acks.get(counter_key)
-        if counts is None:
-            counts = self._open_acks[counter_key] = Counter()
-            self._enqueue((None, [counter_key], [counts], _ignored_future()))
-        counts[channel] += 1
+        self.ledger.add(counter_key, channel)
+        self._start_flusher()
 
     def post(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Queue a script call whose result nobody waits for (failures are logged)."""
@@ -120,21 +167,39 @@ class Shard:
 
     def _enqueue(self, call: _Call) -> None:
         self._pending.append(call)
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        if self._active and self._flusher is not None and self._flusher.done():
+            # Its loop cancelled it before it ever ran (so its finally never did).
+            self._active, self._flusher = False, None
         if not self._active:
             self._active = True
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
+    def _ack_calls(self) -> list[_Call]:
+        return [
+            (None, [counter_key], [counts], _ignored_future())
+            for counter_key, counts in self.ledger.take().items()
+        ]
+
     async def _flush(self) -> None:
+        with_acks = True
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                self._open_acks.clear()
-                await self._run(batch)
+            while self._pending or (with_acks and self.ledger):
+                acks = self._ack_calls() if with_acks else []
+                batch, self._pending = [*acks, *self._pending], []
+                # Acks that could not be written wait for the next call: no retrying in a loop
+                # while the server is away.
+                with_acks = await self._run(batch)
         finally:
             self._flusher = None
             self._active = False
 
-    async def _run(self, batch: list[_Call]) -> None:
+    async def _run(self, batch: list[_Call]) -> bool:
+        """Execute ``batch``; False when it failed before it was written (its acks are back
+        in the ledger)."""
+        self._written = False
         try:
             results = await self._execute(batch)
             retry = [c for c, r in zip(batch, results, strict=True) if is_noscript(r)]
@@ -148,17 +213,20 @@ class Shard:
                 results += await self._execute(retry)
         except CONNECTION_ERRORS as exc:
             self.failed(exc)
+            self._keep_unwritten_acks(batch)
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
-            return
+            return self._written
         except Exception as exc:
+            self._keep_unwritten_acks(batch)
             for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
-            return
+            return self._written
         except BaseException:
             # Cancelled mid-batch: whether the commands ran is unknown, so say so to the waiters.
+            self._keep_unwritten_acks(batch)
             for *_, future in batch:
                 if not future.done():
                     future.cancel()
@@ -171,6 +239,18 @@ class Shard:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+        return True
+
+    def _keep_unwritten_acks(self, batch: list[_Call]) -> None:
+        """Acks of a batch that never reached the socket go back to the ledger (one written
+        may have run: it is not repeated, as counting a message off twice would let its
+        channel hold more than its capacity)."""
+        if self._written:
+            return
+        for script, keys, args, future in batch:
+            if script is None:
+                self.ledger.restore(keys[0], args[0])
+                future.cancel()
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         commands = [
@@ -180,11 +260,16 @@ class Shard:
             for script, keys, args, _ in batch
         ]
         try:
-            return await self._batch_connection.execute(commands)
+            return await self._send_and_read(commands)
         except CONNECTION_ERRORS:
             # A pooled connection goes stale when the server restarts; a restarted server ran
             # none of these commands, so one immediate retry on a fresh connection is safe.
-            return await self._batch_connection.execute(commands)
+            return await self._send_and_read(commands)
+
+    async def _send_and_read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        await self._batch_connection.send(commands)
+        self._written = True
+        return await self._batch_connection.read(len(commands))
 
     async def load_script(self, script: LuaScript) -> None:
         await self.client.script_load(script.source)
@@ -195,7 +280,14 @@ class Shard:
             await asyncio.gather(self._flusher, return_exceptions=True)
 
     async def close(self) -> None:
+        """Write what is queued (acks in the ledger included), then close the connections."""
         await self.settle()
+        if self.ledger:
+            self._start_flusher()
+            try:
+                await asyncio.wait_for(self.settle(), ACK_WRITE_TIMEOUT)
+            except asyncio.TimeoutError:
+                logger.info("acks for %s not written on close (timeout)", self.spec.describe())
         await self._batch_connection.release()
         await self.client.aclose()
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from distributed_asgi.layers import ChannelFull
+from distributed_asgi.layers import ChannelFull, InMemoryChannelLayer, WrongClientPrefix
 
 from .conftest import LayerFactory
 
@@ -323,3 +323,28 @@ async def test_capacity_holds_while_siblings_are_being_received(
     assert [await layer.receive(slow) for _ in range(2)] == [{"n": 1}, {"n": 2}]
     await layer.send(slow, {"n": 3})
     assert await layer.receive(slow) == {"n": 3}
+
+
+async def test_receive_refuses_a_process_channel_of_another_instance(
+    make_layer: LayerFactory,
+) -> None:
+    """Another instance's new_channel() name, or a made-up one: refused at once (as
+    channels_redis does), and the owner still gets its message."""
+    layer = make_layer()
+    # The memory factory hands out one instance (one process): another one is made here.
+    owner = InMemoryChannelLayer() if isinstance(layer, InMemoryChannelLayer) else make_layer()
+    theirs = await owner.new_channel()
+    await owner.send(theirs, {"for": "owner"})
+    for channel in [theirs, "specific.xyz!abc", "specific!abc"]:
+        with pytest.raises(
+            WrongClientPrefix,
+            match=r"^Wrong client prefix: .*" + re.escape(repr(channel.split("!")[0])),
+        ):
+            await asyncio.wait_for(layer.receive(channel), 5)
+    assert issubclass(WrongClientPrefix, AssertionError)
+    assert await asyncio.wait_for(owner.receive(theirs), 5) == {"for": "owner"}
+    mine = await layer.new_channel("any.prefix")
+    await layer.send(mine, {"for": "me"})
+    assert await asyncio.wait_for(layer.receive(mine), 5) == {"for": "me"}
+    if owner is not layer:
+        await owner.close()

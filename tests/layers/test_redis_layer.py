@@ -246,3 +246,14 @@ async def test_a_channel_per_request_leaves_no_pile_of_counters(
     assert len(counters) == 1
     await asyncio.sleep(0.2)  # the last batch's FORGET_IDLE call is posted without waiting
     assert await admin.hlen(counters[0]) <= 1000
+
+
+@pytest.mark.parametrize("host", ["redis://127.0.0.1:1", "redis+cluster://127.0.0.1:1"])
+async def test_a_foreign_process_channel_is_refused_before_any_redis_call(host: str) -> None:
+    """No connection is tried (the server here does not even exist): the refusal is at once."""
+    layer = RedisChannelLayer(hosts=[host])
+    try:
+        with pytest.raises(AssertionError, match=r"^Wrong client prefix: 'specific\.xyz!abc'"):
+            await asyncio.wait_for(layer.receive("specific.xyz!abc"), 1)
+    finally:
+        await layer.close()

@@ -1,0 +1,116 @@
+"""Entries popped from a Redis queue and not yet returned by ``receive()``, kept for the layer.
+
+A reader runs in one event loop, but what it popped must outlive that loop: sync code calls
+the layer through ``async_to_sync``, a new loop each call, and several threads may receive on
+one layer at once. So the entries a reader could not hand to a waiter of its own loop wait here,
+where the readers of every loop take from; a reader that buffers an entry tells the readers of
+the other loops, which may have a waiter for it. Thread-safe; the lock is held for dict and
+deque operations only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+__all__ = ["Backlog", "BacklogReader"]
+
+
+class BacklogReader(Protocol):
+    """What a backlog needs of a reader: to be told, in its own loop, about a new entry."""
+
+    def notify(self, channel: str) -> bool:
+        """Look at the backlog for ``channel`` soon; False when the reader's loop is gone."""
+        ...
+
+
+class Backlog:
+    def __init__(self, expiry: float) -> None:
+        self.expiry = expiry
+        self._lock = threading.Lock()
+        self._entries: dict[str, deque[tuple[float, bytes]]] = {}  # (monotonic time popped, raw)
+        self._readers: list[BacklogReader] = []  # one per event loop reading this queue
+
+    def attach(self, reader: BacklogReader) -> None:
+        with self._lock:
+            self._readers.append(reader)
+
+    def detach(self, reader: BacklogReader) -> None:
+        with self._lock:
+            if reader in self._readers:
+                self._readers.remove(reader)
+
+    def put(
+        self, channel: str, entry: bytes, source: BacklogReader, *, front: bool = False
+    ) -> None:
+        """Keep ``entry`` for the next ``receive()`` of ``channel``, in whichever loop."""
+        with self._lock:
+            buffer = self._entries.get(channel)
+            if buffer is None:
+                buffer = self._entries[channel] = deque()
+            if front:  # a waiter that was cancelled after it got the entry: it stays first
+                buffer.appendleft((time.monotonic(), entry))
+            else:
+                buffer.append((time.monotonic(), entry))
+            others = [r for r in self._readers if r is not source] if len(self._readers) > 1 else []
+        for reader in others:
+            if not reader.notify(channel):
+                self.detach(reader)
+
+    def take(self, channel: str, dropped: Callable[[str], None]) -> bytes | None:
+        """The oldest live entry of ``channel``; ``dropped(channel)`` for each expired one."""
+        if channel not in self._entries:  # the common case, without the lock
+            return None
+        expired = 0
+        entry = None
+        cutoff = time.monotonic() - self.expiry
+        with self._lock:
+            buffer = self._entries.get(channel)
+            while buffer:
+                popped_at, candidate = buffer.popleft()
+                if popped_at >= cutoff:
+                    entry = candidate
+                    break
+                expired += 1
+            if buffer is not None and not buffer:
+                del self._entries[channel]
+        for _ in range(expired):
+            dropped(channel)
+        return entry
+
+    def take_all(self) -> list[bytes]:
+        """Every entry, oldest first per channel (to put them back on their Redis queue)."""
+        with self._lock:
+            entries = [entry for buffer in self._entries.values() for _, entry in buffer]
+            self._entries.clear()
+        return entries
+
+    def sweep(self, dropped: Callable[[str], None]) -> None:
+        """Forget entries nobody received before they expired (an inbox collects late replies
+        for channels its process no longer reads)."""
+        cutoff = time.monotonic() - self.expiry
+        expired: list[str] = []
+        with self._lock:
+            for channel in list(self._entries):
+                buffer = self._entries[channel]
+                while buffer and buffer[0][0] < cutoff:
+                    buffer.popleft()
+                    expired.append(channel)
+                if not buffer:
+                    del self._entries[channel]
+        for channel in expired:
+            dropped(channel)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(buffer) for buffer in self._entries.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
