@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from asgiref.compatibility import guarantee_single_callable, is_double_callable
-
 __all__ = [
     "DEFAULT_REDIS_URL",
     "ENCRYPTION_KEYS_ENV",
@@ -209,10 +207,13 @@ def load_app(
 ) -> Callable[..., Any]:
     """Import ``module:attribute`` as uvicorn does, and return an ASGI 3 callable.
 
-    ``interface`` is ``auto`` (asgiref's detection), ``asgi3`` or ``asgi2`` (``app(scope)``
-    returns an instance awaited with ``(receive, send)``).
+    ``interface`` is ``auto`` (told apart as uvicorn does, see interface.py), ``asgi3`` or
+    ``asgi2`` (``app(scope)`` returns an instance awaited with ``(receive, send)``); an ASGI 2
+    app comes back wrapped in ``ASGI2App``, which the Node recognises (its scopes say 2.0).
     """
     from uvicorn.importer import ImportFromStringError, import_from_string
+
+    from .interface import as_asgi3
 
     if app_dir:
         sys.path.insert(0, os.path.abspath(app_dir))
@@ -227,21 +228,10 @@ def load_app(
             raise ConfigError(f"Error loading ASGI app factory: {exc}") from None
     if not callable(app):
         raise ConfigError(f"ASGI app {import_string!r} is not callable: {app!r}")
-    # asgiref's helpers are untyped; they are the detection users know from Daphne and Channels.
-    double = is_double_callable(app)  # type: ignore[no-untyped-call]
-    if interface == "asgi2" or (interface == "auto" and double):
-        single: Callable[..., Any] = guarantee_single_callable(app)  # type: ignore[no-untyped-call]
-        if single is app:  # asgiref saw an ASGI 3 app, but the user said asgi2
-            single = _double_to_single(app)
-        return single
-    return app  # type: ignore[no-any-return]
-
-
-def _double_to_single(app: Callable[..., Any]) -> Callable[..., Any]:
-    async def application(scope: Any, receive: Any, send: Any) -> Any:
-        return await app(scope)(receive, send)
-
-    return application
+    try:
+        return as_asgi3(app, interface)[0]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def import_module_quietly(name: str) -> bool:

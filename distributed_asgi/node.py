@@ -30,10 +30,10 @@ import traceback
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from asgiref.compatibility import guarantee_single_callable, is_double_callable
 from asgiref.server import StatelessServer
 
 from .distributor import build_layer
+from .interface import as_asgi3
 from .layers import ChannelFull, GatewayLayer
 from .layers.base import require_valid_channel_name
 from .layers.shard import CONNECTION_ERRORS
@@ -56,7 +56,10 @@ RECEIVES_PER_KEY = 8
 
 
 class Node(StatelessServer):
-    """A worker serving ``cls`` (ASGI 2 or 3) or ``app`` (ASGI 3) from ``key``/``keys``.
+    """A worker serving ``cls`` or ``app`` from ``key``/``keys``.
+
+    The application is ASGI 2 or 3, told apart as uvicorn does (``interface`` "auto"), or as
+    ``interface`` "asgi3"/"asgi2" says.
 
     Redis: ``url``, else ``REDIS_URL`` when neither host nor port is given, else
     host/port/db/password; or a ready ``layer``. ``max_applications`` (1000) bounds concurrent
@@ -82,6 +85,7 @@ class Node(StatelessServer):
         max_applications: int = 1000,
         drain_timeout: float = 30.0,
         lifespan: str = "auto",
+        interface: str = "auto",
         heartbeat_interval: float = 2.0,
         heartbeat_misses: int = 3,
         metrics: NodeMetrics | None = None,
@@ -128,12 +132,8 @@ class Node(StatelessServer):
                 "heartbeat_interval must be a positive number of seconds, "
                 f"got {heartbeat_interval!r}"
             )
-        super().__init__(  # type: ignore[no-untyped-call]
-            guarantee_single_callable(application),  # type: ignore[no-untyped-call]
-            max_applications,
-        )
-        double = is_double_callable(application)  # type: ignore[no-untyped-call]
-        self.asgi_version = "2.0" if double else "3.0"
+        single, self.asgi_version = as_asgi3(application, interface)
+        super().__init__(single, max_applications)  # type: ignore[no-untyped-call]
         self.layer = build_layer(
             host, port, db, password, url=url, layer=layer, layer_options=layer_options
         )

@@ -75,3 +75,13 @@ def test_drain_timeout_may_be_zero_but_not_negative() -> None:
     assert Node(app=asgi3_app, key="k", drain_timeout=0).drain_timeout == 0
     with pytest.raises(ValueError, match="drain_timeout"):
         Node(app=asgi3_app, key="k", drain_timeout=-1)
+
+
+def test_interface_is_checked_and_decides_the_scopes_asgi_version() -> None:
+    assert Node(cls=Asgi2App, key="k").asgi_version == "2.0"
+    assert Node(app=asgi3_app, key="k").asgi_version == "3.0"
+    assert Node(app=asgi3_app, key="k", interface="asgi2").asgi_version == "2.0"
+    with pytest.raises(
+        ValueError, match=r"^interface must be one of 'auto', 'asgi3', 'asgi2', got 'wsgi'$"
+    ):
+        Node(app=asgi3_app, key="k", interface="wsgi")
