@@ -2,9 +2,10 @@
 
 Rules of this file:
 
-- Everything the application sends goes out in order under one lock, as ``asgi`` frames on the
-  edge's reply channel; the first one is an ``accept`` carrying the application's first
-  messages when they come within ``ACCEPT_DELAY``.
+- The ``accept`` is written to Redis before the application's first line runs (the 503
+  contract: a 503 means no application code ran), and only when it landed in time for the
+  edge to hear it. Then everything the application sends goes out in order under one lock, as
+  ``asgi`` frames on the edge's reply channel.
 - ``http.response.start`` is held for one loop turn so a body sent right after it travels in
   the same frame; bodies are cut into frames of at most ``MAX_BODY_FRAME``.
 - ``ChannelFull`` on the reply channel is flow control: wait and retry while the client is there.
@@ -12,7 +13,10 @@ Rules of this file:
   inbox of at most ``INBOX_LIMIT`` messages; an edge silent for ``heartbeat_misses`` of its
   heartbeat intervals is gone, and the application sees a disconnect.
 - After a disconnect, HTTP sends are ignored and WebSocket sends raise ``ClientDisconnected``,
-  as uvicorn does.
+  as uvicorn does. A WebSocket the application closes or refuses gives its next ``receive()``
+  what uvicorn's default implementations give: ``websocket.disconnect`` with the close's own
+  code and reason, or code 1006 for a handshake refused (403 or a denial response); nothing
+  the client sends after that reaches it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any
 from uvicorn.protocols.utils import ClientDisconnected
 
 from ._aio import receive_within
-from .cycle import HTTPCycle, WebSocketCycle, cycle_for
+from .cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
+from .edge_connection import PICKUP_GRACE
 from .layers import ChannelFull, GatewayLayer
 from .layers.shard import CONNECTION_ERRORS
 from .protocol import (
@@ -44,7 +49,7 @@ from .protocol import (
     encode_heartbeat,
 )
 
-__all__ = ["ACCEPT_DELAY", "INBOX_LIMIT", "MAX_BODY_FRAME", "NodeConnection", "describe"]
+__all__ = ["ACCEPT_LATEST", "INBOX_LIMIT", "MAX_BODY_FRAME", "NodeConnection", "describe"]
 
 logger = logging.getLogger("distributed_asgi.node")
 
@@ -56,11 +61,13 @@ MAX_BODY_FRAME = 128 * 1024
 # Messages from the edge held for an application that is not calling receive(); beyond it the
 # Node stops reading the connection's channel and the edge waits (flow control).
 INBOX_LIMIT = 16
-# How long the accept may wait for the application's first messages to travel with it. A
-# Node that dies within this window after starting an application leaves the edge answering
-# 503 (as if no Node had taken the connection); the saving is a frame and a Redis round trip
-# each way on every short request.
-ACCEPT_DELAY = 0.05
+# How far past a connect's deadline its accept may land and the application still start. The
+# edge listens PICKUP_GRACE past the deadline; half of it is left for the edge's own pop and
+# for the two clocks' difference, so an accept the edge may have missed (it answered 503)
+# never starts the application.
+ACCEPT_LATEST = PICKUP_GRACE / 2
+# What makes an accept fail without starting the application (the edge answers 503).
+_ACCEPT_ERRORS: tuple[type[Exception], ...] = (ChannelFull, *CONNECTION_ERRORS)
 _FULL_BACKOFF_START = 0.002
 _FULL_BACKOFF_MAX = 0.1
 
@@ -86,6 +93,8 @@ class NodeConnection:
         self.failed = False  # the application raised
         self.conn_id = connect.conn_id
         self.reply_channel = connect.reply_channel
+        self.deadline = connect.deadline
+        self.started = False  # the application was called
         self.scope = scope
         self.is_http = scope["type"] == "http"
         self.is_head = self.is_http and scope.get("method") == "HEAD"
@@ -102,37 +111,70 @@ class NodeConnection:
         self._flushing: asyncio.Task[None] | None = None
         self.accepted = False
         self._reader: asyncio.Task[None] | None = None
-        self._accepting: asyncio.Task[None] | None = None
         for message in connect.messages:
             self.cycle.on_receive(message)
 
     # -- the instance ------------------------------------------------------------------------
 
     async def run(self, application: Callable[..., Awaitable[None]]) -> None:
-        self.channel = await self.layer.new_channel("node")
-        # The accept waits (briefly) for the application's first messages so that a short
-        # request costs one frame each way; see ACCEPT_DELAY.
-        accept_timer = asyncio.get_running_loop().call_later(ACCEPT_DELAY, self._accept_soon)
         error: BaseException | None = None
         try:
+            self.channel = await self.layer.new_channel("node")
+            if not await self._accept():
+                return
+            self.started = True
             await application(self.scope, self.receive, self.send)
         except BaseException as exc:
             error = exc
-            self.failed = not isinstance(exc, asyncio.CancelledError)
+            self.failed = self.started and not isinstance(exc, asyncio.CancelledError)
             raise
         finally:
             if self._reader is not None:
                 self._reader.cancel()
-            accept_timer.cancel()
             try:
-                await self._finish(error)
+                if self.started:
+                    await self._finish(error)
             finally:
                 self.on_done(self)
 
+    async def _accept(self) -> bool:
+        """Tell the edge this Node has the connection; True when the application may start.
+
+        Awaited before the application's first line, so that an edge answering 503 (no accept
+        in time) knows no application code ran: a Node that dies after this is a 502. It costs
+        one frame more than an accept carrying the first response, one Redis write per request.
+        """
+        frame = encode_accept(self.conn_id, self.channel, self.heartbeat_interval)
+        try:
+            await self.layer.send(self.reply_channel, frame)
+        except _ACCEPT_ERRORS as exc:
+            logger.warning(
+                "could not accept %s (%s: %s): not starting the application",
+                describe(self.scope),
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        self.accepted = True
+        self.last_sent = time.monotonic()
+        late = time.time() - self.deadline
+        if late > ACCEPT_LATEST:
+            logger.warning(
+                "accepted %s %.2fs past its pick-up deadline, too late for the edge to be sure "
+                "to hear it: not starting the application",
+                describe(self.scope),
+                late,
+            )
+            error = f"not started: accepted too late ({late:.2f}s past the pick-up deadline)"
+            with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
+                await self._send_frame(encode_end(self.conn_id, error), retry=False)
+            return False
+        # Nothing can come from the edge before it has the accept.
+        self._reader = asyncio.ensure_future(self._read_from_edge())
+        return True
+
     async def _finish(self, error: BaseException | None) -> None:
         await self._flush_start()
-        if self._accepting is not None:
-            await asyncio.gather(self._accepting, return_exceptions=True)
         if self.disconnected or self.cycle.finished:
             return
         if isinstance(self.cycle, HTTPCycle) and not self.cycle.response_started:
@@ -155,7 +197,6 @@ class NodeConnection:
             logger.error("ASGI callable returned without completing response.")
         text = None if error is None else f"{type(error).__name__}: {error}"
         with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
-            await self._ensure_accepted()
             await self._send_frame(encode_end(self.conn_id, text), retry=False)
 
     # -- receive ---------------------------------------------------------------------------------
@@ -168,11 +209,8 @@ class NodeConnection:
                 message = self.inbox.popleft()
                 self._room.set()
                 return message
-            if not self.accepted:
-                # The edge needs the Node's channel before it can send anything more.
-                await self._ensure_accepted()
-                continue
             if isinstance(self.cycle, WebSocketCycle) and self.cycle.finished:
+                # uvicorn's next message once its connection is lost after a close.
                 return {"type": "websocket.disconnect", "code": 1005}
             self._arrived.clear()
             await self._arrived.wait()
@@ -224,6 +262,8 @@ class NodeConnection:
                 await self._room.wait()
 
     def _deliver(self, message: Message) -> None:
+        if isinstance(self.cycle, WebSocketCycle) and self.cycle.finished:
+            return  # closed by the application: as uvicorn, nothing more from the client
         self.cycle.on_receive(message)
         if message["type"] in ("http.disconnect", "websocket.disconnect"):
             self.disconnected = True
@@ -237,7 +277,11 @@ class NodeConnection:
             if self.is_http:
                 return  # as uvicorn: sending to a gone client is a no-op for HTTP
             raise ClientDisconnected()
-        self.cycle.on_send(message)
+        cycle = self.cycle
+        before = cycle.state if isinstance(cycle, WebSocketCycle) else None
+        cycle.on_send(message)
+        if before is not None and self.cycle.finished:
+            self._closed_by_application(message, before)
         kind = message["type"]
         if kind == "http.response.start":
             # Held for one loop turn: a body sent right after travels in the same frame.
@@ -251,6 +295,19 @@ class NodeConnection:
             return
         await self._flush_start()
         await self._send_messages([_plain_message(message)])
+
+    def _closed_by_application(self, message: Message, before: WebSocketState) -> None:
+        """Queue what uvicorn's default implementations queue when the application closes."""
+        if before is WebSocketState.CONNECTED:
+            disconnect = {
+                "type": "websocket.disconnect",
+                "code": int(message.get("code", 1000)),
+                "reason": message.get("reason", "") or "",
+            }
+        else:  # refused: 403 from a close, or a denial response
+            disconnect = {"type": "websocket.disconnect", "code": 1006}
+        self.inbox.append(disconnect)
+        self._arrived.set()
 
     async def _send_body(self, message: Message) -> None:
         body = bytes(message.get("body", b""))
@@ -288,30 +345,7 @@ class NodeConnection:
 
     async def _send_messages(self, messages: list[Message]) -> None:
         async with self._send_lock:
-            if self.accepted:
-                frame = encode_asgi(self.conn_id, messages)
-            else:
-                frame = self._accept_frame(messages)
-            await self._push(frame, retry=True)
-
-    def _accept_frame(self, messages: list[Message]) -> Message:
-        self.accepted = True
-        # Nothing can come from the edge before it has the accept; after a finished response
-        # nothing that matters can come at all.
-        if not self.cycle.finished:
-            self._reader = asyncio.ensure_future(self._read_from_edge())
-        return encode_accept(self.conn_id, self.channel, self.heartbeat_interval, messages)
-
-    def _accept_soon(self) -> None:
-        if not self.accepted and self._accepting is None:
-            self._accepting = asyncio.ensure_future(self._ensure_accepted())
-
-    async def _ensure_accepted(self) -> None:
-        if self.accepted:
-            return
-        async with self._send_lock:
-            if not self.accepted:
-                await self._push(self._accept_frame([]), retry=False)
+            await self._push(encode_asgi(self.conn_id, messages), retry=True)
 
     async def _send_frame(self, frame: Message, *, retry: bool = True) -> None:
         async with self._send_lock:

@@ -1,0 +1,129 @@
+"""The 503 contract (DESIGN.md): a 503 with Retry-After means no application code ran.
+
+A Node writes its accept to Redis before the application's first line runs, so a Node killed
+once the application has started leaves the edge answering 502, never 503; and a Node killed
+before it accepted leaves a 503 and an application that never ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from distributed_asgi import Node
+from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.protocol import Accept, End, decode_frame, encode_connect
+
+from .conftest import Gateway
+
+CONTRACT_APP = "tests.gateway.apps.contract:app"
+
+
+def _post_in_thread(url: str, results: dict[str, Any], name: str) -> threading.Thread:
+    def post() -> None:
+        started = time.monotonic()
+        response = httpx.post(url, content=b"not idempotent", timeout=30)
+        results[name] = (response.status_code, response.headers.get("retry-after"))
+        results[name + "-seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread
+
+
+def test_a_node_killed_once_the_app_started_gives_502_not_503(gateway: Gateway) -> None:
+    gateway.start_edge(pickup_timeout=5)
+    node, _ = gateway.start_node(app=CONTRACT_APP, heartbeat_interval=0.3, lifespan="off")
+    results: dict[str, Any] = {}
+    # The app blocks the Node's event loop right after its first line: nothing the Node has
+    # not written before starting the app can be written after.
+    thread = _post_in_thread(gateway.url("/block/started?seconds=30"), results, "started")
+    gateway.wait_marker("ran-started")
+    os.kill(node.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    thread.join()
+    print(f"502 {time.monotonic() - killed:.2f}s after the kill")
+    assert results["started"] == (502, None)
+
+
+def test_a_node_killed_before_it_accepted_gives_503_and_never_ran_the_app(
+    gateway: Gateway,
+) -> None:
+    """The Node pops the second connect (its blocking pop is out while the first request's
+    app blocks its event loop) but is killed before it can run anything for it."""
+    gateway.start_edge(pickup_timeout=4, retry_after=3)
+    node, _ = gateway.start_node(app=CONTRACT_APP, heartbeat_interval=0.3, lifespan="off")
+    results: dict[str, Any] = {}
+    first = _post_in_thread(gateway.url("/block/first?seconds=30"), results, "first")
+    gateway.wait_marker("ran-first")
+    second = _post_in_thread(gateway.url("/hold/second?seconds=0"), results, "second")
+    time.sleep(1.0)  # the edge has sent the second connect; the Node's pending pop took it
+    os.kill(node.pid, signal.SIGKILL)
+    # A healthy Node now: had the connect still been in Redis, it would run it in time.
+    gateway.start_node(app=CONTRACT_APP, lifespan="off")
+    first.join()
+    second.join()
+    print(f"first: {results['first-seconds']:.2f}s, second: {results['second-seconds']:.2f}s")
+    assert results["first"] == (502, None)
+    assert results["second"] == (503, "3")
+    assert not gateway.marker("ran-second").exists()
+
+
+class _SlowAccepts:
+    """A real Redis layer whose ``accept`` frames reach Redis ``delay`` seconds late."""
+
+    def __init__(self, layer: RedisChannelLayer, delay: float) -> None:
+        self.layer = layer
+        self.delay = delay
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        if message.get("t") == "accept":
+            await asyncio.sleep(self.delay)
+        await self.layer.send(channel, message)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        return await self.layer.receive(channel)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        return await self.layer.new_channel(prefix)
+
+    async def close(self) -> None:
+        await self.layer.close()
+
+
+async def test_an_accept_that_reached_redis_after_the_edge_gave_up_never_starts_the_app(
+    redis_url: str, prefix: str
+) -> None:
+    ran: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        ran.append(scope["path"])
+
+    edge = RedisChannelLayer(hosts=[redis_url], prefix=prefix)
+    node = Node(
+        app=app,
+        key="slow",
+        layer=_SlowAccepts(RedisChannelLayer(hosts=[redis_url], prefix=prefix), 1.5),  # type: ignore[arg-type]
+        lifespan="off",
+    )
+    running = asyncio.ensure_future(node.arun())
+    try:
+        reply = await edge.new_channel("edge")
+        scope = {"type": "http", "method": "POST", "path": "/late", "headers": []}
+        # Taken in time, but the accept lands past the deadline and the edge's grace.
+        await edge.send("slow", encode_connect("c1", scope, reply, time.time() + 0.3, 30.0))
+        frames = [decode_frame(await asyncio.wait_for(edge.receive(reply), 10)) for _ in "ab"]
+    finally:
+        node.stop()
+        await asyncio.wait_for(running, 10)
+        await edge.close()
+    assert isinstance(frames[0], Accept)
+    assert isinstance(frames[1], End)
+    assert frames[1].error is not None and "too late" in frames[1].error
+    assert ran == []
