@@ -325,7 +325,7 @@ class Node(StatelessServer):
         if len(self.connections) >= self.max_applications:
             self._cancel_receives()
         else:
-            self._fill(taken_on=key)
+            self._fill()
 
     def _cancel_receives(self) -> None:
         receives, self._receives = self._receives, {}

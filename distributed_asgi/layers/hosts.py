@@ -118,6 +118,8 @@ def mask_secret(url: str) -> str:
     """``url`` with its password masked: in the netloc, and in query arguments such as
     ``?password=`` or ``?ssl_password=`` (redis-py takes any connection argument there)."""
     parts = urlsplit(url)
+    if parts.password is None and "password" not in parts.query.lower():
+        return url  # as given (urlunsplit would turn unix:///path into unix:/path)
     if parts.password is not None:
         netloc = parts.netloc.rsplit("@", 1)[-1]
         user = parts.username or ""
@@ -191,6 +193,8 @@ def _parse_host(host: object, index: int) -> HostSpec:
                 pairs.append((str(pair[0]), _check_port(pair[1], where)))
             sentinel_kwargs = options.pop("sentinel_kwargs", None) or {}
             identity = "sentinel://" + ",".join(f"{h}:{p}" for h, p in pairs) + f"/{master_name}"
+            if options.get("db"):  # the master's database: another db is another server here
+                identity += f"?db={options['db']}"
             return HostSpec(
                 identity=identity,
                 kwargs=options,
@@ -217,10 +221,12 @@ def _parse_host(host: object, index: int) -> HostSpec:
             address = options.pop("address")
             if isinstance(address, (tuple, list)):
                 spec = _parse_host(address, index)
-                return HostSpec(identity=spec.identity, kwargs={**spec.kwargs, **options})
+                identity = spec.identity + (f"/{options['db']}" if options.get("db") else "")
+                return HostSpec(identity=identity, kwargs={**spec.kwargs, **options})
             if not isinstance(address, str):
                 raise ValueError(f"{where}['address'] must be a URL, got {address!r}")
-            return HostSpec(identity=_check_url(address, where), url=address, kwargs=options)
+            identity = _with_db(_check_url(address, where), options.get("db"))
+            return HostSpec(identity=identity, url=address, kwargs=options)
         hostname = options.get("host", "localhost")
         if "unix_socket_path" in options:
             identity = f"unix://{options['unix_socket_path']}"
@@ -234,6 +240,22 @@ def _parse_host(host: object, index: int) -> HostSpec:
         f"{where} must be a URL, a (host, port) pair or a dict, got {type(host).__name__}: "
         f"{_masked_repr(host)}"
     )
+
+
+def _with_db(url: str, db: object) -> str:
+    """The identity of ``url`` used with a ``db`` argument: the database redis-py connects to
+    (the URL's own, when it names one, wins, as in ``Redis.from_url``)."""
+    parts = urlsplit(url)
+    if not db or parts.scheme in CLUSTER_SCHEMES:
+        return url
+    arguments = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "db" for name, _ in arguments):
+        return url
+    if parts.scheme == "unix":
+        return f"{url}{'&' if parts.query else '?'}db={db}"
+    if parts.path.strip("/"):
+        return url
+    return urlunsplit(parts._replace(path=f"/{db}"))
 
 
 def _check_url(url: str, where: str) -> str:

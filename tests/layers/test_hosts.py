@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from distributed_asgi.layers import RedisChannelLayer
@@ -76,3 +78,37 @@ def test_errors_do_not_leak_passwords() -> None:
 def test_unknown_option_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="capcity"):
         RedisChannelLayer(capcity=10)  # type: ignore[call-arg]
+
+
+# Each form of one server, with a database argument.
+DB_FORMS: dict[str, Callable[[int], object]] = {
+    "url": lambda db: f"redis://localhost:6379/{db}",
+    "unix url": lambda db: f"unix:///run/redis.sock?db={db}",
+    "dict": lambda db: {"host": "localhost", "port": 6379, "db": db},
+    "address url": lambda db: {"address": "redis://localhost:6379", "db": db},
+    "address unix url": lambda db: {"address": "unix:///run/redis.sock", "db": db},
+    "address pair": lambda db: {"address": ("localhost", 6379), "db": db},
+    "sentinel": lambda db: {"sentinels": [("localhost", 26379)], "master_name": "m", "db": db},
+}
+
+
+@pytest.mark.parametrize("form", DB_FORMS.values(), ids=DB_FORMS.keys())
+def test_entries_that_differ_only_in_db_are_different_servers(
+    form: Callable[[int], object],
+) -> None:
+    specs = parse_hosts([form(0), form(1), form(2)])
+    assert len({spec.identity for spec in specs}) == 3, [s.describe() for s in specs]
+    dbs = [spec.create_client().connection_pool.connection_kwargs.get("db", 0) for spec in specs]
+    assert [int(db) for db in dbs] == [0, 1, 2]
+    with pytest.raises(ValueError, match="same server twice"):
+        parse_hosts([form(1), form(1)])
+
+
+def test_a_db_in_the_address_url_wins_over_the_db_argument() -> None:
+    """As in redis-py's from_url: the URL's own database is the one connected to."""
+    (spec,) = parse_hosts([{"address": "redis://localhost:6379/2", "db": 1}])
+    assert spec.identity == "redis://localhost:6379/2"
+    assert spec.create_client().connection_pool.connection_kwargs["db"] == 2
+    with pytest.raises(ValueError, match="same server twice"):
+        parse_hosts(["redis://localhost:6379/2", {"address": "redis://localhost:6379/2", "db": 1}])
+    assert parse_hosts([{"address": "unix:///s", "db": 1}])[0].describe() == "unix:///s?db=1"

@@ -187,3 +187,27 @@ async def test_layer_follows_a_failover_under_load(
         await asyncio.gather(*tasks, return_exceptions=True)
         await sender.close()
         await receiver.close()
+
+
+async def test_two_databases_behind_one_sentinel_are_two_shards(
+    sentinel: tuple[RedisProcess, int], prefix: str
+) -> None:
+    master, port = sentinel
+    hosts = [
+        {"sentinels": [("127.0.0.1", port)], "master_name": "mymaster", "db": db} for db in (0, 1)
+    ]
+    layer = RedisChannelLayer(hosts=hosts, prefix=prefix)
+    try:
+        channels = [f"test.sentinel-db{i}" for i in range(40)]
+        for channel in channels:
+            await layer.send(channel, {"to": channel})
+        for db in (0, 1):
+            client = redis.Redis(host="127.0.0.1", port=master.port, db=db)
+            queues = list(client.scan_iter(match=f"{prefix}:q:*"))
+            client.close()
+            assert len(queues) > 5, f"db {db} holds {len(queues)} queues"
+        for channel in channels:
+            assert await asyncio.wait_for(layer.receive(channel), 5) == {"to": channel}
+    finally:
+        await layer.flush()
+        await layer.close()

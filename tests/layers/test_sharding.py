@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
 import redis.asyncio as aioredis
 
 from distributed_asgi.layers import RedisChannelLayer
@@ -66,3 +67,40 @@ async def test_three_shards_deliver_everything(
     finally:
         await sender.close()
         await receiver.close()
+
+
+# One server's two databases, in each form of a hosts entry (host, port, unix socket path, db).
+DB_HOSTS: dict[str, Callable[[str, int, str, int], object]] = {
+    "url": lambda h, p, s, db: f"redis://{h}:{p}/{db}",
+    "dict": lambda h, p, s, db: {"host": h, "port": p, "db": db},
+    "address url": lambda h, p, s, db: {"address": f"redis://{h}:{p}", "db": db},
+    "address pair": lambda h, p, s, db: {"address": (h, p), "db": db},
+    "address unix url": lambda h, p, s, db: {"address": f"unix://{s}", "db": db},
+}
+
+
+@pytest.mark.parametrize("form", DB_HOSTS.values(), ids=DB_HOSTS.keys())
+async def test_two_databases_of_one_server_are_two_shards(
+    redis_factory: Callable[..., RedisProcess],
+    prefix: str,
+    form: Callable[[str, int, str, int], object],
+) -> None:
+    server = redis_factory(unix_socket=True)
+    assert server.unix_socket_path is not None
+    where = ("127.0.0.1", server.port, server.unix_socket_path)
+    layer = RedisChannelLayer(hosts=[form(*where, 0), form(*where, 1)], prefix=prefix)
+    try:
+        channels = [f"test.db{i}" for i in range(40)]
+        channels += [await layer.new_channel(f"p{i}") for i in range(20)]
+        for channel in channels:
+            await layer.send(channel, {"to": channel})
+        for db in (0, 1):
+            client = aioredis.Redis(host="127.0.0.1", port=server.port, db=db)
+            queues = [key async for key in client.scan_iter(match=f"{prefix}:q:*")]
+            await client.aclose()
+            assert len(queues) > 5, f"db {db} holds {len(queues)} queues"
+        for channel in channels:
+            assert await asyncio.wait_for(layer.receive(channel), 5) == {"to": channel}
+    finally:
+        await layer.flush()
+        await layer.close()
