@@ -407,15 +407,17 @@ class Node(StatelessServer):
 
     def connection_done(self, connection: NodeConnection) -> None:
         self.connections.pop(connection.conn_id, None)
-        stats = self.stats
-        stats.served += 1
-        if connection.failed:
-            stats.errors += 1
         if self.metrics is not None:
             self.metrics.in_flight.dec()
-            self.metrics.finished(
-                connection.route_key, connection.failed, time.monotonic() - connection.taken
-            )
+        if connection.started:  # else it could not be accepted in time: nothing was served
+            stats = self.stats
+            stats.served += 1
+            if connection.failed:
+                stats.errors += 1
+            if self.metrics is not None:
+                self.metrics.finished(
+                    connection.route_key, connection.failed, time.monotonic() - connection.taken
+                )
         self._fill()
 
     async def application_send(self, scope: Mapping[str, Any], message: Message) -> None:
