@@ -3,15 +3,16 @@
 Built on ``asgiref.server.StatelessServer``: one application instance per connection, its
 application checker logging exceptions. Differences, and why:
 
-- Capacity is reserved before a connection is taken: a route channel is read only while
-  ``running + waiting receives < max_applications`` (one receive per key is kept while there is
-  any room, so a quiet key cannot starve a busy one). Work beyond that stays in Redis for other
-  Nodes; the base class's eviction of the oldest instance never happens.
+- Capacity is reserved before a connection is taken: the receives waiting on the route
+  channels never exceed the room (``max_applications`` minus running connections), except
+  that every key keeps one receive while there is any room, so no key starves another. Work
+  beyond that stays in Redis for other Nodes; the base class's eviction of the oldest
+  instance never happens. A key's receives are popped together (one Redis round pops as many
+  as wait), so the room is kept out as receives: an idle Node takes a whole burst in a round.
 - An instance's ``receive`` and ``send`` belong to its ``NodeConnection``
-  (node_connection.py), which turns messages into frames on the edge's reply channel and feeds
-  frames from the Node's own channel back in. The ``accept`` frame travels with the
-  application's first messages when they come within ``ACCEPT_DELAY`` (one frame each way for
-  a short request).
+  (node_connection.py), which writes the ``accept`` before the application's first line runs,
+  turns messages into frames on the edge's reply channel and feeds frames from the Node's own
+  channel back in.
 
 Stopping (``stop()``, SIGTERM, SIGINT): stop reading route channels, let running connections
 finish for up to ``drain_timeout``, cancel the rest, run lifespan shutdown, return. A second
@@ -51,8 +52,9 @@ logger = logging.getLogger("distributed_asgi.node")
 
 Message = dict[str, Any]
 
-# More receives than this per key do not pop faster; they only hold more capacity.
-RECEIVES_PER_KEY = 8
+# A key that took no connect for this long is idle: when a busy key has used up the room,
+# an idle key gives back the receives it holds beyond one (see _fill).
+IDLE_AFTER = 1.0
 
 
 class Node(StatelessServer):
@@ -148,6 +150,7 @@ class Node(StatelessServer):
         self._stopping: asyncio.Event | None = None
         self._receives: dict[asyncio.Future[Message], str] = {}
         self._receiving = dict.fromkeys(self.keys, 0)  # key -> receives waiting on it
+        self._last_taken = dict.fromkeys(self.keys, -IDLE_AFTER)  # key -> monotonic time
         self._background: set[asyncio.Task[None]] = set()
         self._stop_requested = False
         self._signals = 0
@@ -284,23 +287,54 @@ class Node(StatelessServer):
             # Cancelled receives put anything they popped back at the head of the queue.
             self._cancel_receives()
 
-    def _fill(self) -> None:
+    def _fill(self, taken_on: str | None = None) -> None:
+        """Keep the Node's room out as receives; ``taken_on`` is the key that just took one.
+
+        One receive per key while there is any room (no key starves); the rest of the room to
+        the keys taking connects (every key when none is: a burst may come on any), fewest
+        receives first. When a key takes a connect with the room used up, the idle keys'
+        receives beyond one come back, so a busy key is not held to its share by quiet ones.
+        """
         stopping = self._stopping is None or self._stopping.is_set()
         if stopping or len(self.connections) >= self.max_applications:
             return
         room = self.max_applications - len(self.connections) - len(self._receives)
+        if taken_on is not None and room <= 0:
+            room += self._take_back_idle_receives(taken_on)
         counts = self._receiving
-        for key in self.keys:  # one per key while there is any room: no key starves
+        for key in self.keys:
             if counts[key] == 0:
                 self._receive(key)
                 room -= 1
-        # Extra receives let one Redis round trip pop several connections under load.
+        if room <= 0:
+            return
+        now = time.monotonic()
+        busy = [key for key in self.keys if now - self._last_taken[key] < IDLE_AFTER]
+        keys = busy or self.keys
         while room > 0:
-            key = min(self.keys, key=counts.__getitem__)
-            if counts[key] >= RECEIVES_PER_KEY:
-                break
+            key = min(keys, key=counts.__getitem__)
             self._receive(key)
             room -= 1
+
+    def _take_back_idle_receives(self, busy_key: str) -> int:
+        """Cancel the receives of idle keys beyond one each; how many came back."""
+        now = time.monotonic()
+        freed = 0
+        for key in self.keys:
+            if key == busy_key or self._receiving[key] <= 1:
+                continue
+            if now - self._last_taken[key] < IDLE_AFTER:
+                continue
+            futures = [future for future, k in self._receives.items() if k == key]
+            for future in futures:
+                future.cancel()
+                del self._receives[future]
+            # All of the key's, then a new one: it runs after the cancelled ones, so it takes
+            # first whatever their last round popped (a cancelled receive keeps that locally).
+            self._receiving[key] = 0
+            self._receive(key)
+            freed += len(futures) - 1
+        return freed
 
     def _receive(self, key: str) -> None:
         future = asyncio.ensure_future(self.layer.receive(key))
@@ -321,11 +355,12 @@ class Node(StatelessServer):
             logger.warning("receive on %r failed: %s", key, error)
             asyncio.get_running_loop().call_later(0.1, self._fill)
             return
+        self._last_taken[key] = time.monotonic()
         self._on_route_message(key, future.result())
         if len(self.connections) >= self.max_applications:
             self._cancel_receives()
         else:
-            self._fill()
+            self._fill(taken_on=key)
 
     def _cancel_receives(self) -> None:
         receives, self._receives = self._receives, {}
