@@ -8,8 +8,8 @@ Rules of this file:
 - The load is a fixed number of keep-alive connections for a fixed time: ``wrk`` when it is on
   PATH, else the asyncio generator below. Every response is checked (status and body); a wrong
   or missing one fails the run whatever the speed.
-- The setups are measured in rotation (direct, gateway, direct, ...) and the median run counts,
-  so a noisy neighbour hurts both alike.
+- The setups are measured in rotation (direct, gateway, direct, ...) and each figure's median
+  counts, so a noisy neighbour hurts both alike.
 - What each run costs is read from the processes and from Redis (``bench.counters``): the CPU of
   every process (direct uvicorn; the edge, the worker and Redis) from ``/proc`` over the run,
   and Redis's ``INFO commandstats`` after a ``CONFIG RESETSTAT``, each divided by the requests
@@ -465,11 +465,24 @@ class Outcome:
 
     @property
     def direct(self) -> Load:
-        return self.median_run("direct").load
+        return self.median_load("direct")
 
     @property
     def gateway(self) -> Load:
-        return self.median_run("gateway").load
+        return self.median_load("gateway")
+
+    def median_load(self, setup: str) -> Load:
+        """Each figure's median over the setup's runs (one slow moment in one run moves a p99
+        far: the median of the p99s, not the p99 of the median run)."""
+        loads = [run.load for run in self.runs[setup]]
+        seconds = statistics.median(load.seconds for load in loads)
+        return Load(
+            requests=round(statistics.median(load.rps for load in loads) * seconds),
+            seconds=seconds,
+            p50_ms=statistics.median(load.p50_ms for load in loads),
+            p99_ms=statistics.median(load.p99_ms for load in loads),
+            errors=sum(load.errors for load in loads),
+        )
 
     def cpu_us(self, setup: str, role: str) -> float | None:
         """The median over the setup's runs of the role's CPU per request."""
@@ -772,8 +785,8 @@ def markdown(
         f" {http_parser()}`, no access log; the worker runs on `--loop {event_loop()}`",
         f"Load: {generator_text(loop)}, {sizes.connections} keep-alive connections for"
         f" {sizes.duration:.0f} s per run after a {sizes.warmup:.0f} s warm-up; {sizes.runs}"
-        " run(s) per setup in rotation, the median shown; every response checked (status and"
-        " body)",
+        " run(s) per setup in rotation, the median of each figure shown; every response checked"
+        " (status and body)",
         "Costs per request: each process's CPU (user + system) from `/proc/PID/stat` over the"
         " measured run; Redis's commands from `INFO commandstats` after `CONFIG RESETSTAT`"
         " (the commands a script runs count under their own names, and the script call once as"

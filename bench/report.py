@@ -32,6 +32,8 @@ _FILE_HEADER = """# Benchmarks
 
 Figures recorded by `make bench` (`python -m bench`). Each section is rewritten by its own
 benchmark; the others are kept as they are.
+
+- The HTTP figures need `wrk` on PATH (Debian/Ubuntu: `apt-get install wrk`).
 """
 
 
