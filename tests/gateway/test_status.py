@@ -79,7 +79,7 @@ def test_status_lists_the_node_its_key_and_the_backlog(gateway: Gateway) -> None
     snapshot = eventually(gateway, lambda s: route(s, "fidelity")["backlog"] == 2)
     fidelity = route(snapshot, "fidelity")
     assert fidelity["nodes"] == 1
-    assert fidelity["capacity"] == 100
+    assert fidelity["capacity"] == 1000  # the route channel's backlog (DEFAULT_BACKLOG)
     assert fidelity["oldest_age"] is not None and 0 <= fidelity["oldest_age"] < 10
     (entry,) = snapshot["nodes"]
     assert entry["pid"] == node.pid
