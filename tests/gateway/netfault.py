@@ -22,8 +22,9 @@ root namespace. ``NetGateway`` starts redis-server, the edge (``distributed-asgi
 command line) and Nodes (tests/gateway/runner.py, for the Node's own options) inside them.
 
 Everything is torn down by ``close()`` (namespaces, their veths, every process in them), which
-the fixtures call also after a failure. ``unavailable()`` says why this machine cannot run it
-(not root, no ``ip netns``), for a skip.
+the fixtures call also after a failure; ``reap_stale()`` deletes what a run killed before its
+finalizers left behind (the creating pid is in each namespace's name). ``unavailable()`` says
+why this machine cannot run any of it (not root, no ``ip netns``), for a skip.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -50,6 +52,7 @@ from .conftest import FIDELITY_APP, ROOT, RUNNER
 
 FORWARDER = Path(__file__).with_name("packet_forwarder.py")
 LINKS = ("edge", "node")
+ROLES = ("edge", "node", "redis", "middle")
 EDGE_PORT = 8000
 TAG_PREFIX = "nf"
 
@@ -66,6 +69,41 @@ def unavailable() -> str | None:
         return f"ip netns add failed: {added.stderr.strip() or added.returncode}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def reap_stale() -> list[str]:
+    """Delete the namespaces (and kill the processes in them) that a lab of a run which no
+    longer exists left behind, e.g. when pytest itself was killed; returns their names."""
+    pattern = re.compile(rf"^({TAG_PREFIX}[0-9a-f]{{6}})-(?:{'|'.join(ROLES)})-(\d+)$")
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    stale = []
+    for line in listed.splitlines():
+        name = line.split(" ", 1)[0]
+        match = pattern.match(name)
+        if match and not _alive(int(match.group(2))):
+            _delete_namespace(name)
+            for leftover in Path(tempfile.gettempdir()).glob(f"{match.group(1)}-*"):
+                shutil.rmtree(leftover, ignore_errors=True)  # the control socket's directory
+            stale.append(name)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _delete_namespace(name: str) -> None:
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+    for pid in pids.stdout.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def ip(*args: str) -> None:
@@ -101,7 +139,8 @@ class NetLab:
 
     def __init__(self) -> None:
         self.tag = TAG_PREFIX + secrets.token_hex(3)  # interface names stay under 15 bytes
-        self.ns = {role: f"{self.tag}-{role}" for role in ("edge", "node", "redis", "middle")}
+        # The creating pid is in every name, so a later run can tell a leftover (see reap_stale).
+        self.ns = {role: f"{self.tag}-{role}-{os.getpid()}" for role in ROLES}
         self.sockdir = tempfile.mkdtemp(prefix=f"{self.tag}-")
         self.control_path = os.path.join(self.sockdir, "forwarder.sock")
         self.forwarder: subprocess.Popen[bytes] | None = None
@@ -201,13 +240,8 @@ class NetLab:
         if self.forwarder is not None and self.forwarder.poll() is None:
             self.forwarder.kill()
             self.forwarder.wait()
-        for name in self._made:
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
         for name in reversed(self._made):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            _delete_namespace(name)
         self._made.clear()
         # The root end of the clean veth goes with its peer; this catches a half-built lab.
         subprocess.run(["ip", "link", "del", f"{self.tag}r"], capture_output=True)
