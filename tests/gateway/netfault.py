@@ -3,12 +3,11 @@ that can delay, drop and partition (tests/gateway/packet_forwarder.py).
 
 ``NetLab`` builds, per test, four namespaces named after a fresh tag::
 
-    edge ns ── link "edge" ──┐                      ┌── redis ns (redis-server on 0.0.0.0)
-      │                      ├── middle ns ─────────┤
-      │ clean veth           │  (the forwarder:     │
-    root ns (the test's      │   one bridge a link) │
-      HTTP client)           │                      │
-    node ns ── link "node" ──┘                      ┘
+    root ns: the test's HTTP client
+       │ clean veth, never faulted
+    edge ns ── link "edge" ──┐
+                             ├── middle ns: the forwarder ══ redis ns: redis-server
+    node ns ── link "node" ──┘
 
 Each link is two veth pairs meeting in the middle namespace, where the forwarder copies every
 frame (ARP included) from one to the other, so ``lab.faults("edge", partition=True)`` cuts the
