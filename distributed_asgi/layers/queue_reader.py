@@ -53,6 +53,10 @@ RECEIVE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, ResponseError
 _READ_BACK_ERRORS: tuple[type[Exception], ...] = (asyncio.TimeoutError, *RECEIVE_ERRORS)
 INBOX_BATCH = 100  # entries one inbox round may pop
 INBOX_DEPTH = 16  # inbox rounds kept in flight: topped up with one write when down to one
+# A new connection starts with this many rounds, doubled by each round that pops something: a
+# stream reaches the full depth in a few rounds, and a loop that ends after one message (a
+# sync caller) has few rounds to read back.
+INBOX_FIRST_DEPTH = 2
 # How long an idle reader keeps its task and connection for the next receive(): a process
 # that receives in a loop (every consumer does) then pays for neither on each message.
 LINGER = 2.0
@@ -253,7 +257,7 @@ class QueueReader:
     async def _read_back(self, connection: DedicatedConnection, client_id: int) -> None:
         while self._in_flight:
             # The oldest round may be blocked in its wait: wake it, its pop then runs at once.
-            await self.shard.client.client_unblock(client_id)
+            await self.shard.command("CLIENT", "UNBLOCK", client_id)
             try:
                 replies = await asyncio.wait_for(self._read_round(connection), UNBLOCK_WAIT)
             except asyncio.TimeoutError:
@@ -383,6 +387,7 @@ class InboxReader(QueueReader):
             shard, queue_key, expiry=expiry, block_timeout=block_timeout, backlog=backlog
         )
         self.counter_key = counter_key
+        self._depth = INBOX_FIRST_DEPTH
         self._packed_round = pack_commands(self._round(INBOX_BATCH))
         self._acked: set[str] = set()  # channels acked since the last FORGET_IDLE
         self._last_forget = time.monotonic()
@@ -414,6 +419,7 @@ class InboxReader(QueueReader):
         while not self._closed:
             connection = DedicatedConnection(self.shard.client)
             self._in_flight, self._partial = 0, []
+            self._depth = INBOX_FIRST_DEPTH
             client_id: int | None = None
             try:
                 client_id = await connection.client_id()
@@ -445,9 +451,9 @@ class InboxReader(QueueReader):
             if stopping:
                 # Wake the blocked wait so the rounds still queued on the connection return
                 # now; their pops run and whatever they take is buffered, not lost.
-                await self.shard.client.client_unblock(client_id)
+                await self.shard.command("CLIENT", "UNBLOCK", client_id)
             elif self._in_flight <= 1:
-                refill = INBOX_DEPTH - self._in_flight
+                refill = self._depth - self._in_flight
                 # send() does not suspend on a connected connection (rounds stay far below the
                 # write buffer's high-water mark): no cancellation falls between write and count.
                 await connection.send(self._packed_round * refill)
@@ -458,6 +464,7 @@ class InboxReader(QueueReader):
                 self._dispatch(entry)
             self._sweep()
             if entries:
+                self._depth = min(self._depth * 2, INBOX_DEPTH)
                 # Let the receivers just woken run (and write their sends) before this task
                 # writes its next rounds.
                 await asyncio.sleep(0)

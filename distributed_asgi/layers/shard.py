@@ -45,7 +45,9 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 HEALTH_HOOKS: list[Callable[[str, bool], None]] = []
 
 # (script, keys, args, future); script None is an ack: keys is [counter key] and args holds one
-# Counter of channel -> messages received, taken from the ledger for this batch.
+# Counter of channel -> messages received, taken from the ledger for this batch; script
+# COMMAND is a plain command: args is the command.
+COMMAND = LuaScript("command", "")
 _Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any]"]
 # How long close() spends writing acks that are still in the ledger.
 ACK_WRITE_TIMEOUT = 1.0
@@ -132,6 +134,14 @@ class Shard:
     # -- batched script calls --------------------------------------------------------------------
 
     async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._submit(script, keys, args)
+
+    async def command(self, *args: Any) -> Any:
+        """One plain command (``CLIENT UNBLOCK``), batched like ``call()``: no connection of
+        its own."""
+        return await self._submit(COMMAND, (), args)
+
+    async def _submit(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self._active:
             # A batch is on the wire or queued: ride along with the next one, in order.
@@ -256,6 +266,8 @@ class Shard:
         commands = [
             _ack_command(keys[0], args[0])
             if script is None
+            else tuple(args)
+            if script is COMMAND
             else ("EVALSHA", script.sha, len(keys), *keys, *args)
             for script, keys, args, _ in batch
         ]
