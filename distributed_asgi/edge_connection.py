@@ -12,10 +12,11 @@ Rules of this file:
 - The edge never waits for a client before a Node is asked: a body already there travels with
   the ``connect``, the rest is pumped after the accept.
 - Every Redis call made for a connection has a deadline from that connection's own budget
-  (``_within``): the pick-up's calls share the pickup timeout, a frame to the Node gets the
-  Node's heartbeat window, a heartbeat its interval. Redis that stops answering (a partition:
-  nothing refused, nothing returned) then costs each request its own budget at most, never
-  redis-py's socket timeout, and no request waits behind another one's call.
+  (``_within``): the pick-up (the connect's send and the wait for an accept) has the pickup
+  timeout, a frame to the Node the Node's heartbeat window, a heartbeat its interval. Redis
+  that stops answering (a partition: nothing refused, nothing returned) then costs each
+  request its own budget at most, never redis-py's socket timeout, and no request waits
+  behind another one's call.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from ._aio import receive_within
 from .cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from .layers import ChannelFull
 from .layers.shard import CONNECTION_ERRORS
@@ -160,6 +160,7 @@ class EdgeConnection:
         # A WebSocket denial response being collected (start, body chunks) before delivery.
         self._held: list[Message] | None = None
         self._held_size = 0
+        self._connect_queued = False  # Redis confirmed the connect's send
         self._stop: asyncio.Future[str] | None = None
         # For the metrics: what the client was answered and why (see metrics.py's outcomes).
         self.status: int | None = None
@@ -231,39 +232,31 @@ class EdgeConnection:
 
     async def _pick_up(self, initial: list[Message]) -> Accept | None:
         distributor = self.distributor
-        # One budget for the whole pick-up: making the reply channel, the connect's send and
-        # the wait for an accept all end at the pickup deadline (the accept's wait a grace
-        # later, see PICKUP_GRACE).
-        end = time.monotonic() + distributor.pickup_timeout
-        sent = time.monotonic()
-        confirmed = True
         try:
-            self.reply_channel = await _within(
-                end - time.monotonic(), self.layer.new_channel("edge")
+            # One deadline (one timer) for the whole pick-up: the connect's send and the wait
+            # for an accept. A send still unconfirmed at the connect's own deadline cannot
+            # start anything any more (a Node drops it), so both end a grace after it.
+            return await _within(
+                distributor.pickup_timeout + PICKUP_GRACE, self._connect_and_wait(initial)
             )
-            frame = encode_connect(
-                self.conn_id,
-                self.scope,
-                self.reply_channel,
-                time.time() + (end - time.monotonic()),
-                distributor.heartbeat_interval,
-                initial,
-            )
-            sent = time.monotonic()
-            await _within(end - time.monotonic(), self.layer.send(self.key, frame))
         except _DeadlineExceeded:
+            if not self._connect_queued:
+                logger.warning(
+                    "Redis did not take the connect of %s for %r within %.1fs: refusing it",
+                    describe(self.scope),
+                    self.key,
+                    distributor.pickup_timeout,
+                )
+                await self._refuse_pick_up("redis_down", 503)
+                return None
             logger.warning(
-                "Redis did not take the connect of %s for %r within %.1fs",
+                "no Node took %s on %r within %.1fs",
                 describe(self.scope),
                 self.key,
                 distributor.pickup_timeout,
             )
-            if not self.reply_channel:
-                await self._refuse_pick_up("redis_down", 503)
-                return None
-            # The connect may have reached Redis and a Node taken it before its deadline: its
-            # accept is heard below, within the grace, like any other.
-            confirmed = False
+            await self._refuse_pick_up("no_worker", distributor.no_worker_status)
+            return None
         except ChannelFull:
             logger.warning("route channel %r is full: refusing %s", self.key, describe(self.scope))
             await self._refuse_pick_up("capacity", distributor.no_worker_status)
@@ -278,38 +271,30 @@ class EdgeConnection:
             logger.error("route channel %r refused the connect: %s", self.key, exc)
             await self._refuse_pick_up("capacity", 503)
             return None
-        accept = await self._wait_for_accept(end + PICKUP_GRACE)
-        if accept is not None:
-            self.pickup_wait = time.monotonic() - sent
-            return accept
-        if not confirmed:
-            await self._refuse_pick_up("redis_down", 503)
-            return None
-        logger.warning(
-            "no Node took %s on %r within %.1fs",
-            describe(self.scope),
-            self.key,
-            distributor.pickup_timeout,
-        )
-        await self._refuse_pick_up("no_worker", distributor.no_worker_status)
-        return None
 
-    async def _wait_for_accept(self, end: float) -> Accept | None:
+    async def _connect_and_wait(self, initial: list[Message]) -> Accept:
+        distributor = self.distributor
+        self.reply_channel = await self.layer.new_channel("edge")
+        frame = encode_connect(
+            self.conn_id,
+            self.scope,
+            self.reply_channel,
+            time.time() + distributor.pickup_timeout,
+            distributor.heartbeat_interval,
+            initial,
+        )
+        sent = time.monotonic()
+        await self.layer.send(self.key, frame)
+        self._connect_queued = True
         while True:
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                raw = await receive_within(self.layer, self.reply_channel, remaining)
-            except asyncio.TimeoutError:
-                return None
-            frame = self._decode(raw)
-            if isinstance(frame, Accept):
-                return frame
-            if frame is not None:
+            frame_in = self._decode(await self.layer.receive(self.reply_channel))
+            if isinstance(frame_in, Accept):
+                self.pickup_wait = time.monotonic() - sent
+                return frame_in
+            if frame_in is not None:
                 logger.warning(
                     "dropped a %s frame on %s: expected an accept",
-                    type(frame).__name__,
+                    type(frame_in).__name__,
                     self.reply_channel,
                 )
 
