@@ -117,8 +117,10 @@ class Gateway:
         path = self.marker(name)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if path.exists():
-                return path.read_text()
+            # Markers are never empty: an empty file is one still being written.
+            text = path.read_text() if path.exists() else ""
+            if text:
+                return text
             time.sleep(0.02)
         raise AssertionError(f"marker {name} did not appear in {timeout}s; logs:\n{self.logs()}")
 
