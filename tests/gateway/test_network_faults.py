@@ -159,11 +159,6 @@ def test_node_partitioned_mid_request_gives_502_and_serves_again_by_itself(
     assert {r.json()["pid"] for r in responses} == {node.pid}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the Node holds its accept up to 50 ms while the application already runs "
-    "(issue 10: a 503 means the application never started)",
-)
 def test_node_partitioned_as_the_application_starts_gives_502_not_503(
     net: NetGateway,
 ) -> None:
