@@ -10,7 +10,9 @@ directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +57,7 @@ class DedicatedConnection:
     def __init__(self, client: aioredis.Redis) -> None:
         self._pool = client.connection_pool
         self._connection: AbstractConnection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` in one write and read one reply each, in order.
@@ -82,6 +85,8 @@ class DedicatedConnection:
             writer.write(packed)
             if writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
                 await asyncio.wait_for(writer.drain(), connection.socket_timeout)
+        except GeneratorExit:
+            raise  # destroyed with its closed loop (see _gone): no I/O is possible
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
@@ -95,9 +100,13 @@ class DedicatedConnection:
                     # Replies written together arrive together: only the first wait needs the
                     # socket timeout (whose bookkeeping is not free).
                     timeout = None if index == 0 else math.inf
-                    replies.append(await connection.read_response(timeout=timeout))
+                    replies.append(
+                        await connection.read_response(timeout=timeout, disconnect_on_error=False)
+                    )
                 except ResponseError as exc:
                     replies.append(exc)
+        except GeneratorExit:
+            raise
         except BaseException:
             # Cancelled or failed between a write and its replies: the stream is out of step.
             await connection.disconnect(nowait=True)
@@ -119,6 +128,8 @@ class DedicatedConnection:
             return exc
         except asyncio.CancelledError:
             raise
+        except GeneratorExit:
+            raise  # destroyed with its closed loop (see _gone): no I/O is possible
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
@@ -129,21 +140,37 @@ class DedicatedConnection:
 
     async def connect(self) -> AbstractConnection:
         if self._connection is None:
+            self._loop = asyncio.get_running_loop()
             self._connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         return self._connection
+
+    def _gone(self) -> bool:
+        """Whether the loop this connection was made in is closed. A loop closed with its tasks
+        pending leaves their coroutines to be destroyed by the garbage collector, at any
+        moment, in any thread: their clean-up must not touch the connection then."""
+        return self._loop is not None and self._loop.is_closed()
 
     async def client_id(self) -> int:
         """This connection's server-side id (for ``CLIENT UNBLOCK``); connects if needed."""
         (reply,) = await self.execute([("CLIENT", "ID")])
         return int(reply)
 
+    def shutdown(self) -> None:
+        """Shut the socket down at once, without the event loop (its loop is closed): the
+        server then drops this client, and with it any command still queued or blocked."""
+        writer = getattr(self._connection, "_writer", None)
+        sock = writer.get_extra_info("socket") if writer is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     async def disconnect(self) -> None:
-        if self._connection is not None:
+        if self._connection is not None and not self._gone():
             await self._connection.disconnect(nowait=True)
 
     async def release(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:
+        if connection is not None and not self._gone():
             try:
                 await self._pool.release(connection)
             except (KeyError, ValueError):

@@ -94,6 +94,7 @@ class QueueReader:
         self._stopping = False  # the task was cancelled and is reading back its rounds
         self._in_flight = 0  # rounds written and not yet read
         self._partial: list[Any] = []  # replies read so far of the oldest round in flight
+        self._connection: DedicatedConnection | None = None  # the task's, while it runs
         # Cluster only: finds the shard that serves queue_key now, after a redirect or a lost
         # node (the slot may have moved); None where the placement never changes.
         self.relocate: Callable[[], Awaitable[Shard]] | None = None
@@ -281,8 +282,11 @@ class QueueReader:
         self.backlog.detach(self)
 
     def abandon(self) -> None:
-        """The loop closed without stopping this reader (no I/O is possible any more)."""
+        """The loop closed without stopping this reader (no I/O is possible any more): shut
+        its connection's socket, so the rounds still queued there stop popping."""
         self._closed = True
+        if self._connection is not None:
+            self._connection.shutdown()
         self.backlog.detach(self)
 
 
@@ -298,7 +302,7 @@ class ChannelReader(QueueReader):
 
     async def _pop_from(self, shard: Shard) -> bool:
         """Pop for local waiters from ``shard``; True when done, False when the key moved."""
-        connection = DedicatedConnection(shard.client)
+        connection = self._connection = DedicatedConnection(shard.client)
         self._in_flight, self._partial = 0, []
         client_id: int | None = None
         try:
@@ -340,7 +344,9 @@ class ChannelReader(QueueReader):
             if self._in_flight or self._partial:
                 # Cut off mid-round: its replies must never reach another user of the pool.
                 await connection.disconnect()
-            await asyncio.shield(connection.release())
+            self._connection = None
+            if not self.loop.is_closed():  # else destroyed with its loop: no I/O (connection.py)
+                await asyncio.shield(connection.release())
 
     async def close(self) -> None:
         await super().close()
@@ -417,7 +423,7 @@ class InboxReader(QueueReader):
         self._stopping = False
         delay = 0.05
         while not self._closed:
-            connection = DedicatedConnection(self.shard.client)
+            connection = self._connection = DedicatedConnection(self.shard.client)
             self._in_flight, self._partial = 0, []
             self._depth = INBOX_FIRST_DEPTH
             client_id: int | None = None
@@ -435,6 +441,7 @@ class InboxReader(QueueReader):
                 if self._in_flight or self._partial:
                     # Rounds still queued on this connection would pop entries nobody reads.
                     await connection.disconnect()
+                self._connection = None
                 await connection.release()
 
     async def _serve(self, connection: DedicatedConnection, client_id: int) -> None:

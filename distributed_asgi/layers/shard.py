@@ -143,17 +143,23 @@ class Shard:
 
     async def _submit(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._forget_dead_flusher()
         if self._active:
             # A batch is on the wire or queued: ride along with the next one, in order.
             self._pending.append((script, keys, list(args), future))
             return await future
         # Nothing in flight: run this call right here, saving a task and a loop turn.
         self._active = True
-        acks_written = False
+        acks_written = destroyed = False
         try:
             acks_written = await self._run([*self._ack_calls(), (script, keys, list(args), future)])
+        except GeneratorExit:
+            destroyed = True  # with its closed loop: no task can be made
+            raise
         finally:
-            if self._pending or (acks_written and self.ledger):
+            if destroyed:
+                pass
+            elif self._pending or (acks_written and self.ledger):
                 self._flusher = asyncio.get_running_loop().create_task(self._flush())
             else:
                 self._active = False
@@ -179,10 +185,13 @@ class Shard:
         self._pending.append(call)
         self._start_flusher()
 
-    def _start_flusher(self) -> None:
+    def _forget_dead_flusher(self) -> None:
         if self._active and self._flusher is not None and self._flusher.done():
-            # Its loop cancelled it before it ever ran (so its finally never did).
+            # Cancelled before it ever ran (its loop is ending), so its finally never did.
             self._active, self._flusher = False, None
+
+    def _start_flusher(self) -> None:
+        self._forget_dead_flusher()
         if not self._active:
             self._active = True
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
@@ -195,6 +204,7 @@ class Shard:
 
     async def _flush(self) -> None:
         with_acks = True
+        restart = False
         try:
             while self._pending or (with_acks and self.ledger):
                 acks = self._ack_calls() if with_acks else []
@@ -202,9 +212,18 @@ class Shard:
                 # Acks that could not be written wait for the next call: no retrying in a loop
                 # while the server is away.
                 with_acks = await self._run(batch)
+        except asyncio.CancelledError:
+            # Cancelled mid-batch (its loop is ending): the calls queued behind it still run,
+            # in a new task, so their callers (a reader reading back its pops, say) are not
+            # left waiting.
+            restart = bool(self._pending)
+            raise
         finally:
             self._flusher = None
-            self._active = False
+            if restart:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            else:
+                self._active = False
 
     async def _run(self, batch: list[_Call]) -> bool:
         """Execute ``batch``; False when it failed before it was written (its acks are back
@@ -234,6 +253,8 @@ class Shard:
                 if not future.done():
                     future.set_exception(exc)
             return self._written
+        except GeneratorExit:
+            raise  # destroyed with its closed loop: its futures cannot be told any more
         except BaseException:
             # Cancelled mid-batch: whether the commands ran is unknown, so say so to the waiters.
             self._keep_unwritten_acks(batch)

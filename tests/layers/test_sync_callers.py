@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -199,3 +201,39 @@ async def test_acks_of_an_ended_loop_are_written(redis_url: str, prefix: str) ->
         await sender.close()
         await receiver.flush()
         await receiver.close()
+
+
+def test_a_loop_closed_without_cancelling_its_tasks_is_let_go(
+    redis_factory: Callable[..., RedisProcess], prefix: str
+) -> None:
+    """loop.close() with the layer's tasks still pending (no teardown): the next loop the layer
+    meets shuts the closed loop's reader connection, whose rounds would otherwise go on popping
+    this process's messages into a socket nobody reads, and keeps nothing of that loop."""
+    server = redis_factory()
+    layer = RedisChannelLayer(hosts=[server.url], prefix=prefix)
+    loop = asyncio.new_event_loop()
+    channel = loop.run_until_complete(layer.new_channel())
+    loop.run_until_complete(layer.send(channel, {"n": 1}))
+    assert loop.run_until_complete(layer.receive(channel)) == {"n": 1}
+    loop.close()
+    closed = weakref.ref(loop)
+    del loop
+
+    async def next_loop() -> Any:
+        admin = aioredis.Redis.from_url(server.url)
+        try:
+            await layer.send("test.other", {})  # the layer meets a new loop
+            gc.collect()  # the closed loop's coroutines destroyed while another loop runs
+            deadline = asyncio.get_running_loop().time() + 5
+            while any(c.get("cmd") == "blmove" for c in await admin.client_list()):
+                assert asyncio.get_running_loop().time() < deadline, "the closed loop still pops"
+                await asyncio.sleep(0.02)
+            await layer.send(channel, {"n": 2})
+            return await within(5, layer.receive(channel))
+        finally:
+            await layer.close()
+            await admin.aclose()
+
+    assert asyncio.run(next_loop()) == {"n": 2}
+    gc.collect()
+    assert closed() is None, "the closed loop is still referenced"
