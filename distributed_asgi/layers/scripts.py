@@ -38,7 +38,6 @@ __all__ = [
     "GROUP_DISCARD",
     "GROUP_INDEX_ADD",
     "GROUP_SEND",
-    "REQUEUE",
     "SEND",
     "LuaScript",
 ]
@@ -136,17 +135,6 @@ for i = 1, #ARGV do
   end
 end
 return removed
-""",
-)
-
-# KEYS: queue   ARGV: expiry_ms, entries...   Puts popped-but-undelivered entries back at the
-# head, in their order, so another receiver can take them (normal channels only).
-REQUEUE = LuaScript(
-    "requeue",
-    r"""
-for i = #ARGV, 2, -1 do redis.call('LPUSH', KEYS[1], ARGV[i]) end
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
-return #ARGV - 1
 """,
 )
 
