@@ -113,30 +113,32 @@ class DedicatedConnection:
             raise
         return replies
 
-    async def read_one(self, timeout: float | None = None) -> Any:
-        """One reply (a command's error reply returned as a ``ResponseError``).
+    async def read_into(self, replies: list[Any], count: int) -> None:
+        """Read replies (a command's error reply as a ``ResponseError``) into ``replies`` until
+        it holds ``count``.
 
-        Unlike ``read()``, a cancelled call keeps the connection: redis-py's parsers keep what
-        had arrived of the reply, so the next call reads it whole and the stream stays in
-        step. A queue reader relies on it to read back the pops still on the wire when its
-        event loop ends. ``timeout``: None for the socket timeout, ``math.inf`` for none.
+        Unlike ``read()``, a cancelled call keeps the connection: the replies read so far stay
+        in ``replies``, and redis-py's parsers keep what had arrived of the next one, so calling
+        again with the same list goes on in step. A queue reader relies on it to read back the
+        pops still on the wire when its event loop ends.
         """
-        connection = await self.connect()
+        connection = self._connection or await self.connect()
         try:
-            return await connection.read_response(timeout=timeout, disconnect_on_error=False)
-        except ResponseError as exc:
-            return exc
-        except asyncio.CancelledError:
-            raise
-        except GeneratorExit:
-            raise  # destroyed with its closed loop (see _gone): no I/O is possible
+            while len(replies) < count:
+                # Replies written together arrive together: only the first wait needs the
+                # socket timeout (whose bookkeeping is not free).
+                timeout = None if not replies else math.inf
+                try:
+                    replies.append(
+                        await connection.read_response(timeout=timeout, disconnect_on_error=False)
+                    )
+                except ResponseError as exc:
+                    replies.append(exc)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # in step (or destroyed with its closed loop: no I/O is possible)
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
-
-    @property
-    def connected(self) -> bool:
-        return self._connection is not None and self._connection.is_connected
 
     async def connect(self) -> AbstractConnection:
         if self._connection is None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -175,11 +174,10 @@ class QueueReader:
     async def _read_round(self, connection: DedicatedConnection) -> list[Any]:
         """The replies of the oldest round in flight. A cancelled call keeps the replies it
         had read (and redis-py the part of one it had), so the next call goes on from there."""
-        while len(self._partial) < 3:
-            # Replies written together arrive together: only the first wait needs the socket
-            # timeout (whose bookkeeping is not free).
-            timeout = None if not self._partial else math.inf
-            self._partial.append(await connection.read_one(timeout))
+        await connection.read_into(self._partial, 3)
+        return self._round_read()
+
+    def _round_read(self) -> list[Any]:
         replies, self._partial = self._partial, []
         self._in_flight -= 1
         return replies
@@ -465,7 +463,9 @@ class InboxReader(QueueReader):
                 # write buffer's high-water mark): no cancellation falls between write and count.
                 await connection.send(self._packed_round * refill)
                 self._in_flight += refill
-            entries = self._entries(await self._read_round(connection))
+            # _read_round() written out: one coroutine less on every message's path.
+            await connection.read_into(self._partial, 3)
+            entries = self._entries(self._round_read())
             self.shard.succeeded()
             for entry in entries:
                 self._dispatch(entry)

@@ -133,17 +133,15 @@ class Shard:
 
     # -- batched script calls --------------------------------------------------------------------
 
-    async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self._submit(script, keys, args)
-
     async def command(self, *args: Any) -> Any:
         """One plain command (``CLIENT UNBLOCK``), batched like ``call()``: no connection of
         its own."""
-        return await self._submit(COMMAND, (), args)
+        return await self.call(COMMAND, (), args)
 
-    async def _submit(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._forget_dead_flusher()
+        if self._active:
+            self._forget_dead_flusher()
         if self._active:
             # A batch is on the wire or queued: ride along with the next one, in order.
             self._pending.append((script, keys, list(args), future))
@@ -197,6 +195,8 @@ class Shard:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     def _ack_calls(self) -> list[_Call]:
+        if not self.ledger:  # the common case, without the ledger's lock
+            return []
         return [
             (None, [counter_key], [counts], _ignored_future())
             for counter_key, counts in self.ledger.take().items()
