@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 # `make demo ARGS=--once` (or DEMO_ONCE=1) exits after the self-check.
 demo: $(STAMP)
-	$(PY) -m distributed_asgi.demo $(ARGS)
+	$(PY) -m distributed_asgi.ops.demo $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)

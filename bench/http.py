@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Seque
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed_asgi.redis_process import RedisProcess, free_port
+from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
 from . import chart
 from .counters import RedisCounters, RedisStats, cpu_delta, cpu_seconds

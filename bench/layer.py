@@ -314,7 +314,7 @@ def _flushall(url: str) -> None:
 
 def main(sizes: Sizes = FULL, *, loop: str = "asyncio", write: bool = True) -> bool:
     """Run the section, print its table and (with ``write``) record it; True if all pass."""
-    from distributed_asgi.redis_process import RedisProcess
+    from distributed_asgi.ops.redis_process import RedisProcess
 
     runs: dict[tuple[str, str], list[Result]] = {(c, k): [] for c in CASES for k in LAYERS}
     failures: list[str] = []

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from distributed_asgi.redis_process import RedisProcess, free_port
+from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
 from . import http as bench_http
 from .report import ROOT, git_revision, machine_facts

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from distributed_asgi.redis_process import RedisProcess, free_port
+from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
 from . import chart
 from . import http as bench_http

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import redis
 
-from distributed_asgi.redis_process import RedisProcess, free_port
+from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
 from .http import APP, BODY
 from .report import ROOT

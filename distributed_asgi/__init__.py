@@ -5,10 +5,14 @@
 - ``RouteTable``: the ordered path-regex -> channel-name table the edge routes with.
 """
 
-from .distributor import Distributor, RemoteApplicationError, create_path_distributor
-from .node import Node
-from .protocol import FrameError
-from .routing import RouteTable
+from distributed_asgi.core.frames import FrameError
+from distributed_asgi.core.routing import RouteTable
+from distributed_asgi.edge.distributor import (
+    Distributor,
+    RemoteApplicationError,
+    create_path_distributor,
+)
+from distributed_asgi.node.server import Node
 
 __all__ = [
     "Distributor",

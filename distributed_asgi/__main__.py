@@ -1,5 +1,5 @@
 """``python -m distributed_asgi`` is the ``distributed-asgi`` command."""
 
-from .cli import main
+from distributed_asgi.ops.cli.main import main
 
 main(prog_name="distributed-asgi")

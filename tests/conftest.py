@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from distributed_asgi.redis_process import (
+from distributed_asgi.ops.redis_process import (
     RedisClusterProcess,
     RedisProcess,
     ServerBinaryNotFound,

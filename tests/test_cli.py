@@ -21,9 +21,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from distributed_asgi.cli import gather_routes, main
-from distributed_asgi.cli_options import check_redis_url
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.cli.main import gather_routes, main
+from distributed_asgi.ops.cli.options import check_redis_url
+from distributed_asgi.ops.redis_process import free_port
 
 
 @pytest.mark.parametrize("command", [[], ["edge"], ["worker"], ["up"]])

@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 
 def test_demo_once_checks_itself_and_stops_cleanly() -> None:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # its own private server
     result = subprocess.run(
-        [sys.executable, "-m", "distributed_asgi.demo", "--once", "--port", str(free_port())],
+        [sys.executable, "-m", "distributed_asgi.ops.demo", "--once", "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=100,

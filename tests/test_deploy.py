@@ -19,8 +19,8 @@ from typing import Any
 import click
 import pytest
 
-from distributed_asgi.cli import gather_routes, main
-from distributed_asgi.cli_options import check_redis_url, load_app
+from distributed_asgi.ops.cli.main import gather_routes, main
+from distributed_asgi.ops.cli.options import check_redis_url, load_app
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is in the dev extra: pip install -e '.[dev]'")
 

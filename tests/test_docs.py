@@ -19,8 +19,8 @@ import click
 import pytest
 
 from distributed_asgi import Distributor, Node, create_path_distributor
-from distributed_asgi.cli import main
 from distributed_asgi.layers import RedisChannelLayer, RedisLocalChannelLayer
+from distributed_asgi.ops.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION = ROOT / "docs" / "configuration.md"

@@ -25,8 +25,7 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distributed_asgi.layers.serialization import BadMessage, MessageSerializer
-from distributed_asgi.protocol import (
+from distributed_asgi.core.frames import (
     FrameError,
     decode_frame,
     encode_accept,
@@ -35,6 +34,7 @@ from distributed_asgi.protocol import (
     encode_end,
     encode_heartbeat,
 )
+from distributed_asgi.layers.serialization import BadMessage, MessageSerializer
 
 SEED = 20261201
 LOOP_INPUTS = 100_000

@@ -8,7 +8,7 @@ import sys
 
 def test_layer_demo_runs(redis_url: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "distributed_asgi.layer_demo"],
+        [sys.executable, "-m", "distributed_asgi.ops.layer_demo"],
         capture_output=True,
         text=True,
         timeout=60,

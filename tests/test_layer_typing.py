@@ -17,14 +17,14 @@ mypy_api = pytest.importorskip("mypy.api")
 GOOD = """
 from typing import Any
 
-from distributed_asgi.distributor import Distributor, build_layer, create_path_distributor
+from distributed_asgi.edge.distributor import Distributor, build_layer, create_path_distributor
 from distributed_asgi.layers import (
     InMemoryChannelLayer,
     RedisChannelLayer,
     RedisClusterChannelLayer,
     RedisLocalChannelLayer,
 )
-from distributed_asgi.node import Node
+from distributed_asgi.node.server import Node
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None: ...
@@ -42,7 +42,7 @@ build_layer(layer=InMemoryChannelLayer())
 """
 
 BAD = """
-from distributed_asgi.distributor import Distributor
+from distributed_asgi.edge.distributor import Distributor
 
 
 class NotALayer:

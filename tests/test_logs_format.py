@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from distributed_asgi.logs import JSONFormatter, numeric_level, uvicorn_log_config
-from distributed_asgi.status import route_name
+from distributed_asgi.ops.logs import JSONFormatter, numeric_level, uvicorn_log_config
+from distributed_asgi.ops.status import route_name
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:

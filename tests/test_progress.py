@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from distributed_asgi import supervisor
-from distributed_asgi.progress import StartupProgress
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops import supervisor
+from distributed_asgi.ops.progress import StartupProgress
+from distributed_asgi.ops.redis_process import free_port
 
 
 class FakeTerminal(io.StringIO):

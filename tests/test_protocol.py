@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distributed_asgi.protocol import (
+from distributed_asgi.core.frames import (
     Accept,
     Asgi,
     Connect,

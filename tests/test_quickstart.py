@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "docs" / "quickstart.md", ROOT / "README.md"]

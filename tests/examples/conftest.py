@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

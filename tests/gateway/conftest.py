@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 RUNNER = Path(__file__).with_name("runner.py")
 ROOT = str(Path(__file__).resolve().parents[2])

@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 
 from distributed_asgi import Node
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 
 @contextmanager

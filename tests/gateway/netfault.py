@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distributed_asgi.redis_process import RedisProcess
+from distributed_asgi.ops.redis_process import RedisProcess
 
 from .cli_processes import CliProcesses
 from .conftest import FIDELITY_APP, ROOT, RUNNER

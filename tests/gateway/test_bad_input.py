@@ -23,9 +23,7 @@ import httpx
 import msgpack
 import redis.asyncio as aioredis
 
-from distributed_asgi.layers import RedisChannelLayer
-from distributed_asgi.layers.serialization import MessageSerializer
-from distributed_asgi.protocol import (
+from distributed_asgi.core.frames import (
     Accept,
     Asgi,
     Connect,
@@ -35,6 +33,8 @@ from distributed_asgi.protocol import (
     encode_connect,
     encode_heartbeat,
 )
+from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.layers.serialization import MessageSerializer
 
 from .conftest import Gateway
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 
 from distributed_asgi import Node
+from distributed_asgi.core.frames import Accept, End, decode_frame, encode_connect
 from distributed_asgi.layers import RedisChannelLayer
-from distributed_asgi.protocol import Accept, End, decode_frame, encode_connect
 
 from .conftest import Gateway
 

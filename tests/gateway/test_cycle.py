@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from distributed_asgi.cycle import HTTPCycle, WebSocketCycle, cycle_for
-from distributed_asgi.lifespan import Lifespan, LifespanFailed
+from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, cycle_for
+from distributed_asgi.node.lifespan import Lifespan, LifespanFailed
 
 
 def exactly(text: str) -> str:

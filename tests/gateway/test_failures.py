@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from distributed_asgi.redis_process import RedisProcess
+from distributed_asgi.ops.redis_process import RedisProcess
 
 from .conftest import Gateway
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from distributed_asgi.redis_process import RedisProcess
+from distributed_asgi.ops.redis_process import RedisProcess
 
 from .conftest import Gateway
 from .load import Outcome, SteadyLoad

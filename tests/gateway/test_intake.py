@@ -12,8 +12,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from distributed_asgi.core.frames import encode_connect
 from distributed_asgi.layers import RedisChannelLayer
-from distributed_asgi.protocol import encode_connect
 
 from .conftest import Gateway
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import uvicorn
 
-from distributed_asgi.cli_options import load_app
+from distributed_asgi.ops.cli.options import load_app
 
 from .apps.interfaces import ASGI3_WRAPPERS, SAMPLES, asgi3_sync_wrapper
 from .cli_processes import CliProcesses

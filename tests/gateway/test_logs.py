@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 from .cli_processes import CliProcesses
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from distributed_asgi import Node
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 from .conftest import ROOT, Gateway
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 from .conftest import ROOT, Gateway
 

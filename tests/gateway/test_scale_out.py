@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 
 from distributed_asgi.layers.hashring import HashRing
 from distributed_asgi.layers.hosts import parse_hosts
-from distributed_asgi.redis_process import RedisClusterProcess, RedisProcess
+from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
 
 from .conftest import Gateway
 

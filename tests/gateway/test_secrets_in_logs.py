@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from distributed_asgi.redis_process import RedisProcess, free_port
+from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
 from .conftest import ROOT
 

@@ -24,10 +24,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from distributed_asgi.core.frames import Connect, decode_frame, encode_accept, encode_connect
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.serialization import MessageSerializer
-from distributed_asgi.protocol import Connect, decode_frame, encode_accept, encode_connect
-from distributed_asgi.redis_process import RedisProcess, free_port
+from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
 from .conftest import ROOT, Gateway
 

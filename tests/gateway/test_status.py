@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 from .cli_processes import CliProcesses
 from .conftest import ROOT, Gateway

@@ -20,7 +20,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from distributed_asgi.redis_process import free_port
+from distributed_asgi.ops.redis_process import free_port
 
 from .conftest import ROOT, Gateway
 

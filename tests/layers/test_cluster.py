@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.cluster import RedisClusterChannelLayer
 from distributed_asgi.layers.shard import CONNECTION_ERRORS
-from distributed_asgi.redis_process import (
+from distributed_asgi.ops.redis_process import (
     RedisClusterProcess,
     ServerBinaryNotFound,
     find_server_binary,

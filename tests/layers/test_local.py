@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from distributed_asgi.layers import RedisClusterChannelLayer, RedisLocalChannelLayer
-from distributed_asgi.redis_process import RedisClusterProcess, RedisProcess
+from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
 
 
 async def _keys(url: str, prefix: str) -> set[str]:

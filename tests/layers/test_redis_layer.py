@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from distributed_asgi.layers import RedisChannelLayer
-from distributed_asgi.redis_process import RedisProcess
+from distributed_asgi.ops.redis_process import RedisProcess
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import redis
 
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.shard import CONNECTION_ERRORS
-from distributed_asgi.redis_process import RedisProcess, free_port
+from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
 
 @pytest.fixture

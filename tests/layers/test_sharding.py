@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.hashring import HashRing
-from distributed_asgi.redis_process import RedisProcess
+from distributed_asgi.ops.redis_process import RedisProcess
 
 
 def test_ring_spreads_names_and_moves_few_when_a_host_is_added() -> None:

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from asgiref.sync import async_to_sync
 
 from distributed_asgi.layers import ChannelFull, RedisChannelLayer
-from distributed_asgi.redis_process import RedisProcess
+from distributed_asgi.ops.redis_process import RedisProcess
 
 from .conftest import LayerFactory
 

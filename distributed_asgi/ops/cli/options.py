@@ -1,6 +1,6 @@
 """Turn command-line values into checked configuration, with errors that name the bad value.
 
-Kept apart from ``cli.py`` (and free of click) so the supervisor, the demo and the benchmark use
+Kept apart from the commands (and free of click) so the supervisor, the demo and the benchmark use
 the same parsing, and so the rules are testable without running a command. Every function raises
 ``ConfigError`` whose text is what the user sees after ``Error: ``.
 """
@@ -106,7 +106,7 @@ def _parse_toml(text: str) -> Any:
 
 def check_routes(routes: Sequence[tuple[str, str]]) -> None:
     """Let the route table itself reject anything else (unknown groups, bad channel names)."""
-    from .routing import RouteTable
+    from distributed_asgi.core.routing import RouteTable
 
     if not routes:
         raise ConfigError("no routes: give at least one --route REGEX=KEY or --routes FILE")
@@ -166,7 +166,7 @@ def redis_url_or_default(url: str | None) -> str:
 
 def check_redis_url(url: str) -> str:
     """Reject what the layer or redis-py would only reject at the first connection."""
-    from .layers.hosts import CLUSTER_SCHEMES, mask_secret, parse_hosts
+    from distributed_asgi.layers.hosts import CLUSTER_SCHEMES, mask_secret, parse_hosts
 
     try:
         parse_hosts([url])
@@ -192,7 +192,7 @@ def check_redis_urls(urls: Sequence[str]) -> list[str]:
     The list as a whole may be wrong where no single URL is: the same server twice, or a
     Redis Cluster beside other entries (a cluster shards by itself).
     """
-    from .layers.hosts import parse_hosts
+    from distributed_asgi.layers.hosts import parse_hosts
 
     checked = [check_redis_url(url) for url in urls]
     try:
@@ -213,7 +213,7 @@ def load_app(
     """
     from uvicorn.importer import ImportFromStringError, import_from_string
 
-    from .interface import as_asgi3
+    from distributed_asgi.node.interface import as_asgi3
 
     if app_dir:
         sys.path.insert(0, os.path.abspath(app_dir))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_options import (
+from distributed_asgi.ops.cli.options import (
     ENCRYPTION_KEYS_ENV,
     ConfigError,
     check_encryption_keys,
@@ -32,7 +32,7 @@ from .cli_options import (
 )
 
 if TYPE_CHECKING:  # the layers import redis-py: not needed for --help
-    from .layers import GatewayLayer
+    from distributed_asgi.layers import GatewayLayer
 
 __all__ = ["main"]
 
@@ -196,8 +196,8 @@ def _make_layer(
     """The layer of a gateway process; route channels hold up to ``backlog`` connects (the
     distributor's default when None), so edges, workers handing connects back and ``status``
     agree on it."""
-    from .distributor import DEFAULT_BACKLOG, with_backlog
-    from .layers import RedisChannelLayer, RedisLocalChannelLayer
+    from distributed_asgi.edge.distributor import DEFAULT_BACKLOG, with_backlog
+    from distributed_asgi.layers import RedisChannelLayer, RedisLocalChannelLayer
 
     keys = _checked_encryption_keys(encryption_keys)
     capacities = with_backlog(DEFAULT_BACKLOG if backlog is None else backlog)
@@ -231,7 +231,7 @@ def _start_metrics(port: int | None, host: str) -> None:
     """Serve /metrics before the server starts, so a taken port fails the start-up."""
     if port is None:
         return
-    from .metrics import serve_metrics
+    from distributed_asgi.ops.metrics import serve_metrics
 
     try:
         serve_metrics(port, host)
@@ -246,7 +246,7 @@ def _log_startup(component: str, what: str, config: dict[str, Any]) -> None:
 
 
 def _masked_urls(urls: Sequence[str]) -> list[str]:
-    from .layers.hosts import mask_secret
+    from distributed_asgi.layers.hosts import mask_secret
 
     return [mask_secret(url) for url in urls]
 
@@ -367,7 +367,7 @@ def edge(
 
     import uvicorn
 
-    from .distributor import Distributor
+    from distributed_asgi.edge.distributor import Distributor
 
     options: dict[str, Any] = {
         "pickup_timeout": pickup_timeout,
@@ -378,7 +378,7 @@ def edge(
     if max_body_size is not None:
         options["max_body_size"] = max_body_size
     if metrics_port is not None:
-        from .metrics import edge_metrics
+        from distributed_asgi.ops.metrics import edge_metrics
 
         options["metrics"] = edge_metrics()
     try:
@@ -386,7 +386,7 @@ def edge(
     except ValueError as exc:
         raise _fail(str(exc)) from None
     _start_metrics(metrics_port, metrics_host)
-    from .logs import uvicorn_log_config
+    from distributed_asgi.ops.logs import uvicorn_log_config
 
     config = uvicorn.Config(
         distributor,
@@ -528,17 +528,17 @@ def worker(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         raise _fail(str(exc)) from None
-    from .logs import configure_logging
+    from distributed_asgi.ops.logs import configure_logging
 
     configure_logging(log_level, log_format)
     _install_loop(loop)
     _start_metrics(metrics_port, metrics_host)
 
-    from .node import Node
+    from distributed_asgi.node.server import Node
 
     metrics = None
     if metrics_port is not None:
-        from .metrics import node_metrics
+        from distributed_asgi.ops.metrics import node_metrics
 
         metrics = node_metrics()
     node = Node(
@@ -604,7 +604,7 @@ def status(
     """
     import asyncio
 
-    from .status import StatusError, run
+    from distributed_asgi.ops.status import StatusError, run
 
     urls = _checked_redis_urls(redis_urls)
     layer = _make_layer(urls, prefix, (), local_redis_url)
@@ -707,7 +707,7 @@ def up(
     everything (edge first, then workers after they drain, then the private Redis) and leaves
     no process and no key behind.
     """
-    from .supervisor import System, UpConfig
+    from distributed_asgi.ops.supervisor import System, UpConfig
 
     if not route_values and not routes_file:
         route_values = ("/=app",)

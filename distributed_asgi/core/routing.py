@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .layers.base import MAX_NAME_LENGTH
+from distributed_asgi.layers.base import MAX_NAME_LENGTH
 
 __all__ = ["Route", "RouteTable"]
 

@@ -31,12 +31,9 @@ from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 
-from ._aio import receive_within
-from .cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
-from .edge_connection import PICKUP_GRACE
-from .layers import ChannelFull, GatewayLayer
-from .layers.shard import CONNECTION_ERRORS
-from .protocol import (
+from distributed_asgi._aio import receive_within
+from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
+from distributed_asgi.core.frames import (
     Asgi,
     Connect,
     FrameError,
@@ -48,6 +45,9 @@ from .protocol import (
     encode_end,
     encode_heartbeat,
 )
+from distributed_asgi.edge.connection import PICKUP_GRACE
+from distributed_asgi.layers import ChannelFull, GatewayLayer
+from distributed_asgi.layers.shard import CONNECTION_ERRORS
 
 __all__ = ["ACCEPT_LATEST", "INBOX_LIMIT", "MAX_BODY_FRAME", "NodeConnection", "describe"]
 

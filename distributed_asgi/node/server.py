@@ -10,7 +10,7 @@ application checker logging exceptions. Differences, and why:
   instance never happens. A key's receives are popped together (one Redis round pops as many
   as wait), so the room is kept out as receives: an idle Node takes a whole burst in a round.
 - An instance's ``receive`` and ``send`` belong to its ``NodeConnection``
-  (node_connection.py), which writes the ``accept`` before the application's first line runs,
+  (node/connection.py), which writes the ``accept`` before the application's first line runs,
   turns messages into frames on the edge's reply channel and feeds frames from the Node's own
   channel back in.
 
@@ -33,18 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.server import StatelessServer
 
-from .distributor import build_layer
-from .interface import as_asgi3
-from .layers import ChannelFull, GatewayLayer
-from .layers.base import require_valid_channel_name
-from .layers.shard import CONNECTION_ERRORS
-from .lifespan import Lifespan
-from .node_connection import NodeConnection, describe
-from .presence import NodeStats, Presence, new_node_id
-from .protocol import Connect, FrameError, decode_frame
+from distributed_asgi.core.frames import Connect, FrameError, decode_frame
+from distributed_asgi.edge.distributor import build_layer
+from distributed_asgi.layers import ChannelFull, GatewayLayer
+from distributed_asgi.layers.base import require_valid_channel_name
+from distributed_asgi.layers.shard import CONNECTION_ERRORS
+from distributed_asgi.node.connection import NodeConnection, describe
+from distributed_asgi.node.interface import as_asgi3
+from distributed_asgi.node.lifespan import Lifespan
+from distributed_asgi.node.presence import NodeStats, Presence, new_node_id
 
 if TYPE_CHECKING:
-    from .metrics import NodeMetrics
+    from distributed_asgi.ops.metrics import NodeMetrics
 
 __all__ = ["Node", "NodeConnection"]
 

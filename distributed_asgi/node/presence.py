@@ -34,9 +34,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from .layers import GatewayLayer, RedisChannelLayer
-from .layers.local import RedisLocalChannelLayer
-from .layers.shard import CONNECTION_ERRORS
+from distributed_asgi.layers import GatewayLayer, RedisChannelLayer
+from distributed_asgi.layers.local import RedisLocalChannelLayer
+from distributed_asgi.layers.shard import CONNECTION_ERRORS
 
 __all__ = [
     "PRESENCE_TTL_BEATS",
@@ -90,7 +90,7 @@ def _is_cluster(layer: RedisChannelLayer) -> bool:
 async def locate(layer: RedisChannelLayer, kind: str, name: str) -> tuple[aioredis.Redis, str]:
     """(client of the server holding it, key) for a route queue (kind "q") or presence ("node")."""
     if _is_cluster(layer):
-        from .layers.cluster import RedisClusterChannelLayer, bucket_of
+        from distributed_asgi.layers.cluster import RedisClusterChannelLayer, bucket_of
 
         assert isinstance(layer, RedisClusterChannelLayer)
         bucket = bucket_of(name)
@@ -104,7 +104,7 @@ async def locate(layer: RedisChannelLayer, kind: str, name: str) -> tuple[aiored
 async def all_clients(layer: RedisChannelLayer) -> list[aioredis.Redis]:
     """A client per server to SCAN: every shard, or every master of a cluster."""
     if _is_cluster(layer):
-        from .layers.cluster import RedisClusterChannelLayer
+        from distributed_asgi.layers.cluster import RedisClusterChannelLayer
 
         assert isinstance(layer, RedisClusterChannelLayer)
         cluster = await layer._ready()
@@ -128,7 +128,7 @@ class Presence:
         interval: float,
         stats: NodeStats,
     ) -> None:
-        from . import __version__
+        from distributed_asgi import __version__
 
         self.layer = presence_layer(layer)
         self.node_id = node_id

@@ -2,8 +2,8 @@
 
 Nothing here talks to an edge or a Node: everything comes from Redis, with SCAN (never KEYS).
 
-- Nodes: every ``P:node:*`` presence key (presence.py), on every server of the layer. A Node that
-  stopped cleanly deleted its key; one that died is gone once its key's TTL runs out.
+- Nodes: every ``P:node:*`` presence key (node/presence.py), on every server of the layer. A Node
+  that stopped cleanly deleted its key; one that died is gone once its key's TTL runs out.
 - Route channels: the keys the live Nodes listen on, plus every ``P:q:<name>`` queue whose name
   has no ``!`` (those are process inboxes). For each, the backlog (``LLEN``) and the age of the
   oldest waiting entry, from the 13-digit millisecond send time that starts every queue entry
@@ -23,10 +23,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .layers import GatewayLayer, RedisChannelLayer
-from .layers.local import RedisLocalChannelLayer
-from .layers.shard import CONNECTION_ERRORS
-from .presence import all_clients, locate, node_key_pattern, presence_layer
+from distributed_asgi.layers import GatewayLayer, RedisChannelLayer
+from distributed_asgi.layers.local import RedisLocalChannelLayer
+from distributed_asgi.layers.shard import CONNECTION_ERRORS
+from distributed_asgi.node.presence import all_clients, locate, node_key_pattern, presence_layer
 
 __all__ = ["StatusError", "collect", "render", "route_name", "run"]
 

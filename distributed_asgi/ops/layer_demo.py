@@ -1,6 +1,6 @@
 """A short tour of the channel layer: two processes talking through Redis.
 
-Run with ``python -m distributed_asgi.layer_demo``. With no ``REDIS_URL`` it starts a private
+Run with ``python -m distributed_asgi.ops.layer_demo``. With no ``REDIS_URL`` it starts a private
 server. A child process joins a group and answers; the parent sends to it directly and to the
 group, with encryption on, and shows what Redis actually stores.
 """
@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
-from .layers import RedisChannelLayer
-from .redis_process import RedisProcess
+from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.ops.redis_process import RedisProcess
 
 KEYS = ["demo-key-" + "k" * 40]
 PREFIX = "demo"

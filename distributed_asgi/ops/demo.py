@@ -5,7 +5,7 @@ two worker processes, the edge), sends it real HTTP and WebSocket requests itsel
 what came back and which worker answered, then keeps serving until Ctrl-C. ``--once`` (or
 ``DEMO_ONCE=1``) stops after the check, with exit code 0 only if every check passed.
 
-The channel layer has a tour of its own: ``python -m distributed_asgi.layer_demo``.
+The channel layer has a tour of its own: ``python -m distributed_asgi.ops.layer_demo``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .redis_process import free_port
-from .supervisor import System, UpConfig
+from distributed_asgi.ops.redis_process import free_port
+from distributed_asgi.ops.supervisor import System, UpConfig
 
 APP = "examples.starlette_app.app:app"
 
@@ -83,14 +83,16 @@ def _port_is_free(port: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distributed_asgi.demo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m distributed_asgi.ops.demo", description=__doc__
+    )
     parser.add_argument("--once", action="store_true", help="exit after the self-check")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--port", type=int, default=0, help="edge port (default 8000 if free)")
     args = parser.parse_args(argv)
     once = args.once or os.environ.get("DEMO_ONCE", "") not in ("", "0")
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / "examples" / "starlette_app" / "app.py").exists():
         print(f"the demo runs the example in examples/; not found under {root}", file=sys.stderr)
         return 1

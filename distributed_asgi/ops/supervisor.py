@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from .cli_options import ENCRYPTION_KEYS_ENV, ConfigError
-from .progress import StartupProgress, Step
-from .redis_process import RedisProcess
+from distributed_asgi.ops.cli.options import ENCRYPTION_KEYS_ENV, ConfigError
+from distributed_asgi.ops.progress import StartupProgress, Step
+from distributed_asgi.ops.redis_process import RedisProcess
 
 __all__ = ["System", "UpConfig"]
 
@@ -307,8 +307,8 @@ class System:
 
     def _listening_pids(self) -> set[int]:
         """Pids of this machine's Nodes with a presence key under our prefix (best effort)."""
-        from .layers import RedisChannelLayer
-        from .status import collect
+        from distributed_asgi.layers import RedisChannelLayer
+        from distributed_asgi.ops.status import collect
 
         async def read() -> set[int]:
             layer = RedisChannelLayer(hosts=[self.redis_url], prefix=self.prefix)
@@ -441,7 +441,7 @@ def _fresh_prefix() -> str:
 
 
 def _masked(url: str) -> str:
-    from .layers.hosts import mask_secret
+    from distributed_asgi.layers.hosts import mask_secret
 
     return mask_secret(url)
 
@@ -470,7 +470,7 @@ def _require_reachable(url: str) -> None:
 
 
 def _flush_prefix(url: str, prefix: str) -> None:
-    from .layers import RedisChannelLayer
+    from distributed_asgi.layers import RedisChannelLayer
 
     async def flush() -> None:
         layer = RedisChannelLayer(hosts=[url], prefix=prefix)

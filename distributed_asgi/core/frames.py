@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .layers.base import require_valid_channel_name
+from distributed_asgi.layers.base import require_valid_channel_name
 
 __all__ = [
     "FRAME_VERSION",

@@ -6,7 +6,7 @@ Rules of this file:
   ``accept`` back within the pickup timeout, else an edge answer), then two pumps until the
   application's side is finished: client ``receive()`` -> the Node's channel, and the reply
   channel -> client ``send()``.
-- Everything handed to the client goes through the connection's cycle (cycle.py), whether it
+- Everything handed to the client goes through the connection's cycle (core/cycle.py), whether it
   came from the Node or is the edge's own answer (404, 413, 502, 503), so nothing is sent after
   the response is complete.
 - The edge never waits for a client before a Node is asked: a body already there travels with
@@ -34,10 +34,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from .cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
-from .layers import ChannelFull
-from .layers.shard import CONNECTION_ERRORS
-from .protocol import (
+from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
+from distributed_asgi.core.frames import (
     Accept,
     Asgi,
     End,
@@ -48,9 +46,11 @@ from .protocol import (
     encode_connect,
     encode_heartbeat,
 )
+from distributed_asgi.layers import ChannelFull
+from distributed_asgi.layers.shard import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
-    from .distributor import Distributor
+    from distributed_asgi.edge.distributor import Distributor
 
 __all__ = ["EdgeConnection", "RemoteApplicationError", "describe", "refuse"]
 

@@ -30,12 +30,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .edge_connection import EdgeConnection, RemoteApplicationError, refuse
-from .layers import GatewayLayer, RedisChannelLayer
-from .routing import RouteTable
+from distributed_asgi.core.routing import RouteTable
+from distributed_asgi.edge.connection import EdgeConnection, RemoteApplicationError, refuse
+from distributed_asgi.layers import GatewayLayer, RedisChannelLayer
 
 if TYPE_CHECKING:
-    from .metrics import EdgeMetrics
+    from distributed_asgi.ops.metrics import EdgeMetrics
 
 __all__ = [
     "DEFAULT_BACKLOG",

@@ -28,7 +28,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from .layers import shard
+from distributed_asgi.layers import shard
 
 __all__ = ["EdgeMetrics", "NodeMetrics", "edge_metrics", "node_metrics", "serve_metrics"]
 
