@@ -12,6 +12,7 @@
 
 from .base import ChannelFull, GatewayLayer, WrongClientPrefix
 from .cluster import RedisClusterChannelLayer
+from .errors import LayerError, LayerRefused, LayerUnavailable
 from .local import RedisLocalChannelLayer
 from .memory import InMemoryChannelLayer
 from .redis import RedisChannelLayer
@@ -20,6 +21,9 @@ __all__ = [
     "ChannelFull",
     "GatewayLayer",
     "InMemoryChannelLayer",
+    "LayerError",
+    "LayerRefused",
+    "LayerUnavailable",
     "RedisChannelLayer",
     "RedisClusterChannelLayer",
     "RedisLocalChannelLayer",

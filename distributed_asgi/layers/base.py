@@ -11,6 +11,12 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from distributed_asgi.core.names import (
+    MAX_NAME_LENGTH,
+    require_valid_channel_name,
+    require_valid_group_name,
+)
+
 __all__ = [
     "MAX_NAME_LENGTH",
     "CapacityRules",
@@ -26,11 +32,6 @@ __all__ = [
 ]
 
 Message = dict[str, Any]
-
-# Channels 4: names are shorter than 100 characters.
-MAX_NAME_LENGTH = 100
-_CHANNEL_NAME = re.compile(r"^[a-zA-Z\d\-_.]+(\![\d\w\-_.]*)?$")
-_GROUP_NAME = re.compile(r"^[a-zA-Z\d\-_.]+$")
 
 if TYPE_CHECKING:
     _ChannelFullBase = Exception
@@ -59,7 +60,12 @@ class GatewayLayer(Protocol):
 
     A structural type, so every layer here (``RedisChannelLayer``, ``RedisLocalChannelLayer``,
     ``RedisClusterChannelLayer``, ``InMemoryChannelLayer``) and a user's own type-check as the
-    gateway's ``layer=`` without inheriting anything. ``send`` may raise ``ChannelFull``.
+    gateway's ``layer=`` without inheriting anything.
+
+    Errors the gateway reacts to (``distributed_asgi.layers.errors``): ``send`` raises
+    ``ChannelFull`` at capacity; any method raises ``LayerUnavailable`` when the server cannot be
+    reached or does not answer in time, and ``LayerRefused`` when it refuses the operation. The
+    edge answers 503 for both before a Node took the connection; the Node retries its reads.
     """
 
     async def send(self, channel: str, message: Message) -> None: ...
@@ -69,31 +75,6 @@ class GatewayLayer(Protocol):
     async def new_channel(self, prefix: str = "specific") -> str: ...
 
     async def close(self) -> None: ...
-
-
-def _require_valid_name(kind: str, name: object, pattern: re.Pattern[str]) -> str:
-    if not isinstance(name, str):
-        raise TypeError(f"{kind} name must be a str, not {type(name).__name__}: {name!r}")
-    if len(name) >= MAX_NAME_LENGTH:
-        raise TypeError(
-            f"{kind} name must be shorter than {MAX_NAME_LENGTH} characters, "
-            f"got {len(name)}: {name[:40]!r}..."
-        )
-    if not pattern.match(name):
-        raise TypeError(
-            f"{kind} name must be ASCII letters, digits, hyphens, underscores or periods"
-            + (" (and one '!' for process-specific channels)" if kind == "Channel" else "")
-            + f", got {name!r}"
-        )
-    return name
-
-
-def require_valid_channel_name(name: object) -> str:
-    return _require_valid_name("Channel", name, _CHANNEL_NAME)
-
-
-def require_valid_group_name(name: object) -> str:
-    return _require_valid_name("Group", name, _GROUP_NAME)
 
 
 def require_valid_message(message: object) -> Message:
