@@ -20,10 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed_asgi.layers.base import require_valid_channel_name
+from distributed_asgi.core.names import require_valid_channel_name
+from distributed_asgi.core.types import Message
 
 __all__ = [
     "FRAME_VERSION",
+    "PICKUP_GRACE",
     "SUPPORTED_EXTENSIONS",
     "Accept",
     "Asgi",
@@ -45,6 +47,12 @@ __all__ = [
 
 FRAME_VERSION = 1
 
+# A Node drops a connect frame once the deadline in it has passed, but an accept sent just
+# before the deadline is still on its way: the edge listens this much longer, so that a Node
+# that started the application is heard and nothing runs for a client already answered 503.
+# (It also absorbs small clock differences between machines; keep their clocks in sync.)
+PICKUP_GRACE = 0.5
+
 # Scope extensions every hop can honour. Others (trailers, server push, zero-copy or path
 # sends, early hints) need the edge server to act on something only the Node has, so they are
 # not advertised to the application even when the edge server offers them.
@@ -54,8 +62,6 @@ SUPPORTED_EXTENSIONS = frozenset({"websocket.http.response", "tls"})
 # re-advertised from SUPPORTED_EXTENSIONS.
 _LOCAL_SCOPE_KEYS = frozenset({"state", "extensions", "app"})
 _SCOPE_TYPES = frozenset({"http", "websocket"})
-
-Message = dict[str, Any]
 
 
 class FrameError(ValueError):

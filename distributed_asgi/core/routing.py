@@ -13,12 +13,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from distributed_asgi.layers.base import MAX_NAME_LENGTH
+from distributed_asgi.core.names import MAX_NAME_LENGTH, ROUTE_KEY
 
 __all__ = ["Route", "RouteTable"]
 
-# A normal (not process-specific) channel name, the only kind a route may produce.
-_ROUTE_KEY = re.compile(r"^[a-zA-Z\d\-_.]+$")
 # The literal text a template keeps once its group references are taken out.
 _GROUP_REFERENCE = re.compile(r"\\(?:g<[^>]*>|[1-9]\d?)")
 
@@ -43,7 +41,7 @@ class Route:
             part if isinstance(part, str) else (found.group(part[0]) or "") for part in self.parts
         )
         # Group text comes from the client: it may contain anything the regex allows.
-        if _ROUTE_KEY.match(key) and len(key) < MAX_NAME_LENGTH:
+        if ROUTE_KEY.match(key) and len(key) < MAX_NAME_LENGTH:
             return key
         return None
 
@@ -96,7 +94,7 @@ def _compile(entry: object) -> Route:
     # Group text is only known per request (and is checked then); the literal rest must be
     # channel-name characters, or no request could ever produce a valid name.
     sample = _GROUP_REFERENCE.sub("x", template)
-    if not _ROUTE_KEY.match(sample):
+    if not ROUTE_KEY.match(sample):
         raise ValueError(
             f"{where}: the key template can never be a valid channel name (ASCII letters, "
             "digits, hyphens, underscores and periods only)"

@@ -29,13 +29,14 @@ import logging
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import ResponseError
 
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.frames import (
+    PICKUP_GRACE,
     Accept,
     Asgi,
     End,
@@ -46,6 +47,7 @@ from distributed_asgi.core.frames import (
     encode_connect,
     encode_heartbeat,
 )
+from distributed_asgi.core.types import Message, Receive, Scope, Send
 from distributed_asgi.layers import ChannelFull
 from distributed_asgi.layers.shard import CONNECTION_ERRORS
 
@@ -56,21 +58,11 @@ __all__ = ["EdgeConnection", "RemoteApplicationError", "describe", "refuse"]
 
 logger = logging.getLogger("distributed_asgi.distributor")
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # ChannelFull on a connection's channel is flow control (the other side is slower): retry with
 # a short, growing pause rather than fail.
 _FULL_BACKOFF_START = 0.002
 _FULL_BACKOFF_MAX = 0.1
-
-# A Node drops a connect frame once the deadline in it has passed, but an accept sent just
-# before the deadline is still on its way: the edge listens this much longer, so that a Node
-# that started the application is heard and nothing runs for a client already answered 503.
-# (It also absorbs small clock differences between machines; keep their clocks in sync.)
-PICKUP_GRACE = 0.5
 
 
 # Why a connection's pumps stopped early (``_finish``), as an outcome for the metrics.

@@ -27,10 +27,11 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distributed_asgi.core.routing import RouteTable
+from distributed_asgi.core.types import Receive, Scope, Send
 from distributed_asgi.edge.connection import EdgeConnection, RemoteApplicationError, refuse
 from distributed_asgi.layers import GatewayLayer, RedisChannelLayer
 
@@ -48,10 +49,6 @@ __all__ = [
     "with_backlog",
 ]
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from distributed_asgi.core.names import (
     MAX_NAME_LENGTH,
     require_valid_channel_name,
     require_valid_group_name,
 )
+from distributed_asgi.core.types import Message
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -31,7 +32,6 @@ __all__ = [
     "require_valid_message",
 ]
 
-Message = dict[str, Any]
 
 if TYPE_CHECKING:
     _ChannelFullBase = Exception

@@ -34,6 +34,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 from distributed_asgi._aio import receive_within
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.frames import (
+    PICKUP_GRACE,
     Asgi,
     Connect,
     FrameError,
@@ -45,15 +46,13 @@ from distributed_asgi.core.frames import (
     encode_end,
     encode_heartbeat,
 )
-from distributed_asgi.edge.connection import PICKUP_GRACE
+from distributed_asgi.core.types import Message
 from distributed_asgi.layers import ChannelFull, GatewayLayer
 from distributed_asgi.layers.shard import CONNECTION_ERRORS
 
 __all__ = ["ACCEPT_LATEST", "INBOX_LIMIT", "MAX_BODY_FRAME", "NodeConnection", "describe"]
 
 logger = logging.getLogger("distributed_asgi.node")
-
-Message = dict[str, Any]
 
 # Response bodies are cut into frames of at most this size, so a slow client holds at most
 # capacity x this much in Redis and no single Redis value grows with the response.

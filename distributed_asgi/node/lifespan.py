@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = ["Lifespan", "LifespanFailed"]
 
+from distributed_asgi.core.types import ASGIApp, Message
+
 logger = logging.getLogger("distributed_asgi.node")
 
-Message = dict[str, Any]
-ASGIApp = Callable[
-    [dict[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
 
 MODES = ("auto", "on", "off")
 

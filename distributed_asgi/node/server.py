@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, Any
 from asgiref.server import StatelessServer
 
 from distributed_asgi.core.frames import Connect, FrameError, decode_frame
+from distributed_asgi.core.names import require_valid_channel_name
+from distributed_asgi.core.types import Message
 from distributed_asgi.edge.distributor import build_layer
 from distributed_asgi.layers import ChannelFull, GatewayLayer
-from distributed_asgi.layers.base import require_valid_channel_name
 from distributed_asgi.layers.shard import CONNECTION_ERRORS
 from distributed_asgi.node.connection import NodeConnection, describe
 from distributed_asgi.node.interface import as_asgi3
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["Node", "NodeConnection"]
 
 logger = logging.getLogger("distributed_asgi.node")
-
-Message = dict[str, Any]
 
 # A key that took no connect for this long is idle: when a busy key has used up the room,
 # an idle key gives back the receives it holds beyond one (see _fill).
