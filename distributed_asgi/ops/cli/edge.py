@@ -1,0 +1,198 @@
+"""``distributed-asgi edge``: uvicorn serving the distributor."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from distributed_asgi.ops.cli.common import (
+    checked_redis_urls,
+    encryption_option,
+    exit_cleanly_on_signals,
+    fail,
+    gather_routes,
+    local_redis_option,
+    log_format_option,
+    log_level_option,
+    log_startup,
+    make_layer,
+    masked_urls,
+    metrics_host_option,
+    metrics_port_option,
+    pickup_timeout_option,
+    prefix_option,
+    redis_option,
+    route_options,
+    start_metrics,
+)
+
+# uvicorn exits with 3 when its start-up fails; the worker uses the same code.
+STARTUP_FAILURE = 3
+
+
+@click.command()
+@route_options[0]
+@route_options[1]
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind to this address.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Bind to this port.")
+@redis_option
+@local_redis_option
+@prefix_option
+@encryption_option
+@pickup_timeout_option
+@click.option(
+    "--first-byte-timeout",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="HTTP: seconds from a request's arrival to its response's start, else 504; 0: none.",
+)
+@click.option(
+    "--total-timeout",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="HTTP: seconds for a whole response, else 504 (or a closed connection); 0: none.",
+)
+@click.option(
+    "--no-worker-status",
+    type=int,
+    default=503,
+    show_default=True,
+    help="Status answered when no worker takes a connection in time.",
+)
+@click.option(
+    "--max-body-size",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="BYTES",
+    help="Largest request body forwarded; bigger ones get 413. Default: the distributor's.",
+)
+@click.option(
+    "--backlog",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    metavar="N",
+    help="Connections that may wait in one route channel for a worker; beyond it the edge "
+    "answers 503 at once.",
+)
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    help="Event loop (uvicorn's option).",
+)
+@click.option(
+    "--http",
+    type=click.Choice(["auto", "h11", "httptools"]),
+    default="auto",
+    show_default=True,
+    help="HTTP implementation (uvicorn's option).",
+)
+@click.option("--root-path", default="", help="ASGI root_path, when mounted below a prefix.")
+@click.option(
+    "--access-log/--no-access-log", default=True, show_default=True, help="Log every request."
+)
+@log_level_option
+@log_format_option
+@metrics_port_option
+@metrics_host_option
+def edge(
+    route_values: tuple[str, ...],
+    routes_file: str | None,
+    host: str,
+    port: int,
+    redis_urls: tuple[str, ...],
+    local_redis_url: str | None,
+    prefix: str,
+    encryption_keys: tuple[str, ...],
+    pickup_timeout: float,
+    first_byte_timeout: float,
+    total_timeout: float,
+    no_worker_status: int,
+    max_body_size: int | None,
+    backlog: int,
+    loop: str,
+    http: str,
+    root_path: str,
+    access_log: bool,
+    log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
+    """Run the edge: uvicorn serving the distributor on HOST:PORT.
+
+    \b
+    Example:
+      distributed-asgi edge --route '/api/([a-z-]+)=api-\\1' --route '/=site'
+    """
+    routes = gather_routes(route_values, routes_file)
+    urls = checked_redis_urls(redis_urls)
+    layer = make_layer(urls, prefix, encryption_keys, local_redis_url, backlog)
+    exit_cleanly_on_signals()
+
+    import uvicorn
+
+    from distributed_asgi.edge.distributor import Distributor
+
+    options: dict[str, Any] = {
+        "pickup_timeout": pickup_timeout,
+        "first_byte_timeout": first_byte_timeout or None,
+        "total_timeout": total_timeout or None,
+    }
+    options["no_worker_status"] = no_worker_status
+    if max_body_size is not None:
+        options["max_body_size"] = max_body_size
+    if metrics_port is not None:
+        from distributed_asgi.ops.metrics import edge_metrics
+
+        options["metrics"] = edge_metrics()
+    try:
+        distributor = Distributor(layer, routes, **options)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    start_metrics(metrics_port, metrics_host)
+    from distributed_asgi.ops.logs import uvicorn_log_config
+
+    config = uvicorn.Config(
+        distributor,
+        host=host,
+        port=port,
+        loop=loop,
+        http=http,
+        root_path=root_path,
+        access_log=access_log,
+        log_level=log_level,
+        # Our loggers and uvicorn's through one handler, in the chosen format.
+        log_config=uvicorn_log_config(log_level, log_format),
+    )
+    log_startup(
+        "distributed_asgi.distributor",
+        "edge",
+        {
+            "listen": f"{host}:{port}",
+            "redis": masked_urls(urls),
+            "local_redis": masked_urls([local_redis_url])[0] if local_redis_url else None,
+            "prefix": prefix,
+            "routes": [f"{regex}={key}" for regex, key in routes],
+            "encryption_keys": len(encryption_keys),
+            "pickup_timeout": pickup_timeout,
+            "first_byte_timeout": first_byte_timeout or None,
+            "total_timeout": total_timeout or None,
+            "no_worker_status": no_worker_status,
+            "max_body_size": distributor.max_body_size,
+            "backlog": backlog,
+            "metrics": f"{metrics_host}:{metrics_port}" if metrics_port else None,
+        },
+    )
+    server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
+    # handler that was there before it: exit_cleanly_on_signals' clean exit.
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

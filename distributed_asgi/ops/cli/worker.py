@@ -1,0 +1,175 @@
+"""``distributed-asgi worker``: a Node serving an app for the connections on its keys."""
+
+from __future__ import annotations
+
+import signal
+
+import click
+
+from distributed_asgi.ops.cli.common import (
+    app_dir_option,
+    check_keys,
+    checked_redis_urls,
+    concurrency_option,
+    encryption_option,
+    exit_cleanly_on_signals,
+    factory_option,
+    fail,
+    local_redis_option,
+    log_format_option,
+    log_level_option,
+    log_startup,
+    make_layer,
+    masked_urls,
+    metrics_host_option,
+    metrics_port_option,
+    prefix_option,
+    redis_option,
+    start_metrics,
+)
+from distributed_asgi.ops.cli.options import ConfigError, load_app
+
+
+@click.command()
+@click.argument("app")
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    required=True,
+    metavar="KEY",
+    help="Channel to take connections from (a route's key). Repeatable.",
+)
+@redis_option
+@local_redis_option
+@prefix_option
+@encryption_option
+@concurrency_option
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM/SIGINT, seconds to let in-flight connections finish.",
+)
+@click.option(
+    "--interface",
+    type=click.Choice(["auto", "asgi3", "asgi2"]),
+    default="auto",
+    show_default=True,
+    help="Application interface; auto tells ASGI 2 classes from ASGI 3 callables.",
+)
+@click.option("--asgi2", is_flag=True, help="Same as --interface asgi2.")
+@factory_option
+@click.option(
+    "--lifespan",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Run the app's lifespan startup/shutdown in this worker.",
+)
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    help="Event loop; auto uses uvloop when installed.",
+)
+@app_dir_option
+@log_level_option
+@log_format_option
+@metrics_port_option
+@metrics_host_option
+def worker(
+    app: str,
+    keys: tuple[str, ...],
+    redis_urls: tuple[str, ...],
+    local_redis_url: str | None,
+    prefix: str,
+    encryption_keys: tuple[str, ...],
+    concurrency: int,
+    drain_timeout: float,
+    interface: str,
+    asgi2: bool,
+    factory: bool,
+    lifespan: str,
+    loop: str,
+    app_dir: str,
+    log_level: str,
+    log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
+    """Run a worker serving APP (module:attribute) for connections on each --key.
+
+    It needs no inbound port: it pulls connections from Redis. SIGTERM or Ctrl-C stops it taking
+    new ones and lets in-flight ones finish (up to --drain-timeout); a second one exits at once.
+    """
+    urls = checked_redis_urls(redis_urls)
+    layer = make_layer(urls, prefix, encryption_keys, local_redis_url)
+    check_keys(keys)
+    previous = exit_cleanly_on_signals()
+    try:
+        application = load_app(
+            app, app_dir=app_dir, factory=factory, interface="asgi2" if asgi2 else interface
+        )
+    except ConfigError as exc:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise fail(str(exc)) from None
+    from distributed_asgi.ops.logs import configure_logging
+
+    configure_logging(log_level, log_format)
+    _install_loop(loop)
+    start_metrics(metrics_port, metrics_host)
+
+    from distributed_asgi.node.server import Node
+
+    metrics = None
+    if metrics_port is not None:
+        from distributed_asgi.ops.metrics import node_metrics
+
+        metrics = node_metrics()
+    node = Node(
+        app=application,
+        keys=list(keys),
+        layer=layer,
+        max_applications=concurrency,
+        drain_timeout=drain_timeout,
+        lifespan=lifespan,
+        metrics=metrics,
+    )
+    log_startup(
+        "distributed_asgi.node",
+        "worker",
+        {
+            "app": app,
+            "keys": list(keys),
+            "redis": masked_urls(urls),
+            "local_redis": masked_urls([local_redis_url])[0] if local_redis_url else None,
+            "prefix": prefix,
+            "encryption_keys": len(encryption_keys),
+            "concurrency": concurrency,
+            "drain_timeout": drain_timeout,
+            "lifespan": lifespan,
+            "node_id": node.node_id,
+            "metrics": f"{metrics_host}:{metrics_port}" if metrics_port else None,
+        },
+    )
+    node.run()
+
+
+def _install_loop(loop: str) -> None:
+    """Make asyncio.run() (which Node.run() uses) create a uvloop loop when asked or available."""
+    if loop == "asyncio":
+        return
+    import asyncio
+    import importlib
+
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        if loop == "uvloop":
+            raise fail("--loop uvloop: uvloop is not installed") from None
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
