@@ -8,7 +8,7 @@ Rules of this module:
   the private Redis server. A second Ctrl-C forwards a second signal, which makes every child
   exit at once.
 - On Linux each child also gets ``PR_SET_PDEATHSIG``: if this process is killed outright, the
-  kernel sends the children SIGTERM, so nothing outlives it.
+  kernel sends the children SIGTERM, so nothing outlives it (``processes.spawn``).
 - Children are the ordinary commands (``python -m distributed_asgi worker|edge``), so what runs
   here is exactly what runs in production.
 """
@@ -16,21 +16,28 @@ Rules of this module:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
 from distributed_asgi.ops.cli.options import ENCRYPTION_KEYS_ENV, ConfigError
+from distributed_asgi.ops.processes import (
+    Child,
+    PrivateRedis,
+    flush_prefix,
+    masked,
+    require_free_port,
+    require_reachable,
+    signal_child,
+    spawn,
+)
 from distributed_asgi.ops.progress import StartupProgress, Step
 from distributed_asgi.ops.redis_process import RedisProcess
 
@@ -61,60 +68,6 @@ class UpConfig:
     log_level: str = "info"
     extra_env: dict[str, str] = field(default_factory=dict)
     encryption_keys: Sequence[str] = ()
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child before exec
-    os.setsid()
-    if sys.platform == "linux":
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def spawn(args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a child in its own session that dies with this process; output is shared."""
-    return subprocess.Popen(
-        list(args),
-        env=env,
-        # preexec_fn is not safe with threads running; this module starts children only from
-        # the main thread, before any thread of its own exists.
-        preexec_fn=_set_parent_death_signal if os.name == "posix" else None,
-    )
-
-
-class _PrivateRedis(RedisProcess):
-    """A RedisProcess whose server is out of the terminal's reach (see the module rules)."""
-
-    def start(self, timeout: float = 10.0) -> RedisProcess:
-        if self.running:
-            return self
-        self.process = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_set_parent_death_signal if os.name == "posix" else None,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ConfigError(f"redis server exited at start-up; log: {self.log_tail()}")
-            if self._answers_ping():
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise ConfigError(f"redis server did not answer on port {self.port} in {timeout}s")
 
 
 class System:
@@ -219,16 +172,16 @@ class System:
         """
         cfg = self.config
         progress = StartupProgress(cfg.workers + 2, self.out, styled=self.styled)
-        _require_free_port(cfg.host, cfg.port)
+        require_free_port(cfg.host, cfg.port)
         if cfg.redis_url is None:
             with progress.step("redis", "starting a private server") as step:
-                self.redis = _PrivateRedis().start()
+                self.redis = PrivateRedis().start()
                 self.redis_url = self.redis.url
                 pid = self.redis.process.pid if self.redis.process else "?"
                 step.done(f"private server ready at {self.redis_url}, pid {pid}")
         else:
-            with progress.step("redis", f"connecting to {_masked(self.redis_url)}") as step:
-                _require_reachable(self.redis_url)
+            with progress.step("redis", f"connecting to {masked(self.redis_url)}") as step:
+                require_reachable(self.redis_url)
                 step.done(f"reachable; keys go under '{self.prefix}:'")
         # Apps that use the channel layer themselves (Django Channels) find the same server.
         # Secrets (a password in the URL, encryption keys) reach the children through the
@@ -350,7 +303,7 @@ class System:
         if self._stop_requested.is_set():
             self._force = True
             for child in self.children:
-                _signal(child, signal.SIGTERM)  # a second signal: children exit at once
+                signal_child(child, signal.SIGTERM)  # a second signal: children exit at once
         self._stop_requested.set()
 
     def stop(self) -> int:
@@ -366,7 +319,7 @@ class System:
             self.redis = None
         elif self.redis_url:
             try:
-                _flush_prefix(self.redis_url, self.prefix)
+                flush_prefix(self.redis_url, self.prefix)
             except Exception as exc:  # the server may be gone; nothing else to clean then
                 self.out(f"could not delete keys under '{self.prefix}:': {exc}")
                 clean = False
@@ -376,7 +329,7 @@ class System:
         # A child that exited before we asked is already in self.failure; say nothing twice.
         already_gone = {child.pid for child in children if child.process.poll() is not None}
         for child in children:
-            _signal(child, signal.SIGTERM)
+            signal_child(child, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         clean = True
         for child in children:
@@ -403,13 +356,13 @@ class System:
         if self.redis is not None:
             redis = f"{self.redis_url}  (private server, pid {self.redis.process.pid})"  # type: ignore[union-attr]
         else:
-            redis = f"{_masked(self.redis_url)}  (keys under '{self.prefix}:' deleted on exit)"
+            redis = f"{masked(self.redis_url)}  (keys under '{self.prefix}:' deleted on exit)"
         routes = ", ".join(f"{regex} -> {key}" for regex, key in cfg.routes)
         pids = ", ".join(str(c.pid) for c in workers)
         extra = (
             f"distributed-asgi worker {cfg.app} "
             + " ".join(f"--key {k}" for k in cfg.keys)
-            + f" --redis {_masked(self.redis_url)} --prefix {self.prefix}"
+            + f" --redis {masked(self.redis_url)} --prefix {self.prefix}"
             + ("" if cfg.app_dir == "." else f" --app-dir {os.path.abspath(cfg.app_dir)}")
             # The keys themselves are secret: say where they must be, never what they are.
             + (f"  (with the same ${ENCRYPTION_KEYS_ENV})" if cfg.encryption_keys else "")
@@ -430,53 +383,5 @@ class System:
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _signal(child: Child, signum: int) -> None:
-    if child.process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):  # exited between poll() and now
-            child.process.send_signal(signum)
-
-
 def _fresh_prefix() -> str:
     return "up-" + secrets.token_hex(4)
-
-
-def _masked(url: str) -> str:
-    from distributed_asgi.layers.hosts import mask_secret
-
-    return mask_secret(url)
-
-
-def _require_free_port(host: str, port: int) -> None:
-    """Fail before starting anything, rather than find some other server on the edge's port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
-
-
-def _require_reachable(url: str) -> None:
-    import redis
-
-    client: Any = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise ConfigError(f"cannot reach Redis at {_masked(url)}: {exc}") from None
-    finally:
-        client.close()
-
-
-def _flush_prefix(url: str, prefix: str) -> None:
-    from distributed_asgi.layers import RedisChannelLayer
-
-    async def flush() -> None:
-        layer = RedisChannelLayer(hosts=[url], prefix=prefix)
-        try:
-            await layer.flush()
-        finally:
-            await layer.close()
-
-    asyncio.run(flush())
