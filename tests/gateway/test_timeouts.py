@@ -2,50 +2,82 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 
-from .conftest import Gateway
+from .harness import Receive, Scope, Send, run_gateway
 
 
-def test_no_first_byte_in_time_is_504_and_the_app_hears_a_disconnect(gateway: Gateway) -> None:
-    gateway.start_edge(first_byte_timeout=0.6)
-    gateway.start_node()
-    started = time.monotonic()
-    response = httpx.get(gateway.url("/slow"), params={"sleep": 30, "marker": "fb"}, timeout=20)
-    elapsed = time.monotonic() - started
-    assert response.status_code == 504
-    assert response.text == "Gateway Timeout"
-    assert 0.5 < elapsed < 5
-    assert gateway.wait_marker("fb") == "http.disconnect"
-    # A request that answers in time is untouched by the timeout.
-    response = httpx.get(gateway.url("/slow"), params={"sleep": 0.1, "marker": "ok"}, timeout=20)
-    assert response.text == "slow answer"
+def _slow_app(heard: asyncio.Queue[str]) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """Answers after the ``sleep`` header's seconds unless told first; reports what it heard."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seconds = float(dict(scope["headers"]).get(b"sleep", b"0"))
+        first = await receive()  # the (empty) request body, unless the edge gave up already
+        if first["type"] == "http.disconnect":
+            await heard.put(first["type"])
+            return
+        try:
+            message = await asyncio.wait_for(receive(), seconds)
+        except asyncio.TimeoutError:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"slow answer"})
+            return
+        await heard.put(message["type"])
+
+    return app
 
 
-def test_response_not_complete_in_total_time_closes_the_connection(gateway: Gateway) -> None:
-    gateway.start_edge(total_timeout=1.0)
-    gateway.start_node()
-    received = 0
-    started = time.monotonic()
-    url = gateway.url("/endless")
-    with (
-        pytest.raises(httpx.RemoteProtocolError),
-        httpx.stream("GET", url, params={"marker": "tt"}, timeout=20) as response,
+async def test_no_first_byte_in_time_is_504_and_the_app_hears_a_disconnect() -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    async with (
+        run_gateway(_slow_app(heard), first_byte_timeout=0.6) as gw,
+        httpx.AsyncClient(base_url=gw.base_url, timeout=20) as http,
     ):
-        assert response.status_code == 200
-        for chunk in response.iter_bytes():
-            received += len(chunk)
-    assert received > 0  # it was streaming until the limit
-    assert 0.9 < time.monotonic() - started < 6
-    assert gateway.wait_marker("tt") == "http.disconnect"
+        response = await http.get("/slow", headers={"sleep": "30"})
+        assert response.status_code == 504
+        assert response.text == "Gateway Timeout"
+        assert await asyncio.wait_for(heard.get(), 10) == "http.disconnect"
+        # A request that answers in time is untouched by the timeout.
+        response = await http.get("/slow", headers={"sleep": "0.1"})
+        assert response.text == "slow answer"
 
 
-def test_total_timeout_before_the_response_started_is_504(gateway: Gateway) -> None:
-    gateway.start_edge(total_timeout=0.6, first_byte_timeout=None)
-    gateway.start_node()
-    response = httpx.get(gateway.url("/slow"), params={"sleep": 30, "marker": "t5"}, timeout=20)
-    assert response.status_code == 504
-    assert gateway.wait_marker("t5") == "http.disconnect"
+async def test_response_not_complete_in_total_time_closes_the_connection() -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+
+    async def endless(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()  # the (empty) request body
+        waiting = asyncio.ensure_future(receive())
+        while not waiting.done():
+            await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
+            await asyncio.sleep(0.02)
+        await heard.put(waiting.result()["type"])
+
+    received = 0
+    async with (
+        run_gateway(endless, total_timeout=1.0) as gw,
+        httpx.AsyncClient(base_url=gw.base_url, timeout=20) as http,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with http.stream("GET", "/endless") as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_bytes():
+                    received += len(chunk)
+        assert received > 0  # it was streaming until the limit
+        assert await asyncio.wait_for(heard.get(), 10) == "http.disconnect"
+
+
+async def test_total_timeout_before_the_response_started_is_504() -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    async with (
+        run_gateway(_slow_app(heard), total_timeout=0.6, first_byte_timeout=None) as gw,
+        httpx.AsyncClient(base_url=gw.base_url, timeout=20) as http,
+    ):
+        response = await http.get("/slow", headers={"sleep": "30"})
+        assert response.status_code == 504
+        assert await asyncio.wait_for(heard.get(), 10) == "http.disconnect"
