@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import Any, get_args
 
 import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distributed_asgi.core.frames import (
+    Accept,
+    Asgi,
+    Connect,
+    End,
+    Frame,
     FrameError,
+    Heartbeat,
     decode_frame,
-    encode_accept,
-    encode_asgi,
-    encode_connect,
-    encode_end,
-    encode_heartbeat,
+    encode,
 )
 from distributed_asgi.layers.serialization import BadMessage, MessageSerializer
 
@@ -56,15 +58,17 @@ SCOPE: dict[str, Any] = {
 }
 WS_SCOPE = {**SCOPE, "type": "websocket", "scheme": "ws", "subprotocols": ["chat"]}
 
-VALID_FRAMES: list[dict[str, Any]] = [
-    encode_connect("c1", SCOPE, "edge.a!b", 1e12, 2.0, [{"type": "http.request", "body": b"abc"}]),
-    encode_connect("c2", WS_SCOPE, "edge.a!c", 1e12, 2.0, [{"type": "websocket.connect"}]),
-    encode_accept("c1", "node.x!y", 2.0, [{"type": "http.response.start", "status": 200}]),
-    encode_asgi("c1", [{"type": "http.response.body", "body": b"ok", "more_body": False}]),
-    encode_heartbeat("c1"),
-    encode_end("c1", "ValueError: boom"),
-    encode_end("c1"),
+FRAME_VALUES: list[Frame] = [
+    Connect("c1", SCOPE, "edge.a!b", 1e12, 2.0, [{"type": "http.request", "body": b"abc"}]),
+    Connect("c2", WS_SCOPE, "edge.a!c", 1e12, 2.0, [{"type": "websocket.connect"}]),
+    Accept("c1", "node.x!y", 2.0, [{"type": "http.response.start", "status": 200}]),
+    Accept("c1", "node.x!y", 2.0),
+    Asgi("c1", [{"type": "http.response.body", "body": b"ok", "more_body": False}]),
+    Heartbeat("c1"),
+    End("c1", "ValueError: boom"),
+    End("c1"),
 ]
+VALID_FRAMES: list[dict[str, Any]] = [encode(frame) for frame in FRAME_VALUES]
 
 
 def receive_path(serializer: MessageSerializer, data: bytes) -> str:
@@ -172,6 +176,14 @@ def test_every_valid_frame_survives_the_receive_path() -> None:
     for serializer in (MessageSerializer(), MessageSerializer([KEY])):
         for frame in VALID_FRAMES:
             assert receive_path(serializer, serializer.serialize(frame)) == "frame"
+
+
+def test_every_frame_kind_round_trips_through_the_serializer_as_a_value() -> None:
+    assert {type(frame) for frame in FRAME_VALUES} == set(get_args(Frame))
+    for serializer in (MessageSerializer(), MessageSerializer([KEY])):
+        for frame in FRAME_VALUES:
+            stored = serializer.serialize(encode(frame))
+            assert decode_frame(serializer.deserialize(stored)) == frame
 
 
 @settings(max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

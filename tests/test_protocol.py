@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, get_args
 
 import msgpack
 import pytest
@@ -15,15 +15,12 @@ from distributed_asgi.core.frames import (
     Asgi,
     Connect,
     End,
+    Frame,
     FrameError,
     Heartbeat,
     check_client_message,
     decode_frame,
-    encode_accept,
-    encode_asgi,
-    encode_connect,
-    encode_end,
-    encode_heartbeat,
+    encode,
     scope_to_wire,
 )
 
@@ -53,7 +50,7 @@ def wire(frame: dict[str, Any]) -> dict[str, Any]:
 
 def test_connect_round_trip_restores_scope_types() -> None:
     first = {"type": "http.request", "body": b"abc", "more_body": True}
-    frame = decode_frame(wire(encode_connect("c1", SCOPE, "edge.x!y", 123.5, 2.0, [first])))
+    frame = decode_frame(wire(encode(Connect("c1", SCOPE, "edge.x!y", 123.5, 2.0, [first]))))
     assert isinstance(frame, Connect)
     assert frame.reply_channel == "edge.x!y"
     assert frame.deadline == 123.5
@@ -68,12 +65,40 @@ def test_connect_round_trip_restores_scope_types() -> None:
     assert scope["extensions"] == {"tls": {"tls_version": 772}}
 
 
-def test_other_frames_round_trip() -> None:
-    assert decode_frame(wire(encode_accept("c", "node.a!b", 2))) == Accept("c", "node.a!b", 2.0)
-    message = {"type": "websocket.send", "bytes": b"\x00\xff"}
-    assert decode_frame(wire(encode_asgi("c", [message]))) == Asgi("c", [message])
-    assert decode_frame(wire(encode_heartbeat("c"))) == Heartbeat("c")
-    assert decode_frame(wire(encode_end("c", "ValueError: x"))) == End("c", "ValueError: x")
+def canonical(scope: dict[str, Any]) -> dict[str, Any]:
+    """``scope`` as a Node sees it (what crosses the wire, tuples restored)."""
+    frame = decode_frame(wire(encode(Connect("c", scope, "edge.x!y", 1.0, 2.0))))
+    assert isinstance(frame, Connect)
+    return frame.scope
+
+
+CANONICAL_SCOPE = canonical(SCOPE)
+EVERY_KIND = [
+    Connect(
+        "c1", CANONICAL_SCOPE, "edge.x!y", 123.5, 2.0, [{"type": "http.request", "body": b"a"}]
+    ),
+    Connect("c1", CANONICAL_SCOPE, "edge.x!y", 123.5, 2.0),
+    Accept("c", "node.a!b", 2.0),
+    Accept("c", "node.a!b", 2.0, [{"type": "http.response.start", "status": 200, "headers": []}]),
+    Asgi("c", [{"type": "websocket.send", "bytes": b"\x00\xff"}]),
+    Asgi("c", []),
+    Heartbeat("c"),
+    End("c", "ValueError: x"),
+    End("c"),
+]
+
+
+@pytest.mark.parametrize("frame", EVERY_KIND, ids=lambda f: type(f).__name__)
+def test_every_frame_kind_round_trips_as_a_value(frame: Frame) -> None:
+    assert decode_frame(wire(encode(frame))) == frame
+
+
+def test_the_round_trip_covers_every_frame_kind() -> None:
+    assert {type(frame) for frame in EVERY_KIND} == set(get_args(Frame))
+
+
+def test_an_accept_without_messages_sends_no_message_list() -> None:
+    assert "m" not in encode(Accept("c", "node.a!b", 2.0))
 
 
 @pytest.mark.parametrize(
@@ -117,7 +142,7 @@ def test_malformed_frames_raise_frame_error(frame: object, message: str) -> None
     ],
 )
 def test_malformed_scopes_raise_frame_error(change: dict[str, Any], message: str) -> None:
-    frame = wire(encode_connect("c", SCOPE, "edge.x!y", 1.0, 2.0))
+    frame = wire(encode(Connect("c", SCOPE, "edge.x!y", 1.0, 2.0)))
     frame["scope"].update(change)
     with pytest.raises(FrameError, match=message):
         decode_frame(frame)
@@ -130,7 +155,7 @@ def test_websocket_scope_keeps_subprotocols_and_denial_extension() -> None:
         "subprotocols": ["a", "b"],
         "extensions": {"websocket.http.response": {}},
     }
-    decoded = decode_frame(wire(encode_connect("c", scope_to_wire(scope), "e!x", 1.0, 1.0)))
+    decoded = decode_frame(wire(encode(Connect("c", scope_to_wire(scope), "e!x", 1.0, 1.0))))
     assert isinstance(decoded, Connect)
     assert decoded.scope["subprotocols"] == ["a", "b"]
     assert decoded.scope["extensions"] == {"websocket.http.response": {}}
@@ -202,6 +227,6 @@ def test_client_messages_no_server_sends(
 
 
 def test_a_connect_carries_only_client_messages_of_its_scope_type() -> None:
-    frame = wire(encode_connect("c", SCOPE, "edge.x!y", 1.0, 2.0, [{"type": "websocket.connect"}]))
+    frame = wire(encode(Connect("c", SCOPE, "edge.x!y", 1.0, 2.0, [{"type": "websocket.connect"}])))
     with pytest.raises(FrameError, match=r"'websocket\.connect' is not a message"):
         decode_frame(frame)

@@ -2,9 +2,11 @@
 
 Rules of this file:
 
-- A frame is a dict the channel layer carries as msgpack: only dict, list, str, bytes, int,
-  float, bool and None inside. Every frame has ``"v": 1`` (the version) and ``"t"`` (its kind).
-- ``encode_*`` functions build frames; ``decode_frame`` is the one way back and validates
+- On the wire a frame is a dict the channel layer carries as msgpack: only dict, list, str,
+  bytes, int, float, bool and None inside. Every frame has ``"v": 1`` (the version) and
+  ``"t"`` (its kind).
+- A frame is a value (``Connect``, ``Accept``, ``Asgi``, ``Heartbeat``, ``End``) both ways:
+  ``encode(frame)`` gives its wire dict; ``decode_frame`` is the one way back and validates
   everything the I/O layer relies on. Anything malformed raises ``FrameError`` with a message
   saying what was wrong; callers log it and drop the frame, never crash on it.
 - Scopes cross the wire through ``scope_to_wire`` / ``scope_from_wire``: tuples become lists on
@@ -16,12 +18,12 @@ docs/PROTOCOL.md describes the frames and the conversation they make.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from distributed_asgi.core.names import require_valid_channel_name
-from distributed_asgi.core.types import Message
+from distributed_asgi.core.types import Message, Scope
 
 __all__ = [
     "FRAME_VERSION",
@@ -36,11 +38,7 @@ __all__ = [
     "Heartbeat",
     "check_client_message",
     "decode_frame",
-    "encode_accept",
-    "encode_asgi",
-    "encode_connect",
-    "encode_end",
-    "encode_heartbeat",
+    "encode",
     "scope_from_wire",
     "scope_to_wire",
 ]
@@ -73,7 +71,7 @@ class Connect:
     """edge -> route channel: a new connection for whichever Node takes it."""
 
     conn_id: str
-    scope: dict[str, Any]
+    scope: Scope
     reply_channel: str
     deadline: float
     heartbeat: float
@@ -126,45 +124,35 @@ Frame = Connect | Accept | Asgi | Heartbeat | End
 # -- encoding ------------------------------------------------------------------------------------
 
 
-def encode_connect(
-    conn_id: str,
-    scope: Mapping[str, Any],
-    reply_channel: str,
-    deadline: float,
-    heartbeat: float,
-    messages: Sequence[Message] = (),
-) -> Message:
+def encode(frame: Frame) -> Message:
+    """The wire form of ``frame``: what ``decode_frame`` turns back into an equal frame."""
+    if isinstance(frame, Asgi):
+        return {"v": FRAME_VERSION, "t": "asgi", "id": frame.conn_id, "m": list(frame.messages)}
+    if isinstance(frame, Heartbeat):
+        return {"v": FRAME_VERSION, "t": "heartbeat", "id": frame.conn_id}
+    if isinstance(frame, Accept):
+        wire: Message = {
+            "v": FRAME_VERSION,
+            "t": "accept",
+            "id": frame.conn_id,
+            "channel": frame.channel,
+            "hb": frame.heartbeat,
+        }
+        if frame.messages:
+            wire["m"] = list(frame.messages)
+        return wire
+    if isinstance(frame, End):
+        return {"v": FRAME_VERSION, "t": "end", "id": frame.conn_id, "error": frame.error}
     return {
         "v": FRAME_VERSION,
         "t": "connect",
-        "id": conn_id,
-        "scope": scope_to_wire(scope),
-        "reply": reply_channel,
-        "deadline": deadline,
-        "hb": heartbeat,
-        "m": list(messages),
+        "id": frame.conn_id,
+        "scope": scope_to_wire(frame.scope),
+        "reply": frame.reply_channel,
+        "deadline": frame.deadline,
+        "hb": frame.heartbeat,
+        "m": list(frame.messages),
     }
-
-
-def encode_accept(
-    conn_id: str, channel: str, heartbeat: float, messages: Sequence[Message] = ()
-) -> Message:
-    frame = {"v": FRAME_VERSION, "t": "accept", "id": conn_id, "channel": channel, "hb": heartbeat}
-    if messages:
-        frame["m"] = list(messages)
-    return frame
-
-
-def encode_asgi(conn_id: str, messages: Sequence[Message]) -> Message:
-    return {"v": FRAME_VERSION, "t": "asgi", "id": conn_id, "m": list(messages)}
-
-
-def encode_heartbeat(conn_id: str) -> Message:
-    return {"v": FRAME_VERSION, "t": "heartbeat", "id": conn_id}
-
-
-def encode_end(conn_id: str, error: str | None = None) -> Message:
-    return {"v": FRAME_VERSION, "t": "end", "id": conn_id, "error": error}
 
 
 # -- decoding ------------------------------------------------------------------------------------

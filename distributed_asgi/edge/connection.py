@@ -39,13 +39,12 @@ from distributed_asgi.core.frames import (
     PICKUP_GRACE,
     Accept,
     Asgi,
+    Connect,
     End,
     FrameError,
     Heartbeat,
     decode_frame,
-    encode_asgi,
-    encode_connect,
-    encode_heartbeat,
+    encode,
 )
 from distributed_asgi.core.types import Message, Receive, Scope, Send
 from distributed_asgi.layers import ChannelFull
@@ -267,13 +266,15 @@ class EdgeConnection:
     async def _connect_and_wait(self, initial: list[Message]) -> Accept:
         distributor = self.distributor
         self.reply_channel = await self.layer.new_channel("edge")
-        frame = encode_connect(
-            self.conn_id,
-            self.scope,
-            self.reply_channel,
-            time.time() + distributor.pickup_timeout,
-            distributor.heartbeat_interval,
-            initial,
+        frame = encode(
+            Connect(
+                self.conn_id,
+                self.scope,
+                self.reply_channel,
+                time.time() + distributor.pickup_timeout,
+                distributor.heartbeat_interval,
+                initial,
+            )
         )
         sent = time.monotonic()
         await self.layer.send(self.key, frame)
@@ -340,7 +341,7 @@ class EdgeConnection:
 
     async def _send_to_node(self, messages: list[Message], *, retry: bool = True) -> None:
         assert self.node_channel is not None
-        frame = encode_asgi(self.conn_id, messages)
+        frame = encode(Asgi(self.conn_id, messages))
         delay = _FULL_BACKOFF_START
         while True:
             try:
@@ -368,7 +369,7 @@ class EdgeConnection:
         with contextlib.suppress(ChannelFull, _DeadlineExceeded, *CONNECTION_ERRORS):
             await _within(
                 self.distributor.heartbeat_interval,
-                self.layer.send(self.node_channel, encode_heartbeat(self.conn_id)),
+                self.layer.send(self.node_channel, encode(Heartbeat(self.conn_id))),
             )
 
     # -- Node -> client ------------------------------------------------------------------------

@@ -35,16 +35,15 @@ from distributed_asgi._aio import receive_within
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.frames import (
     PICKUP_GRACE,
+    Accept,
     Asgi,
     Connect,
+    End,
     FrameError,
     Heartbeat,
     check_client_message,
     decode_frame,
-    encode_accept,
-    encode_asgi,
-    encode_end,
-    encode_heartbeat,
+    encode,
 )
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import ChannelFull, GatewayLayer
@@ -143,7 +142,7 @@ class NodeConnection:
         in time) knows no application code ran: a Node that dies after this is a 502. It costs
         one frame more than an accept carrying the first response, one Redis write per request.
         """
-        frame = encode_accept(self.conn_id, self.channel, self.heartbeat_interval)
+        frame = encode(Accept(self.conn_id, self.channel, self.heartbeat_interval))
         try:
             await self.layer.send(self.reply_channel, frame)
         except _ACCEPT_ERRORS as exc:
@@ -166,7 +165,7 @@ class NodeConnection:
             )
             error = f"not started: accepted too late ({late:.2f}s past the pick-up deadline)"
             with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
-                await self._send_frame(encode_end(self.conn_id, error), retry=False)
+                await self._send_frame(encode(End(self.conn_id, error)), retry=False)
             return False
         # Nothing can come from the edge before it has the accept.
         self._reader = asyncio.ensure_future(self._read_from_edge())
@@ -196,7 +195,7 @@ class NodeConnection:
             logger.error("ASGI callable returned without completing response.")
         text = None if error is None else f"{type(error).__name__}: {error}"
         with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
-            await self._send_frame(encode_end(self.conn_id, text), retry=False)
+            await self._send_frame(encode(End(self.conn_id, text)), retry=False)
 
     # -- receive ---------------------------------------------------------------------------------
 
@@ -344,7 +343,7 @@ class NodeConnection:
 
     async def _send_messages(self, messages: list[Message]) -> None:
         async with self._send_lock:
-            await self._push(encode_asgi(self.conn_id, messages), retry=True)
+            await self._push(encode(Asgi(self.conn_id, messages)), retry=True)
 
     async def _send_frame(self, frame: Message, *, retry: bool = True) -> None:
         async with self._send_lock:
@@ -370,7 +369,7 @@ class NodeConnection:
             return  # the edge only listens for an accept until then
         self.last_sent = time.monotonic()
         with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
-            await self.layer.send(self.reply_channel, encode_heartbeat(self.conn_id))
+            await self.layer.send(self.reply_channel, encode(Heartbeat(self.conn_id)))
 
 
 def _plain_response_start(message: Message) -> Message:

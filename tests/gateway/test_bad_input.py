@@ -27,11 +27,9 @@ from distributed_asgi.core.frames import (
     Accept,
     Asgi,
     Connect,
+    Heartbeat,
     decode_frame,
-    encode_accept,
-    encode_asgi,
-    encode_connect,
-    encode_heartbeat,
+    encode,
 )
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.serialization import MessageSerializer
@@ -134,16 +132,16 @@ async def test_route_channel(gateway: Gateway) -> None:
     gateway.start_edge(layer=LAYER)
     _, log = gateway.start_node(layer=LAYER)
     forger = Forger(gateway)
-    valid = encode_connect("c0", SCOPE, "edge.x!y", time.time() + 60, 2.0)
+    valid = encode(Connect("c0", SCOPE, "edge.x!y", time.time() + 60, 2.0))
     payloads = bad_payloads(valid)
     try:
         await forger.payloads("fidelity", payloads)
-        await forger.raw.send("fidelity", {"raw": b"M" + msgpack.packb(encode_heartbeat("c0"))})
+        await forger.raw.send("fidelity", {"raw": b"M" + msgpack.packb(encode(Heartbeat("c0")))})
         # Connects whose reply channel the Node must not write to: never started.
         marked = {**SCOPE, "path": "/pid", "query_string": b"sleep=0.01&marker=started"}
         for reply in ("bad reply name", "fidelity"):
             await forger.layer.send(
-                "fidelity", encode_connect("c1", marked, reply, time.time() + 60, 2.0)
+                "fidelity", encode(Connect("c1", marked, reply, time.time() + 60, 2.0))
             )
         key = await forger.headerless_entry("fidelity")
     finally:
@@ -172,20 +170,22 @@ async def test_edge_reply_channel(gateway: Gateway) -> None:
             assert isinstance(connect, Connect)
             reply = connect.reply_channel
             node_channel = await forger.layer.new_channel("node")
-            valid_accept = encode_accept(connect.conn_id, node_channel, 2.0)
+            valid_accept = encode(Accept(connect.conn_id, node_channel, 2.0))
             during_pickup = bad_payloads(valid_accept)
             await forger.payloads(reply, during_pickup)
             # A wrong kind of frame while the edge waits for an accept.
-            await forger.layer.send(reply, encode_asgi(connect.conn_id, []))
+            await forger.layer.send(reply, encode(Asgi(connect.conn_id, [])))
             key = await forger.headerless_entry(reply)
             await forger.layer.send(reply, valid_accept)
             # The connection now runs: bad input again, then the response.
-            response_frame = encode_asgi(
-                connect.conn_id,
-                [
-                    {"type": "http.response.start", "status": 200, "headers": []},
-                    {"type": "http.response.body", "body": b"served"},
-                ],
+            response_frame = encode(
+                Asgi(
+                    connect.conn_id,
+                    [
+                        {"type": "http.response.start", "status": 200, "headers": []},
+                        {"type": "http.response.body", "body": b"served"},
+                    ],
+                )
             )
             running = bad_payloads(response_frame)
             await forger.payloads(reply, running)
@@ -222,25 +222,27 @@ async def test_node_channel(gateway: Gateway) -> None:
         reply = await forger.layer.new_channel("edge")
         conn_id = "bad-input-1"
         await forger.layer.send(
-            "fidelity", encode_connect(conn_id, SCOPE, reply, time.time() + 10, 2.0)
+            "fidelity", encode(Connect(conn_id, SCOPE, reply, time.time() + 10, 2.0))
         )
         # /echo waits for the body, so the Node accepts at once with its channel.
         accept = decode_frame(await asyncio.wait_for(forger.layer.receive(reply), 10))
         assert isinstance(accept, Accept)
         node_channel = accept.channel
-        body = encode_asgi(conn_id, [{"type": "http.request", "body": b"hello"}])
+        body = encode(Asgi(conn_id, [{"type": "http.request", "body": b"hello"}]))
         payloads = bad_payloads(body)
         await forger.payloads(node_channel, payloads)
-        await forger.layer.send(node_channel, encode_accept(conn_id, reply, 2.0))  # wrong kind
+        await forger.layer.send(node_channel, encode(Accept(conn_id, reply, 2.0)))  # wrong kind
         # Well-formed frames carrying messages no server would pass to the application.
         await forger.layer.send(
             node_channel,
-            encode_asgi(
-                conn_id,
-                [
-                    {"type": "http.response.start", "status": 200},
-                    {"type": "http.request", "body": "not bytes"},
-                ],
+            encode(
+                Asgi(
+                    conn_id,
+                    [
+                        {"type": "http.response.start", "status": 200},
+                        {"type": "http.request", "body": "not bytes"},
+                    ],
+                )
             ),
         )
         key = await forger.headerless_entry(node_channel)
