@@ -42,9 +42,12 @@ from .base import (
     require_valid_group_name,
     require_valid_message,
 )
+from .channel_reader import ChannelReader
 from .hosts import HostSpec
+from .inbox_reader import InboxReader
+from .keys import hash_tag
 from .loops import LoopStates
-from .queue_reader import ChannelReader, InboxReader, QueueReader
+from .queue_reader import QueueReader
 from .redis import RedisChannelLayer, _log_full_members
 from .scripts import (
     GROUP_ADD,
@@ -55,7 +58,8 @@ from .scripts import (
     SEND,
     LuaScript,
 )
-from .shard import CONNECTION_ERRORS, AckLedger, Shard
+from .server import Server
+from .shard import CONNECTION_ERRORS, AckLedger, Shard, translated
 
 __all__ = ["BUCKETS", "ClusterMap", "RedisClusterChannelLayer", "bucket_of"]
 
@@ -210,22 +214,28 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         if "!" in channel:
             inbox = non_local_name(channel)
             bucket = bucket_of(inbox)
-            tag = f"{{{bucket}}}"
-            return bucket, [f"{self.prefix}:q:{tag}{inbox}", f"{self.prefix}:n:{tag}{inbox}"]
+            tag = hash_tag(bucket)
+            return bucket, [self.keys.queue(inbox, tag), self.keys.counters(inbox, tag)]
         bucket = bucket_of(channel)
-        return bucket, [f"{self.prefix}:q:{{{bucket}}}{channel}"]
+        return bucket, [self.keys.queue(channel, hash_tag(bucket))]
 
     def _tagged_group_keys(self, group: str, bucket: int) -> list[str]:
-        return [f"{self.prefix}:g:{{{bucket}}}{group}", f"{self.prefix}:gc:{{{bucket}}}{group}"]
+        return self.keys.group(group, hash_tag(bucket))
 
     def _group_index(self, group: str) -> tuple[int, str]:
         bucket = bucket_of(group)
-        return bucket, f"{self.prefix}:gi:{{{bucket}}}{group}"
+        return bucket, self.keys.group_index(group, hash_tag(bucket))
 
     async def _call(
         self, bucket: int, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         """Run ``script`` on the master of ``bucket``, following the cluster as it changes."""
+        with translated():  # a redirect given up on, a slot map that could not be loaded
+            return await self._follow(bucket, script, keys, args)
+
+    async def _follow(
+        self, bucket: int, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
         cluster = await self._ready()
         for attempt in range(MAX_ATTEMPTS):
             shard = cluster.shard_for(bucket)
@@ -338,14 +348,19 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         index_bucket, index = self._group_index(group)
         group_expiry = int(self.group_expiry * 1000)
         buckets = await self._call(index_bucket, GROUP_BUCKETS, [index], [group_expiry])
-        args = [self.prefix, payload, int(self.expiry * 1000), group_expiry]
         results = await asyncio.gather(
             *(
                 self._call(
                     int(b),
                     GROUP_SEND,
                     self._tagged_group_keys(group, int(b)),
-                    [*args, f"{{{int(b)}}}"],
+                    [
+                        self.keys.queue("", hash_tag(int(b))),
+                        self.keys.counters("", hash_tag(int(b))),
+                        payload,
+                        int(self.expiry * 1000),
+                        group_expiry,
+                    ],
                 )
                 for b in buckets
             )
@@ -354,10 +369,14 @@ class RedisClusterChannelLayer(RedisChannelLayer):
 
     async def flush(self) -> None:
         """Delete every key of this layer's prefix on every master (SCAN, never KEYS)."""
+        with translated():
+            await self._flush()
+
+    async def _flush(self) -> None:
         cluster = await self._ready()
         self._forget_received()
         for shard in cluster.masters():
-            keys = [key async for key in shard.client.scan_iter(f"{self.prefix}:*", count=1000)]
+            keys = [key async for key in shard.client.scan_iter(self.keys.all(), count=1000)]
             # One key per UNLINK: keys of several slots in one command are a CROSSSLOT error.
             for start in range(0, len(keys), 1000):
                 async with shard.client.pipeline(transaction=False) as pipe:
@@ -375,6 +394,21 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         cluster = self._maps.pop()
         if cluster is not None:
             await cluster.teardown()
+
+    # -- servers, for presence and status (see server.py) ----------------------------------------
+
+    async def servers(self) -> list[Server]:
+        """Every master of the cluster."""
+        with translated():
+            cluster = await self._ready()
+        return [Server(shard) for shard in cluster.masters()]
+
+    async def locate(self, kind: str, name: str) -> tuple[Server, str]:
+        """(the master holding it, the key) for the ``kind`` key of ``name``, hash tag included."""
+        bucket = bucket_of(name)
+        with translated():
+            cluster = await self._ready()
+        return Server(cluster.shard_for(bucket)), self.keys.key(kind, name, hash_tag(bucket))
 
     def __repr__(self) -> str:
         return f"<RedisChannelLayer prefix={self.prefix!r} cluster={self.cluster_spec.describe()}>"

@@ -15,15 +15,8 @@ Rules of this file:
   their pops took goes to the backlog, which belongs to the layer, not to the loop. Replies are
   read one at a time with a cancellation-safe read, so the cancellation itself never leaves the
   connection out of step.
-- ``ChannelReader`` (a normal channel, shared with other processes) pops only as many entries
-  as there are local waiters, one round at a time: work stays in Redis for others, and what a
-  cancelled waiter leaves behind is put back at the head of the queue when nobody here waits
-  (and when the reader stops).
-- ``InboxReader`` (all ``new_channel()`` channels of one prefix: every entry is this
-  process's) keeps several rounds in flight, written together, so a stream of messages costs a
-  fraction of a write each. Its entries stay counted against their channel's capacity until
-  ``receive()`` returns them (then they are ACKed), so buffering here never defeats capacity.
-  Its backlog is shared by the inbox readers of every loop of the layer.
+- How a reader pops is its subclass's: ``ChannelReader`` (channel_reader.py) for a normal
+  channel, ``InboxReader`` (inbox_reader.py) for a process inbox.
 """
 
 from __future__ import annotations
@@ -39,28 +32,21 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .backlog import Backlog
-from .connection import DedicatedConnection, pack_commands
-from .scripts import FORGET_IDLE
+from .connection import DedicatedConnection
+from .errors import LayerRefused
+from .keys import entry_channel, entry_payload, entry_sent
 from .shard import CONNECTION_ERRORS, Shard
 
-__all__ = ["ChannelReader", "InboxReader", "QueueReader"]
+__all__ = ["RECEIVE_ERRORS", "QueueReader"]
 
 logger = logging.getLogger("distributed_asgi.layers")
 
 # What makes a reader back off and retry instead of failing its receivers.
-RECEIVE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, ResponseError)
+RECEIVE_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, ResponseError, LayerRefused)
 _READ_BACK_ERRORS: tuple[type[Exception], ...] = (asyncio.TimeoutError, *RECEIVE_ERRORS)
-INBOX_BATCH = 100  # entries one inbox round may pop
-INBOX_DEPTH = 16  # inbox rounds kept in flight: topped up with one write when down to one
-# A new connection starts with this many rounds, doubled by each round that pops something: a
-# stream reaches the full depth in a few rounds, and a loop that ends after one message (a
-# sync caller) has few rounds to read back.
-INBOX_FIRST_DEPTH = 2
 # How long an idle reader keeps its task and connection for the next receive(): a process
 # that receives in a loop (every consumer does) then pays for neither on each message.
 LINGER = 2.0
-# Acked channels are checked for zero counters (and forgotten) in batches of this many.
-FORGET_BATCH = 1000
 # How long a stopping reader may spend reading back its rounds, and how long it waits for one
 # round it woke before waking it again (a wait that had not started blocking yet).
 READ_BACK_TIMEOUT = 2.0
@@ -145,7 +131,7 @@ class QueueReader:
             waiters.popleft().set_result(entry)
 
     def _delivered(self, channel: str, entry: bytes) -> bytes:
-        return _payload(entry)
+        return entry_payload(entry)
 
     def _dropped(self, channel: str) -> None:
         """An entry of ``channel`` expired in the backlog."""
@@ -194,17 +180,17 @@ class QueueReader:
         cutoff = int(now[0]) * 1000 + int(now[1]) // 1000 - int(self.expiry * 1000)
         live = []
         for entry in popped:
-            sent = entry[:13]
-            if not sent.isdigit() or entry.find(b"\n", 13) < 0:
+            sent = entry_sent(entry)
+            if sent is None:
                 logger.warning("dropped a malformed entry from %s", self.queue_key)
-            elif int(sent) < cutoff:
-                self._dropped(_channel(entry))
+            elif sent < cutoff:
+                self._dropped(entry_channel(entry))
             else:
                 live.append(entry)
         return live
 
     def _dispatch(self, entry: bytes) -> None:
-        channel = _channel(entry)
+        channel = entry_channel(entry)
         waiters = self._waiters.get(channel)
         while waiters:
             future = waiters.popleft()
@@ -227,7 +213,7 @@ class QueueReader:
             if self.shard is not shard:
                 logger.info("%s moved to %s", self.queue_key, self.shard.spec.describe())
                 return 0.05  # retry at once on the node that serves the key now
-        if isinstance(exc, ResponseError):
+        if isinstance(exc, (ResponseError, LayerRefused)):
             logger.error("receive from %s failed: %s", self.queue_key, exc)
         else:
             self.shard.failed(exc)
@@ -286,200 +272,3 @@ class QueueReader:
         if self._connection is not None:
             self._connection.shutdown()
         self.backlog.detach(self)
-
-
-class ChannelReader(QueueReader):
-    """A normal channel: pop only for local waiters, give back what nobody here took."""
-
-    async def _run(self) -> None:
-        self._stopping = False
-        # The outer loop only turns again when a cluster slot moved to another node.
-        while not self._closed:
-            if await self._pop_from(self.shard):
-                return
-
-    async def _pop_from(self, shard: Shard) -> bool:
-        """Pop for local waiters from ``shard``; True when done, False when the key moved."""
-        connection = self._connection = DedicatedConnection(shard.client)
-        self._in_flight, self._partial = 0, []
-        client_id: int | None = None
-        try:
-            client_id = await connection.client_id()
-            delay = 0.05
-            while not self._closed:
-                waiting = self._waiting()
-                if not waiting:
-                    if self.backlog:
-                        await self._requeue(connection)
-                        continue
-                    if not await self._linger():
-                        return True
-                    continue
-                try:
-                    await connection.send(self._round(waiting))
-                    self._in_flight = 1
-                    entries = self._entries(await self._read_round(connection))
-                except RECEIVE_ERRORS as exc:
-                    delay = await self._backoff(exc, delay)
-                    if self.shard is not shard:
-                        return False
-                    continue
-                delay = 0.05
-                shard.succeeded()
-                for entry in entries:
-                    self._dispatch(entry)
-            return True
-        except asyncio.CancelledError:
-            # Stopping (the loop ends or the layer closes): whatever the round took, and what
-            # cancelled waiters left, goes back on the queue for other processes.
-            await self._give_back(connection, client_id)
-            await self._requeue(connection)
-            raise
-        except RECEIVE_ERRORS as exc:  # CLIENT ID failed: the server is away; try again
-            await self._backoff(exc, 0.05)
-            return self._closed
-        finally:
-            if self._in_flight or self._partial:
-                # Cut off mid-round: its replies must never reach another user of the pool.
-                await connection.disconnect()
-            self._connection = None
-            if not self.loop.is_closed():  # else destroyed with its loop: no I/O (connection.py)
-                await asyncio.shield(connection.release())
-
-    async def close(self) -> None:
-        await super().close()
-        if self.backlog:  # left by waiters cancelled while no task was running
-            async with DedicatedConnection(self.shard.client) as connection:
-                await self._requeue(connection)
-
-    async def _requeue(self, connection: DedicatedConnection) -> None:
-        """Put the backlog back at the head of the queue, in its order, for any receiver."""
-        entries = self.backlog.take_all()
-        if not entries:
-            return
-        commands = [
-            ("LPUSH", self.queue_key, *reversed(entries)),
-            ("PEXPIRE", self.queue_key, int(self.expiry * 1000)),
-        ]
-        try:
-            pushed, _ = await connection.execute(commands)
-            if isinstance(pushed, Exception):
-                raise pushed
-        except RECEIVE_ERRORS as exc:
-            logger.warning(
-                "could not put %d undelivered message(s) back on %s: %s",
-                len(entries),
-                self.queue_key,
-                exc,
-            )
-
-
-class InboxReader(QueueReader):
-    """A process inbox: rounds kept in flight, entries ACKed when received."""
-
-    def __init__(
-        self,
-        shard: Shard,
-        queue_key: str,
-        counter_key: str,
-        *,
-        expiry: float,
-        block_timeout: float,
-        backlog: Backlog | None = None,
-    ) -> None:
-        super().__init__(
-            shard, queue_key, expiry=expiry, block_timeout=block_timeout, backlog=backlog
-        )
-        self.counter_key = counter_key
-        self._depth = INBOX_FIRST_DEPTH
-        self._packed_round = pack_commands(self._round(INBOX_BATCH))
-        self._acked: set[str] = set()  # channels acked since the last FORGET_IDLE
-        self._last_forget = time.monotonic()
-
-    def _delivered(self, channel: str, entry: bytes) -> bytes:
-        self._dropped(channel)
-        return _payload(entry)
-
-    def _dropped(self, channel: str) -> None:
-        self.shard.ack(self.counter_key, channel)
-        self._acked.add(channel)
-
-    def _sweep(self) -> None:
-        super()._sweep()
-        if self._acked and (
-            len(self._acked) >= FORGET_BATCH or time.monotonic() - self._last_forget > self.expiry
-        ):
-            # Channels whose counters reached 0 leave the counter hash, so a long-lived inbox
-            # does not keep one field for every channel it ever served. In batches as soon as
-            # there are enough: a channel per request (the edge's reply channels) would
-            # otherwise pile up for a whole expiry period, here and in Redis.
-            self._last_forget = time.monotonic()
-            channels, self._acked = list(self._acked), set()
-            self.shard.post(FORGET_IDLE, [self.counter_key], channels)
-
-    async def _run(self) -> None:
-        self._stopping = False
-        delay = 0.05
-        while not self._closed:
-            connection = self._connection = DedicatedConnection(self.shard.client)
-            self._in_flight, self._partial = 0, []
-            self._depth = INBOX_FIRST_DEPTH
-            client_id: int | None = None
-            try:
-                client_id = await connection.client_id()
-                await self._serve(connection, client_id)
-                return
-            except asyncio.CancelledError:
-                await self._give_back(connection, client_id)
-                raise
-            except RECEIVE_ERRORS as exc:
-                # The connection is gone with its rounds; start over on a new one.
-                delay = await self._backoff(exc, delay)
-            finally:
-                if self._in_flight or self._partial:
-                    # Rounds still queued on this connection would pop entries nobody reads.
-                    await connection.disconnect()
-                self._connection = None
-                await connection.release()
-
-    async def _serve(self, connection: DedicatedConnection, client_id: int) -> None:
-        """Keep rounds in flight until nobody has waited for LINGER seconds."""
-        idle_since: float | None = None
-        while not self._closed:
-            if self._waiting():
-                idle_since = None
-            elif idle_since is None:
-                idle_since = time.monotonic()
-            stopping = idle_since is not None and time.monotonic() - idle_since > LINGER
-            if stopping and not self._in_flight:
-                return
-            if stopping:
-                # Wake the blocked wait so the rounds still queued on the connection return
-                # now; their pops run and whatever they take is buffered, not lost.
-                await self.shard.command("CLIENT", "UNBLOCK", client_id)
-            elif self._in_flight <= 1:
-                refill = self._depth - self._in_flight
-                # send() does not suspend on a connected connection (rounds stay far below the
-                # write buffer's high-water mark): no cancellation falls between write and count.
-                await connection.send(self._packed_round * refill)
-                self._in_flight += refill
-            # _read_round() written out: one coroutine less on every message's path.
-            await connection.read_into(self._partial, 3)
-            entries = self._entries(self._round_read())
-            self.shard.succeeded()
-            for entry in entries:
-                self._dispatch(entry)
-            self._sweep()
-            if entries:
-                self._depth = min(self._depth * 2, INBOX_DEPTH)
-                # Let the receivers just woken run (and write their sends) before this task
-                # writes its next rounds.
-                await asyncio.sleep(0)
-
-
-def _channel(entry: bytes) -> str:
-    return entry[13 : entry.find(b"\n", 13)].decode("ascii", "replace")
-
-
-def _payload(entry: bytes) -> bytes:
-    return entry[entry.find(b"\n", 13) + 1 :]

@@ -30,13 +30,17 @@ from .base import (
     require_valid_group_name,
     require_valid_message,
 )
+from .channel_reader import ChannelReader
 from .hashring import HashRing
 from .hosts import HostSpec, parse_hosts
+from .inbox_reader import InboxReader
+from .keys import QUEUE, KeySpace
 from .loops import LoopStates
-from .queue_reader import RECEIVE_ERRORS, ChannelReader, InboxReader, QueueReader
+from .queue_reader import RECEIVE_ERRORS, QueueReader
 from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND
 from .serialization import DEFAULT_MAX_MESSAGE_SIZE, BadMessage, MessageSerializer
-from .shard import AckLedger, Shard
+from .server import Server
+from .shard import AckLedger, Shard, translated
 
 __all__ = ["RedisChannelLayer"]
 
@@ -118,6 +122,7 @@ class RedisChannelLayer:
         if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
             raise ValueError(f"prefix must be a non-empty string without spaces, got {prefix!r}")
         self.prefix = prefix
+        self.keys = KeySpace(prefix)
         self.expiry = require_positive_seconds("expiry", expiry)
         self.group_expiry = require_positive_seconds("group_expiry", group_expiry)
         self.capacity = CapacityRules(capacity, channel_capacity)
@@ -149,11 +154,11 @@ class RedisChannelLayer:
         """(name the shard is chosen by, [queue key, counter key for a process inbox])."""
         if "!" in channel:
             inbox = non_local_name(channel)
-            return inbox, [f"{self.prefix}:q:{inbox}", f"{self.prefix}:n:{inbox}"]
-        return channel, [f"{self.prefix}:q:{channel}"]
+            return inbox, [self.keys.queue(inbox), self.keys.counters(inbox)]
+        return channel, [self.keys.queue(channel)]
 
     def _group_keys(self, group: str) -> list[str]:
-        return [f"{self.prefix}:g:{group}", f"{self.prefix}:gc:{group}"]
+        return self.keys.group(group)
 
     # -- the channel layer API -----------------------------------------------------------------
 
@@ -238,7 +243,13 @@ class RedisChannelLayer:
         """Send to every member; members at capacity are skipped (and counted in the log)."""
         require_valid_group_name(group)
         payload = self.serializer.serialize(require_valid_message(message))
-        args = [self.prefix, payload, int(self.expiry * 1000), int(self.group_expiry * 1000)]
+        args = [
+            self.keys.queue(""),
+            self.keys.counters(""),
+            payload,
+            int(self.expiry * 1000),
+            int(self.group_expiry * 1000),
+        ]
         keys = self._group_keys(group)
         results = await asyncio.gather(
             *(shard.call(GROUP_SEND, keys, args) for shard in self._state().shards)
@@ -249,15 +260,16 @@ class RedisChannelLayer:
         """Delete every key of this layer's prefix on every shard (SCAN, never KEYS)."""
         state = self._state()
         self._forget_received()
-        for shard in state.shards:
-            batch: list[bytes] = []
-            async for key in shard.client.scan_iter(match=f"{self.prefix}:*", count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
+        with translated():
+            for shard in state.shards:
+                batch: list[bytes] = []
+                async for key in shard.client.scan_iter(match=self.keys.all(), count=1000):
+                    batch.append(key)
+                    if len(batch) >= 1000:
+                        await shard.client.unlink(*batch)
+                        batch = []
+                if batch:
                     await shard.client.unlink(*batch)
-                    batch = []
-            if batch:
-                await shard.client.unlink(*batch)
 
     def _forget_received(self) -> None:
         """Drop what was popped and not received, and the acks not yet written (their
@@ -286,8 +298,9 @@ class RedisChannelLayer:
         inboxes = list(self._backlogs)
         self._backlogs.clear()
         for queue_key in inboxes:
-            inbox = queue_key[len(f"{self.prefix}:q:") :]
-            counter_key = f"{self.prefix}:n:{inbox}"
+            inbox = self.keys.name_of(QUEUE, queue_key)
+            assert inbox is not None
+            counter_key = self.keys.counters(inbox)
             shard = state.shards[self.ring.shard_for(inbox)]
             shard.ledger.discard(counter_key)
             await shard.settle()  # a batch still on the wire would re-create the counters
@@ -295,6 +308,17 @@ class RedisChannelLayer:
                 await shard.client.unlink(queue_key, counter_key)
             except RECEIVE_ERRORS as exc:
                 logger.info("could not delete %s on close (it expires): %s", queue_key, exc)
+
+    # -- servers, for presence and status (see server.py) ----------------------------------------
+
+    async def servers(self) -> list[Server]:
+        """Every server this layer writes to (each shard)."""
+        return [Server(shard) for shard in self._state().shards]
+
+    async def locate(self, kind: str, name: str) -> tuple[Server, str]:
+        """(the server holding it, the key) for the ``kind`` key (``"q"``, ``"node"``) of a name."""
+        placed = f"node:{name}" if kind == "node" else non_local_name(name)
+        return Server(self._state().shards[self.ring.shard_for(placed)]), self.keys.key(kind, name)
 
     def __repr__(self) -> str:
         hosts = ", ".join(spec.describe() for spec in self.hosts)

@@ -1,34 +1,19 @@
 """The Lua scripts that make each layer operation one atomic round trip.
 
-Key layout (``P`` is the layer's prefix; docs/PROTOCOL.md has the full picture):
-
-- ``P:q:NAME`` list, the queue of a normal channel (NAME is the channel) or of one process's
-  inbox (NAME is the non-local part ``specific.abc!`` that all its channels share).
-- ``P:n:NAME`` hash, channel -> messages sent to it and not yet received (in the inbox, or
-  popped into its process but not yet returned by ``receive()``), so capacity is exact per
-  process-specific channel although they share one list.
-- ``P:g:GROUP`` sorted set, member channel -> time of its last ``group_add``.
-- ``P:gc:GROUP`` hash, member channel -> its capacity, so ``group_send`` needs no round trip
-  to learn members first.
+Key names and the queue entry header are keys.py's: the scripts get every key (or, for
+``group_send``, the heads member keys start with) from their caller, and the header's time width
+is formatted in from ``keys.TIME_DIGITS``.
 
 A group's keys live on the shard of each member channel (one set per shard), so ``group_send``
 is one script per shard and every message is written where its receiver reads.
-
-On a Redis Cluster every name above carries a hash tag ``{B}`` (B the bucket of the routing
-name, see cluster.py) right after ``P:q:``, ``P:n:``, ``P:g:``, ``P:gc:``, so a queue, its
-counters and the group memberships stored beside it share one slot and each script touches
-one slot only; ``P:gi:GROUP`` (sorted set, bucket -> time of its last ``group_add``) lists the
-buckets a group has members in.
-
-Each queue entry is ``TTTTTTTTTTTTT`` (13-digit send time in ms, Redis server clock) + channel
-+ ``\\n`` + payload. The time lets any reader drop expired entries without trusting its own
-clock; the channel lets one inbox serve many process-specific channels.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+
+from .keys import TIME_DIGITS
 
 __all__ = [
     "ACK",
@@ -53,16 +38,17 @@ class LuaScript:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-_COMMON = r"""
+_COMMON = (
+    r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 local function uncount(n, entry)
-  local nl = string.find(entry, '\n', 14, true)
+  local nl = string.find(entry, '\n', DIGITS + 1, true)
   if not nl then return end
-  local channel = string.sub(entry, 14, nl - 1)
+  local channel = string.sub(entry, DIGITS + 1, nl - 1)
   if redis.call('HINCRBY', n, channel, -1) <= 0 then redis.call('HDEL', n, channel) end
 end
 
@@ -71,7 +57,7 @@ local function trim(q, n, cutoff)
   for _ = 1, 1000 do
     local head = redis.call('LINDEX', q, 0)
     if not head then return end
-    local sent = tonumber(string.sub(head, 1, 13))
+    local sent = tonumber(string.sub(head, 1, DIGITS))
     if sent and sent >= cutoff then return end
     redis.call('LPOP', q)
     if n then uncount(n, head) end
@@ -96,12 +82,13 @@ local function push(q, n, channel, payload, capacity, expiry, now)
     trim(q, n, now - expiry)
     if over(q, n, channel, capacity) then return 0 end
   end
-  redis.call('RPUSH', q, string.format('%013d', now) .. channel .. '\n' .. payload)
+  redis.call('RPUSH', q, string.format('%0DIGITSd', now) .. channel .. '\n' .. payload)
   redis.call('PEXPIRE', q, expiry)
   if n then redis.call('PEXPIRE', n, expiry) end
   return 1
 end
 """
+).replace("DIGITS", str(TIME_DIGITS))
 
 # KEYS: queue [, inbox counters]   ARGV: channel, payload, capacity, expiry_ms
 SEND = LuaScript(
@@ -161,18 +148,18 @@ return 1
 """,
 )
 
-# KEYS: group set, group capacities   ARGV: prefix, payload, expiry_ms, group_expiry_ms [, tag]
-# Sends to every live member on this shard (cluster: in this bucket, whose hash tag ``tag`` every
-# member queue name carries). Returns {sent, full, full member names...}.
+# KEYS: group set, group capacities
+# ARGV: queue key head, counter key head, payload, expiry_ms, group_expiry_ms
+# Sends to every live member on this shard (cluster: in this bucket); a member's queue key is
+# the queue head + its routing name (keys.py), the same for its inbox counters.
+# Returns {sent, full, full member names...}.
 GROUP_SEND = LuaScript(
     "group_send",
     _COMMON
     + r"""
 local g, gc = KEYS[1], KEYS[2]
-local prefix, payload = ARGV[1], ARGV[2]
-local expiry, group_expiry = tonumber(ARGV[3]), tonumber(ARGV[4])
-local queues = prefix .. ':q:' .. (ARGV[5] or '')
-local counters = prefix .. ':n:' .. (ARGV[5] or '')
+local queues, counters, payload = ARGV[1], ARGV[2], ARGV[3]
+local expiry, group_expiry = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
 local stale = redis.call('ZRANGEBYSCORE', g, '-inf', '(' .. (now - group_expiry))
 for i = 1, #stale do redis.call('HDEL', gc, stale[i]) end
