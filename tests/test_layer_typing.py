@@ -17,7 +17,8 @@ mypy_api = pytest.importorskip("mypy.api")
 GOOD = """
 from typing import Any
 
-from distributed_asgi.edge.distributor import Distributor, build_layer, create_path_distributor
+from distributed_asgi.edge.distributor import Distributor, create_path_distributor
+from distributed_asgi.layers.build import build_layer
 from distributed_asgi.layers import (
     InMemoryChannelLayer,
     RedisChannelLayer,

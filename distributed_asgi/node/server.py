@@ -36,8 +36,8 @@ from asgiref.server import StatelessServer
 from distributed_asgi.core.frames import Connect, FrameError, decode_frame
 from distributed_asgi.core.names import require_valid_channel_name
 from distributed_asgi.core.types import Message
-from distributed_asgi.edge.distributor import build_layer
 from distributed_asgi.layers import ChannelFull, GatewayLayer
+from distributed_asgi.layers.build import build_layer
 from distributed_asgi.layers.shard import CONNECTION_ERRORS
 from distributed_asgi.node.connection import NodeConnection, describe
 from distributed_asgi.node.interface import as_asgi3

@@ -17,8 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from distributed_asgi import create_path_distributor
-from distributed_asgi.edge.distributor import DEFAULT_BACKLOG, build_layer
 from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.layers.build import DEFAULT_BACKLOG, build_layer
 from distributed_asgi.ops.cli.main import main
 
 from .conftest import Gateway

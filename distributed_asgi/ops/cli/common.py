@@ -188,8 +188,8 @@ def make_layer(
     """The layer of a gateway process; route channels hold up to ``backlog`` connects (the
     distributor's default when None), so edges, workers handing connects back and ``status``
     agree on it."""
-    from distributed_asgi.edge.distributor import DEFAULT_BACKLOG, with_backlog
     from distributed_asgi.layers import RedisChannelLayer, RedisLocalChannelLayer
+    from distributed_asgi.layers.build import DEFAULT_BACKLOG, with_backlog
 
     keys = checked_encryption_keys(encryption_keys)
     capacities = with_backlog(DEFAULT_BACKLOG if backlog is None else backlog)
