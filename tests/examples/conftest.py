@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from distributed_asgi.ops.redis_process import free_port
+
+from ..support import wait_until_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,17 +32,6 @@ class Gateway:
     @property
     def worker_pid(self) -> int:
         return self.worker_pids[0]
-
-
-def _wait_for_port(port: int, processes: list[subprocess.Popen[bytes]], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for process in processes:
-            assert process.poll() is None, f"{process.args} exited with {process.returncode}"
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port} after {timeout}s")
 
 
 @contextlib.contextmanager
@@ -67,7 +56,7 @@ def serve_through_gateway(
     )
     processes = [edge, *worker_processes]
     try:
-        _wait_for_port(port, processes, timeout=30)
+        wait_until_listening(port, processes=processes, timeout=30)
         yield Gateway(url=f"http://127.0.0.1:{port}", worker_pids=[w.pid for w in worker_processes])
     finally:
         for process in processes:

@@ -8,14 +8,13 @@ leaves a process behind.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..support import stop_processes, wait_until_listening
 from .conftest import ROOT
 
 
@@ -60,25 +59,13 @@ class CliProcesses:
         raise AssertionError(f"{name}: not there in {timeout}s:\n{self.text(name)}")
 
     def wait_for_port(self, name: str, port: int, timeout: float = 20) -> None:
-        def listening(_: str) -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            except OSError:
-                return False
-            return True
-
-        self.wait_for(name, listening, timeout)
+        wait_until_listening(
+            port,
+            timeout=timeout,
+            processes=[self.processes[name]],
+            describe=lambda: self.text(name),
+        )
 
     def stop(self, name: str | None = None) -> None:
         names = [name] if name is not None else list(self.processes)
-        for each in names:
-            process = self.processes[each]
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for each in names:
-            process = self.processes[each]
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes([self.processes[each] for each in names])

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +21,8 @@ from typing import Any
 import pytest
 
 from distributed_asgi.ops.redis_process import free_port
+
+from ..support import stop_processes, wait_until_listening
 
 RUNNER = Path(__file__).with_name("runner.py")
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -70,16 +70,8 @@ class Gateway:
             "layer": layer or {},
         }
         process, log = self._spawn("edge", config)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"edge exited: {log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return process  # type: ignore[no-any-return]
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"edge did not listen in time: {log.read_text()}")
+        wait_until_listening(self.port, processes=[process], describe=log.read_text)
+        return process  # type: ignore[no-any-return]
 
     def start_node(
         self,
@@ -130,19 +122,12 @@ class Gateway:
         )
 
     def stop(self) -> None:
-        for process, _ in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        # The layer's close() can take up to its block timeout (5 s) to return; see the report.
-        deadline = time.monotonic() + 8
-        for process, log in self.processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                self.killed.append(log.name)
-                print(f"killed {log.name} after SIGTERM timed out:\n{log.read_text()[-3000:]}")
+        logs = dict(self.processes)
+        # The layer's close() can take up to its block timeout (5 s) to return.
+        for process in stop_processes([process for process, _ in self.processes], timeout=8):
+            log = logs[process]
+            self.killed.append(log.name)
+            print(f"killed {log.name} after SIGTERM timed out:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture

@@ -117,6 +117,23 @@ async def run_gateway(
             raise AssertionError(f"the gateway did not stop within {STOP_TIMEOUT}s")
 
 
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = ""
+) -> None:
+    """Wait until ``condition()`` holds (polled every 20 ms), or fail after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{what or condition!r} did not hold within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
 @contextlib.asynccontextmanager
 async def run_uvicorn(app: Any, **config: Any) -> AsyncIterator[int]:
     """``app`` under uvicorn alone (no gateway) in this loop, to compare with; yields its port."""

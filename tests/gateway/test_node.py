@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,19 +17,9 @@ import pytest
 from distributed_asgi import Node
 from distributed_asgi.ops.redis_process import free_port
 
+from ..support import wait_until_listening
 from .conftest import ROOT, Gateway
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "process exited early"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listened on {port}")
+from .harness import Receive, Scope, Send, run_gateway
 
 
 def test_seed_readme_example_end_to_end(redis_url: str, tmp_path: Path) -> None:
@@ -62,7 +51,7 @@ def test_seed_readme_example_end_to_end(redis_url: str, tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for_port(port, edge)
+        wait_until_listening(port, processes=[edge])
         response = httpx.get(f"http://127.0.0.1:{port}/api/testing", timeout=10)
         assert response.status_code == 200
         assert response.text == "Hello World!"
@@ -226,10 +215,16 @@ def test_drain_timeout_cancels_what_is_left_and_a_second_signal_exits_at_once(
     second.join()
 
 
-def test_one_node_listens_on_several_keys(gateway: Gateway) -> None:
-    gateway.start_edge(routes=[[r"^/one(/.*)", "key-one"], [r"^/two(/.*)", "key-two"]])
-    gateway.start_node(app="tests.gateway.apps.scope_echo:app", keys=["key-one", "key-two"])
-    with httpx.Client(timeout=10) as http:
-        assert http.get(gateway.url("/one/x")).json()["path"] == "/one/x"
-        assert http.get(gateway.url("/two/y")).json()["path"] == "/two/y"
-        assert http.get(gateway.url("/three")).status_code == 404
+async def test_one_node_listens_on_several_keys() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    routes = [(r"^/one(/.*)", "key-one"), (r"^/two(/.*)", "key-two")]
+    async with (
+        run_gateway(app, routes=routes, keys=["key-one", "key-two"]) as gw,
+        httpx.AsyncClient(base_url=gw.base_url, timeout=10) as http,
+    ):
+        assert (await http.get("/one/x")).text == "/one/x"
+        assert (await http.get("/two/y")).text == "/two/y"
+        assert (await http.get("/three")).status_code == 404

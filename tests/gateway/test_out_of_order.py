@@ -6,7 +6,6 @@ direct uvicorn and through the gateway in the same test, and the two are compare
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from websockets.sync.client import connect
 
 from distributed_asgi.ops.redis_process import free_port
 
+from ..support import stop_processes, wait_until_listening
 from .conftest import ROOT, Gateway
 
 APP = "tests.gateway.apps.out_of_order:app"
@@ -40,21 +40,13 @@ class Direct:
                 cwd=ROOT,
                 env={**os.environ, "MARKER_DIR": str(workdir)},
             )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"uvicorn did not listen: {self.log.read_text()}")
+        wait_until_listening(self.port, processes=[self.process], describe=self.log.read_text)
 
     def url(self, path: str, scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
+        stop_processes([self.process])
 
 
 @pytest.fixture

@@ -9,10 +9,8 @@ app's start and body come back to back; through the gateway they may come in sep
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from websockets.sync.client import connect
 
 from distributed_asgi.ops.redis_process import free_port
 
+from ..support import stop_processes, wait_until_listening
 from .conftest import ROOT, Gateway
 
 APP = "tests.gateway.apps.denial:app"
@@ -47,27 +46,13 @@ class DirectUvicorn:
                 cwd=ROOT,
                 env={**os.environ, "MARKER_DIR": str(workdir)},
             )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited: {self.log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"uvicorn did not listen: {self.log.read_text()}")
+        wait_until_listening(self.port, processes=[self.process], describe=self.log.read_text)
 
     def url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_processes([self.process])
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
