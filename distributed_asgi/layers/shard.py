@@ -12,23 +12,41 @@ out with the next write to that server from any loop (and ``close()`` writes wha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .connection import DedicatedConnection
+from .errors import LayerError, LayerRefused, LayerUnavailable
 from .hosts import HostSpec
 from .scripts import ACK, LuaScript
 
-__all__ = ["CONNECTION_ERRORS", "HEALTH_HOOKS", "AckLedger", "Shard", "is_noscript"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "HEALTH_HOOKS",
+    "AckLedger",
+    "Shard",
+    "is_noscript",
+    "translate",
+    "translated",
+]
 
 logger = logging.getLogger("distributed_asgi.layers")
 
@@ -39,6 +57,49 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
 )
+
+# Replies a cluster placement follows (to another node, or again after a pause): left to it,
+# which turns what it gives up on into the layer's own errors.
+_PLACEMENT_REPLIES = (AskError, MovedError, TryAgainError, ClusterDownError)
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The layer's own exception for a redis-py or socket error, its cause chained; anything
+    else (a ``TypeError`` of a bad argument, a layer error already) as it is.
+
+    Lost or unreachable servers, timeouts and a cluster without a master for a slot are
+    ``LayerUnavailable``; an error reply (OOM, WRONGTYPE, READONLY, NOPERM...) is
+    ``LayerRefused``.
+    """
+    if isinstance(exc, LayerError):
+        return exc
+    if isinstance(exc, (*CONNECTION_ERRORS, TryAgainError, ClusterDownError)):
+        error: LayerError = LayerUnavailable(f"{type(exc).__name__}: {exc}")
+    elif isinstance(exc, ResponseError):
+        error = LayerRefused(str(exc))
+    elif isinstance(exc, RedisError):  # a reply out of step, a protocol error: the link is bad
+        error = LayerUnavailable(f"{type(exc).__name__}: {exc}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Raise the layer's own exceptions for the redis-py errors raised inside."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        error = translate(exc)
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def _reply_error(result: Exception) -> BaseException:
+    return result if isinstance(result, _PLACEMENT_REPLIES) else translate(result)
+
 
 # Called with (server, reachable) where an outage's start and end are logged: metrics.py counts
 # outages and reconnects here, without the layer depending on prometheus-client.
@@ -240,18 +301,13 @@ class Shard:
                 results = [r for c, r in zip(batch, results, strict=True) if not is_noscript(r)]
                 batch = [c for c in batch if c not in retry] + retry
                 results += await self._execute(retry)
-        except CONNECTION_ERRORS as exc:
-            self.failed(exc)
-            self._keep_unwritten_acks(batch)
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return self._written
         except Exception as exc:
+            if isinstance(exc, CONNECTION_ERRORS):
+                self.failed(exc)
             self._keep_unwritten_acks(batch)
             for *_, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    future.set_exception(translate(exc))
             return self._written
         except GeneratorExit:
             raise  # destroyed with its closed loop: its futures cannot be told any more
@@ -267,7 +323,7 @@ class Shard:
             if future.done():
                 continue
             if isinstance(result, Exception):
-                future.set_exception(result)
+                future.set_exception(_reply_error(result))
             else:
                 future.set_result(result)
         return True
@@ -303,9 +359,6 @@ class Shard:
         await self._batch_connection.send(commands)
         self._written = True
         return await self._batch_connection.read(len(commands))
-
-    async def load_script(self, script: LuaScript) -> None:
-        await self.client.script_load(script.source)
 
     async def settle(self) -> None:
         """Wait until every queued call (acks and posts included) has been sent."""

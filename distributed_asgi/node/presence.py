@@ -6,13 +6,9 @@ a Node that dies without stopping disappears by itself a few seconds later. The 
 object (readable with ``redis-cli GET``): id, host, pid, keys, capacity per key, version,
 started, concurrency, in_flight, served, errors, heartbeat (epoch seconds of this write).
 
-Where the keys live, for every layer kind:
-
-- one server, or sharded hosts: ``P:node:<id>`` on the shard the layer's hash ring picks for
-  the name ``node:<id>``; a route channel's queue ``P:q:<key>`` where the layer puts it.
-- a Redis Cluster: ``P:node:{B}<id>`` and ``P:q:{B}<key>`` with the layer's hash tag (B the
-  bucket of the name, see layers/cluster.py) on the master owning it; the status command scans
-  every master.
+Where the keys live is the layer's business: ``layer.locate("node", id)`` gives the server and
+the key (``P:node:<id>``, with the layer's hash tag on a Redis Cluster), ``layer.servers()``
+every server the status command scans (layers/server.py).
 
 The counters are kept in the Node as plain integers (``NodeStats``) and only read here, once
 per interval: serving a request costs no Redis call.
@@ -31,19 +27,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
-
-from distributed_asgi.layers import GatewayLayer, RedisChannelLayer
+from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer
 from distributed_asgi.layers.local import RedisLocalChannelLayer
-from distributed_asgi.layers.shard import CONNECTION_ERRORS
 
 __all__ = [
     "PRESENCE_TTL_BEATS",
     "NodeStats",
     "Presence",
-    "all_clients",
-    "locate",
     "new_node_id",
     "node_key_pattern",
     "presence_layer",
@@ -51,8 +41,7 @@ __all__ = [
 
 logger = logging.getLogger("distributed_asgi.node")
 
-_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, ResponseError)
-_WRITE_ERRORS: tuple[type[Exception], ...] = (*_ERRORS, asyncio.TimeoutError)
+_WRITE_ERRORS: tuple[type[Exception], ...] = (LayerError, asyncio.TimeoutError)
 
 # A Node missing this many presence writes in a row is gone (one miss is a slow loop, not death).
 PRESENCE_TTL_BEATS = 3
@@ -81,35 +70,6 @@ def presence_layer(layer: GatewayLayer) -> RedisChannelLayer | None:
     if isinstance(layer, RedisLocalChannelLayer):
         return layer.central
     return None
-
-
-def _is_cluster(layer: RedisChannelLayer) -> bool:
-    return hasattr(layer, "_tagged_queue_keys")
-
-
-async def locate(layer: RedisChannelLayer, kind: str, name: str) -> tuple[aioredis.Redis, str]:
-    """(client of the server holding it, key) for a route queue (kind "q") or presence ("node")."""
-    if _is_cluster(layer):
-        from distributed_asgi.layers.cluster import RedisClusterChannelLayer, bucket_of
-
-        assert isinstance(layer, RedisClusterChannelLayer)
-        bucket = bucket_of(name)
-        cluster = await layer._ready()
-        return cluster.shard_for(bucket).client, f"{layer.prefix}:{kind}:{{{bucket}}}{name}"
-    shard_name = f"node:{name}" if kind == "node" else name
-    shard = layer._state().shards[layer.ring.shard_for(shard_name)]
-    return shard.client, f"{layer.prefix}:{kind}:{name}"
-
-
-async def all_clients(layer: RedisChannelLayer) -> list[aioredis.Redis]:
-    """A client per server to SCAN: every shard, or every master of a cluster."""
-    if _is_cluster(layer):
-        from distributed_asgi.layers.cluster import RedisClusterChannelLayer
-
-        assert isinstance(layer, RedisClusterChannelLayer)
-        cluster = await layer._ready()
-        return [shard.client for shard in cluster.masters()]
-    return [shard.client for shard in layer._state().shards]
 
 
 def node_key_pattern(layer: RedisChannelLayer) -> str:
@@ -197,9 +157,9 @@ class Presence:
                     await asyncio.wait_for(self._delete(self.layer), self._timeout)
 
     async def _set(self, layer: RedisChannelLayer, value: str) -> None:
-        client, key = await locate(layer, "node", self.node_id)
-        await client.set(key, value, px=self.ttl_ms)
+        server, key = await layer.locate("node", self.node_id)
+        await server.execute(("SET", key, value, "PX", self.ttl_ms))
 
     async def _delete(self, layer: RedisChannelLayer) -> None:
-        client, key = await locate(layer, "node", self.node_id)
-        await client.delete(key)
+        server, key = await layer.locate("node", self.node_id)
+        await server.execute(("DEL", key))

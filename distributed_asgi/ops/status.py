@@ -21,17 +21,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from distributed_asgi.layers import GatewayLayer, RedisChannelLayer
+from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer
 from distributed_asgi.layers.local import RedisLocalChannelLayer
-from distributed_asgi.layers.shard import CONNECTION_ERRORS
-from distributed_asgi.node.presence import all_clients, locate, node_key_pattern, presence_layer
+from distributed_asgi.node.presence import node_key_pattern, presence_layer
 
 __all__ = ["StatusError", "collect", "render", "route_name", "run"]
 
 _TIMESTAMP_DIGITS = 13
-_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, RedisError)
 
 
 class StatusError(Exception):
@@ -67,16 +63,13 @@ def route_name(key: bytes | str, prefix: str) -> str | None:
 async def _nodes(layer: RedisChannelLayer) -> list[dict[str, Any]]:
     nodes = []
     now = time.time()
-    for client in await all_clients(layer):
-        keys = [key async for key in client.scan_iter(match=node_key_pattern(layer), count=1000)]
+    for server in await layer.servers():
+        keys = await server.scan(node_key_pattern(layer))
         if not keys:
             continue
-        # One GET per key in a pipeline, not MGET: on a cluster master the keys are in many
+        # One GET per key in one round trip, not MGET: on a cluster master the keys are in many
         # slots, and a multi-key command across slots is refused.
-        async with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.get(key)
-            values = await pipe.execute()
+        values = await server.execute(*(("GET", key) for key in keys))
         for raw in values:
             if raw is None:  # expired between SCAN and MGET
                 continue
@@ -94,8 +87,8 @@ async def _nodes(layer: RedisChannelLayer) -> list[dict[str, Any]]:
 
 async def _queued_routes(layer: RedisChannelLayer) -> set[str]:
     names = set()
-    for client in await all_clients(layer):
-        async for key in client.scan_iter(match=f"{layer.prefix}:q:*", count=1000):
+    for server in await layer.servers():
+        for key in await server.scan(f"{layer.prefix}:q:*"):
             name = route_name(key, layer.prefix)
             if name is not None:
                 names.add(name)
@@ -105,12 +98,10 @@ async def _queued_routes(layer: RedisChannelLayer) -> set[str]:
 async def _route(
     layer: RedisChannelLayer, name: str, nodes: Iterable[dict[str, Any]]
 ) -> dict[str, Any]:
-    client, key = await locate(layer, "q", name)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.llen(key)
-        pipe.lindex(key, 0)
-        pipe.time()
-        backlog, head, (seconds, micros) = await pipe.execute()
+    server, key = await layer.locate("q", name)
+    backlog, head, (seconds, micros) = await server.execute(
+        ("LLEN", key), ("LINDEX", key, 0), ("TIME",)
+    )
     oldest_age = None
     if head is not None and head[:_TIMESTAMP_DIGITS].isdigit():
         now_ms = int(seconds) * 1000 + int(micros) // 1000
@@ -205,8 +196,8 @@ async def run(layer: GatewayLayer, *, watch: float | None, as_json: bool) -> Non
             await _print_json(layer, watch)
         else:
             await _show(layer, watch)
-    except _ERRORS as exc:
-        raise StatusError(f"{type(exc).__name__}: {exc}") from None
+    except LayerError as exc:
+        raise StatusError(str(exc)) from None
     finally:
         await layer.close()
 

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from distributed_asgi.layers import ChannelFull, InMemoryChannelLayer, WrongClientPrefix
+from distributed_asgi.layers import (
+    ChannelFull,
+    InMemoryChannelLayer,
+    LayerError,
+    LayerRefused,
+    LayerUnavailable,
+    RedisChannelLayer,
+    RedisClusterChannelLayer,
+    RedisLocalChannelLayer,
+    WrongClientPrefix,
+)
+from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
 
 from .conftest import LayerFactory
 
@@ -348,3 +361,98 @@ async def test_receive_refuses_a_process_channel_of_another_instance(
     assert await asyncio.wait_for(layer.receive(mine), 5) == {"for": "me"}
     if owner is not layer:
         await owner.close()
+
+
+# -- errors: the layer's own exceptions, whatever the layer kind -------------------------------
+
+
+def _queue_layer(layer: Any) -> RedisChannelLayer:
+    """The Redis layer that holds normal channels' queues (the local one of a local layer)."""
+    if isinstance(layer, InMemoryChannelLayer):
+        pytest.skip("the in-memory layer has no server to refuse or lose")
+    return layer.local if isinstance(layer, RedisLocalChannelLayer) else layer
+
+
+def test_layer_errors_are_the_layers_own() -> None:
+    assert issubclass(LayerUnavailable, LayerError)
+    assert issubclass(LayerRefused, LayerError)
+    # A lost server is a lost connection: code that catches ConnectionError keeps working.
+    assert issubclass(LayerUnavailable, ConnectionError)
+    assert not issubclass(LayerRefused, ConnectionError)
+
+
+async def test_locate_names_the_server_and_key_of_a_queue(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    queues = _queue_layer(layer)
+    await layer.send("test.located", {"n": 1})
+    server, key = await queues.locate("q", "test.located")
+    assert key.startswith(f"{queues.prefix}:q:") and key.endswith("test.located")
+    assert await server.execute(("LLEN", key)) == [1]
+    found = [k for each in await queues.servers() for k in await each.scan(key)]
+    assert found == [key.encode()]
+
+
+async def test_refused_write_raises_layer_refused(make_layer: LayerFactory) -> None:
+    """A route channel's key holding a string (WRONGTYPE): the server's refusal is the
+    layer's ``LayerRefused``, naming the reply, with redis-py's error as its cause."""
+    layer = make_layer()
+    queues = _queue_layer(layer)
+    server, key = await queues.locate("q", "test.refused")
+    await server.execute(("SET", key, "not a list"))
+    with pytest.raises(LayerRefused, match="WRONGTYPE") as caught:
+        await layer.send("test.refused", {"n": 1})
+    assert type(caught.value.__cause__).__module__.startswith("redis")
+    with pytest.raises(LayerRefused, match="WRONGTYPE"):
+        await server.execute(("LPUSH", key, "x"))
+
+
+@pytest.fixture(params=["redis", "cluster", "local"])
+async def lost_layer(
+    request: pytest.FixtureRequest, redis_factory: Callable[..., RedisProcess]
+) -> AsyncIterator[tuple[Any, Callable[[], None]]]:
+    """(a layer of the parametrised kind on private servers, stop its servers)."""
+    layer: Any
+    if request.param == "redis":
+        server = redis_factory()
+        layer = RedisChannelLayer(hosts=[server.url])
+        stop = server.stop
+    elif request.param == "local":
+        central, local = redis_factory(), redis_factory(unix_socket=True)
+        layer = RedisLocalChannelLayer(hosts=[central.url], local_hosts=[local.unix_url])
+
+        def stop() -> None:
+            central.stop()
+            local.stop()
+
+    else:
+        cluster = RedisClusterProcess(masters=1).start()
+        request.addfinalizer(cluster.close)
+        layer = RedisChannelLayer(hosts=[cluster.url])
+        assert isinstance(layer, RedisClusterChannelLayer)
+        stop = cluster.close
+    yield layer, stop
+    await layer.close()
+
+
+async def test_lost_server_raises_layer_unavailable(
+    lost_layer: tuple[Any, Callable[[], None]],
+) -> None:
+    """Every call that needs the server fails with ``LayerUnavailable`` once it is gone, and
+    redis-py's error is its cause."""
+    layer, stop = lost_layer
+    await layer.send("test.before", {"n": 1})
+    inbox = await layer.new_channel()
+    await layer.group_add("test.group", inbox)
+    stop()
+    calls = {
+        "send": lambda: layer.send("test.after", {"n": 2}),
+        "send to a process channel": lambda: layer.send(inbox, {"n": 2}),
+        "group_add": lambda: layer.group_add("test.group", "test.after"),
+        "group_discard": lambda: layer.group_discard("test.group", inbox),
+        "group_send": lambda: layer.group_send("test.group", {"n": 3}),
+        "flush": layer.flush,
+    }
+    for name, call in calls.items():
+        with pytest.raises(LayerUnavailable) as caught:
+            await asyncio.wait_for(call(), 20)
+        assert caught.value.__cause__ is not None, name
