@@ -1,4 +1,5 @@
-"""Prometheus metrics scraped from a real edge and worker (`--metrics-port`) after real requests."""
+"""Prometheus metrics after real requests: counted in-process through ``run_gateway``, and
+scraped from a real edge and worker process (``--metrics-port``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from distributed_asgi.ops.metrics import edge_metrics, node_metrics
 from distributed_asgi.ops.redis_process import free_port
 
 from .cli_processes import CliProcesses
+from .harness import Receive, Scope, Send, run_gateway
 
 
 @pytest.fixture
@@ -37,54 +41,81 @@ def value(
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def test_edge_and_worker_count_requests_by_key_status_and_outcome(
+async def test_edge_and_node_count_requests_by_key_status_and_outcome(prefix: str) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/error":
+            raise ValueError("boom")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    # The metrics live in this process's default registry: keys of this test's own.
+    key, nobody = f"{prefix}-app", f"{prefix}-nobody"
+    async with (
+        run_gateway(
+            app,
+            routes=[("^/nobody", nobody), ("^/(hello|error)", key)],
+            keys=[key],
+            node_options={"metrics": node_metrics()},
+            metrics=edge_metrics(),
+            pickup_timeout=0.5,
+        ) as gw,
+        httpx.AsyncClient(base_url=gw.base_url, timeout=30) as client,
+    ):
+        assert [(await client.get("/hello")).status_code for _ in range(3)] == [200, 200, 200]
+        assert (await client.get("/error")).status_code == 500
+        assert (await client.get("/elsewhere")).status_code == 404
+        assert (await client.get("/nobody")).status_code == 503
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(f"distributed_asgi_{name}", labels) or 0.0
+
+    assert sample("edge_requests_total", key=key, status="200", outcome="served") == 3
+    assert sample("edge_requests_total", key=key, status="500", outcome="served") == 1
+    assert sample("edge_requests_total", key=nobody, status="503", outcome="no_worker") == 1
+    assert sample("edge_pickup_wait_seconds_count", key=key) == 4
+    assert sample("edge_pickup_wait_seconds_count", key=nobody) == 0
+    assert sample("edge_request_seconds_count", key=nobody) == 1
+    assert sample("edge_request_seconds_sum", key=nobody) >= 0.5
+    assert sample("edge_in_flight") == 0
+    assert sample("node_requests_total", key=key, outcome="served") == 3
+    assert sample("node_requests_total", key=key, outcome="error") == 1
+    assert sample("node_request_seconds_count", key=key) == 4
+    assert sample("node_in_flight") == 0
+
+
+def test_metrics_ports_of_the_edge_and_worker_serve_their_metrics(
     processes: CliProcesses, redis_url: str, prefix: str
 ) -> None:
-    port, edge_metrics, node_metrics = free_port(), free_port(), free_port()
+    port, edge_metrics_port, node_metrics_port = free_port(), free_port(), free_port()
     layer = ["--redis", redis_url, "--prefix", prefix]
     processes.start(
         "worker",
         [
             *("worker", "tests.gateway.apps.fidelity:app", "--key", "fidelity", *layer),
-            *("--metrics-port", str(node_metrics)),
+            *("--metrics-port", str(node_metrics_port)),
         ],
     )
     processes.wait_for("worker", lambda text: "Node listening" in text)
     processes.start(
         "edge",
         [
-            *("edge", "--route", "^/nobody=nobody", "--route", "^/(hello|error)=fidelity"),
-            *("--port", str(port), "--pickup-timeout", "0.5", *layer),
-            *("--metrics-port", str(edge_metrics)),
+            *("edge", "--route", "^/nobody=nobody", "--route", "^/hello=fidelity"),
+            *("--port", str(port), *layer, "--metrics-port", str(edge_metrics_port)),
         ],
     )
     processes.wait_for_port("edge", port)
-    base = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=base, timeout=30) as client:
-        assert [client.get("/hello").status_code for _ in range(3)] == [200, 200, 200]
-        assert client.get("/error-before").status_code == 500
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        assert client.get("/hello").status_code == 200
         assert client.get("/elsewhere").status_code == 404
-        assert client.get("/nobody").status_code == 503
 
-    edge = scrape(edge_metrics)
+    edge = scrape(edge_metrics_port)
     requests = "distributed_asgi_edge_requests_total"
-    assert value(edge, requests, key="fidelity", status="200", outcome="served") == 3
-    assert value(edge, requests, key="fidelity", status="500", outcome="served") == 1
+    assert value(edge, requests, key="fidelity", status="200", outcome="served") == 1
     assert value(edge, requests, key="", status="404", outcome="no_route") == 1
-    assert value(edge, requests, key="nobody", status="503", outcome="no_worker") == 1
-    pickups = "distributed_asgi_edge_pickup_wait_seconds_count"
-    assert value(edge, pickups, key="fidelity") == 4
-    assert value(edge, pickups, key="nobody") == 0
-    assert value(edge, "distributed_asgi_edge_request_seconds_count", key="nobody") == 1
-    assert value(edge, "distributed_asgi_edge_request_seconds_sum", key="nobody") >= 0.5
-    assert value(edge, "distributed_asgi_edge_in_flight") == 0
-
-    node = scrape(node_metrics)
-    node_requests = "distributed_asgi_node_requests_total"
-    assert value(node, node_requests, key="fidelity", outcome="served") == 3
-    assert value(node, node_requests, key="fidelity", outcome="error") == 1
-    assert value(node, "distributed_asgi_node_request_seconds_count", key="fidelity") == 4
-    assert value(node, "distributed_asgi_node_in_flight") == 0
+    node = scrape(node_metrics_port)
+    assert (
+        value(node, "distributed_asgi_node_requests_total", key="fidelity", outcome="served") == 1
+    )
     # The process collector comes with the default registry.
     assert value(node, "process_resident_memory_bytes") > 0
 
