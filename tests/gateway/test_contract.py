@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from distributed_asgi import Node
-from distributed_asgi.core.frames import Accept, End, decode_frame, encode_connect
+from distributed_asgi.core.frames import Accept, Connect, End, decode_frame, encode
 from distributed_asgi.layers import RedisChannelLayer
 
 from .conftest import Gateway
@@ -117,7 +117,7 @@ async def test_an_accept_that_reached_redis_after_the_edge_gave_up_never_starts_
         reply = await edge.new_channel("edge")
         scope = {"type": "http", "method": "POST", "path": "/late", "headers": []}
         # Taken in time, but the accept lands past the deadline and the edge's grace.
-        await edge.send("slow", encode_connect("c1", scope, reply, time.time() + 0.3, 30.0))
+        await edge.send("slow", encode(Connect("c1", scope, reply, time.time() + 0.3, 30.0)))
         frames = [decode_frame(await asyncio.wait_for(edge.receive(reply), 10)) for _ in "ab"]
     finally:
         node.stop()

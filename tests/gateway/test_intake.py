@@ -12,7 +12,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from distributed_asgi.core.frames import encode_connect
+from distributed_asgi.core.frames import Connect, encode
 from distributed_asgi.layers import RedisChannelLayer
 
 from .conftest import Gateway
@@ -34,7 +34,7 @@ async def _queue_connects(
             "query_string": f"seconds={seconds}".encode(),
             "headers": [],
         }
-        await layer.send(key, encode_connect(name, scope, reply, time.time() + 60, 60.0))
+        await layer.send(key, encode(Connect(name, scope, reply, time.time() + 60, 60.0)))
     await layer.close()
 
 

@@ -24,7 +24,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from distributed_asgi.core.frames import Connect, decode_frame, encode_accept, encode_connect
+from distributed_asgi.core.frames import Accept, Connect, decode_frame, encode
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.serialization import MessageSerializer
 from distributed_asgi.ops.redis_process import RedisProcess, free_port
@@ -62,7 +62,7 @@ def connect_frame(path: str, reply: str = "edge.forged!x") -> dict[str, Any]:
         "client": ("10.0.0.1", 1),
         "server": ("127.0.0.1", 80),
     }
-    return encode_connect("forged-1", scope, reply, time.time() + 30, 2.0)
+    return encode(Connect("forged-1", scope, reply, time.time() + 30, 2.0))
 
 
 def test_forged_and_altered_frames_are_rejected_with_keys(gateway: Gateway) -> None:
@@ -131,14 +131,16 @@ async def test_a_forged_response_never_reaches_the_client(gateway: Gateway) -> N
             request = asyncio.ensure_future(http.get(gateway.url("/hello")))
             connect = decode_frame(await asyncio.wait_for(holder.receive("fidelity"), 10))
             assert isinstance(connect, Connect)
-            forged = encode_accept(
-                connect.conn_id,
-                "node.forged!x",
-                2.0,
-                [
-                    {"type": "http.response.start", "status": 200, "headers": []},
-                    {"type": "http.response.body", "body": b"forged"},
-                ],
+            forged = encode(
+                Accept(
+                    connect.conn_id,
+                    "node.forged!x",
+                    2.0,
+                    [
+                        {"type": "http.response.start", "status": 200, "headers": []},
+                        {"type": "http.response.body", "body": b"forged"},
+                    ],
+                )
             )
             await forger.send(connect.reply_channel, forged)
             response = await asyncio.wait_for(request, 15)
