@@ -18,6 +18,8 @@ from distributed_asgi.core.names import (
 )
 from distributed_asgi.core.types import Message
 
+from .validate import require_capacity
+
 __all__ = [
     "MAX_NAME_LENGTH",
     "CapacityRules",
@@ -119,7 +121,7 @@ class CapacityRules:
     def __init__(
         self, default: int, overrides: Mapping[str | re.Pattern[str], int] | None = None
     ) -> None:
-        self.default = _require_capacity("capacity", default)
+        self.default = require_capacity("capacity", default)
         self.rules: list[tuple[re.Pattern[str], int]] = []
         for pattern, capacity in (overrides or {}).items():
             if isinstance(pattern, re.Pattern):
@@ -132,7 +134,7 @@ class CapacityRules:
                     f"got {pattern!r}"
                 )
             self.rules.append(
-                (compiled, _require_capacity(f"channel_capacity[{pattern!r}]", capacity))
+                (compiled, require_capacity(f"channel_capacity[{pattern!r}]", capacity))
             )
         self._cache: dict[str, int] = {}
 
@@ -151,15 +153,3 @@ class CapacityRules:
 
     def patterns(self) -> Iterable[tuple[re.Pattern[str], int]]:
         return iter(self.rules)
-
-
-def _require_capacity(what: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
-def require_positive_seconds(what: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
-    return float(value)

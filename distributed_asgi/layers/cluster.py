@@ -47,6 +47,7 @@ from .hosts import HostSpec
 from .inbox_reader import InboxReader
 from .keys import hash_tag
 from .loops import LoopStates
+from .options import LayerOptions
 from .queue_reader import QueueReader
 from .redis import RedisChannelLayer, _log_full_members
 from .scripts import (
@@ -184,8 +185,8 @@ class ClusterMap:
 class RedisClusterChannelLayer(RedisChannelLayer):
     """``RedisChannelLayer`` on a Redis Cluster; same options, same behaviour."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def _setup(self, hosts: object, options: LayerOptions) -> None:
+        super()._setup(hosts, options)
         (self.cluster_spec,) = self.hosts
         if not self.cluster_spec.cluster:
             raise ValueError(
@@ -267,7 +268,7 @@ class RedisClusterChannelLayer(RedisChannelLayer):
             bucket,
             SEND,
             keys,
-            [channel, payload, self.capacity.for_channel(channel), int(self.expiry * 1000)],
+            [channel, payload, self.capacity.for_channel(channel), self.options.expiry_ms],
         )
         if not sent:
             raise ChannelFull(channel)
@@ -321,7 +322,7 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         require_valid_channel_name(channel)
         bucket, _ = self._tagged_queue_keys(channel)
         index_bucket, index = self._group_index(group)
-        group_expiry = int(self.group_expiry * 1000)
+        group_expiry = self.options.group_expiry_ms
         # Both, not atomically (two slots): a group_send meanwhile may miss this member, which
         # is fine, as group_add has not returned yet.
         await asyncio.gather(
@@ -346,7 +347,7 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         require_valid_group_name(group)
         payload = self.serializer.serialize(require_valid_message(message))
         index_bucket, index = self._group_index(group)
-        group_expiry = int(self.group_expiry * 1000)
+        group_expiry = self.options.group_expiry_ms
         buckets = await self._call(index_bucket, GROUP_BUCKETS, [index], [group_expiry])
         results = await asyncio.gather(
             *(
@@ -358,7 +359,7 @@ class RedisClusterChannelLayer(RedisChannelLayer):
                         self.keys.queue("", hash_tag(int(b))),
                         self.keys.counters("", hash_tag(int(b))),
                         payload,
-                        int(self.expiry * 1000),
+                        self.options.expiry_ms,
                         group_expiry,
                     ],
                 )

@@ -28,7 +28,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["HostSpec", "parse_hosts"]
+__all__ = ["HostSpec", "parse_hosts", "single_host"]
 
 _SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -287,3 +287,23 @@ def _check_port(port: object, where: str) -> int:
     if not 0 < value < 65536:
         raise ValueError(f"{where} port must be between 1 and 65535, got {port!r}")
     return value
+
+
+def single_host(
+    hosts: object,
+    host: str | None,
+    port: int | str | None,
+    db: int | None,
+    password: str | None,
+) -> object:
+    """``hosts``, or the one server named asgi_redis style (``host="redis", db=4``)."""
+    if host is None and port is None and db is None and password is None:
+        return hosts
+    if hosts is not None:
+        raise ValueError("pass either hosts or host/port/db/password, not both")
+    single: dict[str, Any] = {"host": host or "localhost", "port": port or 6379}
+    if db is not None:
+        single["db"] = db
+    if password is not None:
+        single["password"] = password
+    return [single]

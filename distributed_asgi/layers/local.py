@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from .base import Message, require_valid_channel_name, require_valid_group_name
+from .hosts import single_host
+from .options import LayerOptions
 from .redis import RedisChannelLayer
-from .serialization import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["RedisLocalChannelLayer"]
 
@@ -43,14 +43,14 @@ class RedisLocalChannelLayer:
         self,
         hosts: object = None,
         local_hosts: object = None,
-        prefix: str = "asgi",
-        expiry: float = 60,
-        group_expiry: float = 86400,
-        capacity: int = 100,
+        prefix: str = LayerOptions.prefix,
+        expiry: float = LayerOptions.expiry,
+        group_expiry: float = LayerOptions.group_expiry,
+        capacity: int = LayerOptions.capacity,
         channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         *,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = LayerOptions.max_message_size,
         host: str | None = None,
         port: int | str | None = None,
         db: int | None = None,
@@ -61,27 +61,28 @@ class RedisLocalChannelLayer:
                 "local_hosts is required: the machine-local server(s) for normal channels, "
                 "e.g. ['unix:///run/redis/redis.sock']"
             )
-        common: dict[str, Any] = {
-            "prefix": prefix,
-            "expiry": expiry,
-            "group_expiry": group_expiry,
-            "capacity": capacity,
-            "channel_capacity": channel_capacity,
-            "symmetric_encryption_keys": symmetric_encryption_keys,
-            "max_message_size": max_message_size,
-        }
-        self.central = RedisChannelLayer(
-            hosts, host=host, port=port, db=db, password=password, **common
+        options = LayerOptions(
+            prefix=prefix,
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+            max_message_size=max_message_size,
+        )
+        self.options = options
+        self.central = RedisChannelLayer.from_options(
+            single_host(hosts, host, port, db, password), options
         )
         try:
-            self.local = RedisChannelLayer(local_hosts, **common)
+            self.local = RedisChannelLayer.from_options(local_hosts, options)
         except ValueError as exc:
             # parse_hosts names entries "hosts[i]"; say which option they belong to.
             raise ValueError(f"local_hosts: {exc}") from None
-        self.prefix = prefix
-        self.expiry = self.central.expiry
-        self.group_expiry = self.central.group_expiry
-        self.capacity = self.central.capacity
+        self.prefix = options.prefix
+        self.expiry = options.expiry
+        self.group_expiry = options.group_expiry
+        self.capacity = options.capacities
 
     def _for(self, channel: str) -> RedisChannelLayer:
         return self.central if "!" in require_valid_channel_name(channel) else self.local

@@ -16,15 +16,14 @@ from collections import deque
 from collections.abc import Mapping
 
 from .base import (
-    CapacityRules,
     ChannelFull,
     Message,
     require_own_channel,
-    require_positive_seconds,
     require_valid_channel_name,
     require_valid_group_name,
     require_valid_message,
 )
+from .options import LayerOptions
 
 __all__ = ["InMemoryChannelLayer"]
 
@@ -63,14 +62,20 @@ class InMemoryChannelLayer:
 
     def __init__(
         self,
-        expiry: float = 60,
-        group_expiry: float = 86400,
-        capacity: int = 100,
+        expiry: float = LayerOptions.expiry,
+        group_expiry: float = LayerOptions.group_expiry,
+        capacity: int = LayerOptions.capacity,
         channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
     ) -> None:
-        self.expiry = require_positive_seconds("expiry", expiry)
-        self.group_expiry = require_positive_seconds("group_expiry", group_expiry)
-        self.capacity = CapacityRules(capacity, channel_capacity)
+        self.options = LayerOptions(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        self.expiry = self.options.expiry
+        self.group_expiry = self.options.group_expiry
+        self.capacity = self.options.capacities
         self.client_prefix = secrets.token_hex(6)
         self._channels: dict[str, _Channel] = {}
         self._groups: dict[str, dict[str, float]] = {}  # group -> channel -> added at

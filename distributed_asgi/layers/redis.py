@@ -20,25 +20,24 @@ from typing import Any
 
 from .backlog import Backlog
 from .base import (
-    CapacityRules,
     ChannelFull,
     Message,
     non_local_name,
     require_own_channel,
-    require_positive_seconds,
     require_valid_channel_name,
     require_valid_group_name,
     require_valid_message,
 )
 from .channel_reader import ChannelReader
 from .hashring import HashRing
-from .hosts import HostSpec, parse_hosts
+from .hosts import HostSpec, parse_hosts, single_host
 from .inbox_reader import InboxReader
 from .keys import QUEUE, KeySpace
 from .loops import LoopStates
+from .options import LayerOptions
 from .queue_reader import RECEIVE_ERRORS, QueueReader
 from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND
-from .serialization import DEFAULT_MAX_MESSAGE_SIZE, BadMessage, MessageSerializer
+from .serialization import BadMessage
 from .server import Server
 from .shard import AckLedger, Shard, translated
 
@@ -95,38 +94,46 @@ class RedisChannelLayer:
     def __init__(
         self,
         hosts: object = None,
-        prefix: str = "asgi",
-        expiry: float = 60,
-        group_expiry: float = 86400,
-        capacity: int = 100,
+        prefix: str = LayerOptions.prefix,
+        expiry: float = LayerOptions.expiry,
+        group_expiry: float = LayerOptions.group_expiry,
+        capacity: int = LayerOptions.capacity,
         channel_capacity: Mapping[str | re.Pattern[str], int] | None = None,
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         *,
-        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = LayerOptions.max_message_size,
         host: str | None = None,
         port: int | str | None = None,
         db: int | None = None,
         password: str | None = None,
     ) -> None:
-        if host is not None or port is not None or db is not None or password is not None:
-            # asgi_redis style: RedisChannelLayer(host="redis", db=4).
-            if hosts is not None:
-                raise ValueError("pass either hosts or host/port/db/password, not both")
-            single: dict[str, Any] = {"host": host or "localhost", "port": port or 6379}
-            if db is not None:
-                single["db"] = db
-            if password is not None:
-                single["password"] = password
-            hosts = [single]
+        options = LayerOptions(
+            prefix=prefix,
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            symmetric_encryption_keys=symmetric_encryption_keys,
+            max_message_size=max_message_size,
+        )
+        self._setup(single_host(hosts, host, port, db, password), options)
+
+    @classmethod
+    def from_options(cls, hosts: object, options: LayerOptions) -> RedisChannelLayer:
+        """A layer with options already validated (the local+central layer makes two)."""
+        layer = cls.__new__(cls, hosts)
+        layer._setup(hosts, options)
+        return layer
+
+    def _setup(self, hosts: object, options: LayerOptions) -> None:
         self.hosts = parse_hosts(hosts)
-        if not isinstance(prefix, str) or not prefix or any(c.isspace() for c in prefix):
-            raise ValueError(f"prefix must be a non-empty string without spaces, got {prefix!r}")
-        self.prefix = prefix
-        self.keys = KeySpace(prefix)
-        self.expiry = require_positive_seconds("expiry", expiry)
-        self.group_expiry = require_positive_seconds("group_expiry", group_expiry)
-        self.capacity = CapacityRules(capacity, channel_capacity)
-        self.serializer = MessageSerializer(symmetric_encryption_keys, max_message_size)
+        self.options = options
+        self.prefix = options.prefix
+        self.keys = KeySpace(options.prefix)
+        self.expiry = options.expiry
+        self.group_expiry = options.group_expiry
+        self.capacity = options.capacities
+        self.serializer = options.serializer
         self.ring = HashRing([spec.identity for spec in self.hosts])
         self.client_prefix = secrets.token_hex(6)
         self._channel_numbers = itertools.count(1)
@@ -171,7 +178,7 @@ class RedisChannelLayer:
         sent = await shard.call(
             SEND,
             keys,
-            [channel, payload, self.capacity.for_channel(channel), int(self.expiry * 1000)],
+            [channel, payload, self.capacity.for_channel(channel), self.options.expiry_ms],
         )
         if not sent:
             raise ChannelFull(channel)
@@ -226,7 +233,7 @@ class RedisChannelLayer:
         await shard.call(
             GROUP_ADD,
             self._group_keys(group),
-            [channel, self.capacity.for_channel(channel), int(self.group_expiry * 1000)],
+            [channel, self.capacity.for_channel(channel), self.options.group_expiry_ms],
         )
 
     async def group_discard(self, group: str, channel: str) -> None:
@@ -247,8 +254,8 @@ class RedisChannelLayer:
             self.keys.queue(""),
             self.keys.counters(""),
             payload,
-            int(self.expiry * 1000),
-            int(self.group_expiry * 1000),
+            self.options.expiry_ms,
+            self.options.group_expiry_ms,
         ]
         keys = self._group_keys(group)
         results = await asyncio.gather(

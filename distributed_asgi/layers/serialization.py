@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from .base import Message
+from .validate import require_size
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
@@ -50,16 +51,7 @@ class MessageSerializer:
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        if max_message_size is not None and (
-            isinstance(max_message_size, bool)
-            or not isinstance(max_message_size, int)
-            or max_message_size < 1
-        ):
-            raise ValueError(
-                "max_message_size must be a positive number of bytes or None, "
-                f"got {max_message_size!r}"
-            )
-        self.max_message_size = max_message_size
+        self.max_message_size = require_size("max_message_size", max_message_size)
         self._crypter: MultiFernet | None = None
         if symmetric_encryption_keys:
             if isinstance(symmetric_encryption_keys, (str, bytes)):
