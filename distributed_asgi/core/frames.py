@@ -38,6 +38,7 @@ __all__ = [
     "Heartbeat",
     "check_client_message",
     "decode_frame",
+    "describe",
     "encode",
     "scope_from_wire",
     "scope_to_wire",
@@ -372,3 +373,9 @@ def _address(value: object, key: str) -> tuple[str, int | None] | None:
     ):
         return (value[0], value[1])
     raise FrameError(f"scope[{key!r}] must be a [host, port] pair or None, got {value!r}")
+
+
+def describe(scope: Mapping[str, Any]) -> str:
+    """``GET /path`` or ``WebSocket /path``: a connection as the logs name it."""
+    kind = "WebSocket" if scope.get("type") == "websocket" else scope.get("method", "HTTP")
+    return f"{kind} {scope.get('path', '?')}"

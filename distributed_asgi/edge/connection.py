@@ -2,58 +2,57 @@
 
 Rules of this file:
 
-- ``EdgeConnection.run`` is the whole life of one connection: pick-up (``connect`` out, an
-  ``accept`` back within the pickup timeout, else an edge answer), then two pumps until the
-  application's side is finished: client ``receive()`` -> the Node's channel, and the reply
-  channel -> client ``send()``.
+- ``EdgeConnection.run`` is the whole life of one connection: pick-up (edge/pickup.py: a
+  ``connect`` out, an ``accept`` back within the pickup timeout, else an edge answer), then two
+  pumps until the application's side is finished: client ``receive()`` -> the Node's channel,
+  and the reply channel -> client ``send()``.
 - Everything handed to the client goes through the connection's cycle (core/cycle.py), whether it
   came from the Node or is the edge's own answer (404, 413, 502, 503), so nothing is sent after
   the response is complete.
 - The edge never waits for a client before a Node is asked: a body already there travels with
   the ``connect``, the rest is pumped after the accept.
-- Every Redis call made for a connection has a deadline from that connection's own budget
-  (``_within``): the pick-up (the connect's send and the wait for an accept) has the pickup
-  timeout, a frame to the Node the Node's heartbeat window, a heartbeat its interval. Redis
-  that stops answering (a partition: nothing refused, nothing returned) then costs each
-  request its own budget at most, never redis-py's socket timeout, and no request waits
-  behind another one's call.
+- Every layer call made for a connection has a deadline from that connection's own budget
+  (``within``): the pick-up has the pickup timeout, a frame to the Node the Node's heartbeat
+  window, a heartbeat its interval. Redis that stops answering (a partition: nothing refused,
+  nothing returned) then costs each request its own budget at most, never the client
+  library's socket timeout, and no request waits behind another one's call.
+- Two facts say who still has to hear what: ``disconnected`` (the client is gone: its
+  disconnect came in) and ``node_done`` (the Node needs nothing more: it ended the connection,
+  or has been told the client is gone). A connection that returns with neither the cycle
+  finished nor ``node_done`` tells the Node, so the application never waits for the heartbeat
+  window to learn the client left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import http
 import itertools
 import logging
 import secrets
-import sys
 import time
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
-from redis.exceptions import ResponseError
-
+from distributed_asgi._aio import DeadlineExceeded, within
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.frames import (
-    PICKUP_GRACE,
     Accept,
     Asgi,
-    Connect,
     End,
     FrameError,
     Heartbeat,
     decode_frame,
+    describe,
     encode,
 )
+from distributed_asgi.core.outcomes import HTTPTimeout, Outcome
 from distributed_asgi.core.types import Message, Receive, Scope, Send
-from distributed_asgi.layers import ChannelFull
-from distributed_asgi.layers.shard import CONNECTION_ERRORS
+from distributed_asgi.edge.pickup import PickUp, Refused
+from distributed_asgi.edge.refusal import RemoteApplicationError, refusal_messages
+from distributed_asgi.edge.settings import ConnectionRegistry, EdgeSettings
+from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
 
-if TYPE_CHECKING:
-    from distributed_asgi.edge.distributor import Distributor
-
-__all__ = ["EdgeConnection", "RemoteApplicationError", "describe", "refuse"]
+__all__ = ["EdgeConnection", "RemoteApplicationError"]
 
 logger = logging.getLogger("distributed_asgi.distributor")
 
@@ -64,47 +63,14 @@ _FULL_BACKOFF_START = 0.002
 _FULL_BACKOFF_MAX = 0.1
 
 
-# Why a connection's pumps stopped early (``_finish``), as an outcome for the metrics.
-_STOP_OUTCOMES = {"client disconnected": "client_gone", "redis": "redis_down"}
-
 # A WebSocket denial response is handed to the server only once its body is complete (start
 # and every chunk back to back): uvicorn's legacy ``websockets`` implementation answers the
 # handshake as soon as the loop turns after the start, and loses body chunks that come later.
 # Past this many body bytes the rest streams (that implementation then cuts the body there).
 DENIAL_HOLD_LIMIT = 1024 * 1024
 
-_T = TypeVar("_T")
-
-
-class _DeadlineExceeded(Exception):
-    """A Redis call did not finish within what the connection's budget left for it."""
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(seconds: float, awaitable: Awaitable[_T]) -> _T:
-        """``await awaitable``, or ``_DeadlineExceeded`` after ``seconds``; a timeout raised
-        inside (redis-py's own) passes through unchanged. A cancelled command's connection is
-        discarded by the layer and redis-py, never reused with its reply unread."""
-        try:
-            async with asyncio.timeout(max(0.0, seconds)) as scope:
-                return await awaitable
-        except TimeoutError:
-            if scope.expired():
-                raise _DeadlineExceeded from None
-            raise
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(seconds: float, awaitable: Awaitable[_T]) -> _T:
-        try:
-            return await asyncio.wait_for(awaitable, max(0.0, seconds))
-        except asyncio.TimeoutError:
-            raise _DeadlineExceeded from None
-
-
-# A Redis call for a connection failed or did not answer in time.
-_REDIS_FAILURES: tuple[type[Exception], ...] = (_DeadlineExceeded, *CONNECTION_ERRORS)
+# A layer call for a connection failed or did not answer in time.
+_LAYER_FAILURES: tuple[type[Exception], ...] = (DeadlineExceeded, LayerError)
 
 
 # Connection ids only need to be unique (they name connections in frames and logs): a random
@@ -117,19 +83,22 @@ def _next_conn_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
-class RemoteApplicationError(Exception):
-    """The application raised on the Node; raised at the edge so its server acts as it would
-    for a local exception (500 before the response started, a closed connection after)."""
-
-
 class EdgeConnection:
     """One client connection at the edge: uvicorn's cycle, with a Node instead of an app."""
 
     def __init__(
-        self, distributor: Distributor, scope: Scope, receive: Receive, send: Send, key: str
+        self,
+        layer: GatewayLayer,
+        settings: EdgeSettings,
+        registry: ConnectionRegistry,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        key: str,
     ) -> None:
-        self.distributor = distributor
-        self.layer = distributor.layer
+        self.layer = layer
+        self.settings = settings
+        self.registry = registry
         self.scope = scope
         self.receive = receive
         self.client_send = send
@@ -137,30 +106,36 @@ class EdgeConnection:
         self.conn_id = _next_conn_id()
         self.is_http = scope["type"] == "http"
         self.cycle: HTTPCycle | WebSocketCycle = cycle_for(scope)
+        self.pickup = PickUp(layer, settings, key, self.conn_id, scope)
         self.node_channel: str | None = None
-        self.reply_channel = ""
         self.arrived = time.monotonic()
         self.last_sent = self.arrived
         self.body_size = 0
-        self.disconnected = False
-        self.node_told_disconnect = False
-        self.node_ended = False
+        self.disconnected = False  # the client is gone: its disconnect message came in
+        self.node_done = False  # the Node ended the connection or was told the client is gone
         # How long the Node may stay silent (set at the accept): also the deadline of a frame
         # sent to it.
-        self.window = distributor.heartbeat_interval * distributor.heartbeat_misses
+        self.window = settings.window
         # A WebSocket denial response being collected (start, body chunks) before delivery.
         self._held: list[Message] | None = None
         self._held_size = 0
-        self._connect_queued = False  # Redis confirmed the connect's send
-        self._stop: asyncio.Future[str] | None = None
-        # For the metrics: what the client was answered and why (see metrics.py's outcomes).
+        # Set when a pump ends the connection early, with the outcome it ends it with.
+        self._stop: asyncio.Future[Outcome] | None = None
+        # For the metrics: what the client was answered and why.
         self.status: int | None = None
-        self.outcome = "served"
-        self.pickup_wait: float | None = None
+        self.outcome = Outcome.SERVED
+
+    @property
+    def reply_channel(self) -> str:
+        return self.pickup.reply_channel
+
+    @property
+    def pickup_wait(self) -> float | None:
+        return self.pickup.wait
 
     async def run(self) -> None:
-        if self.is_http and self._declared_length() > self.distributor.max_body_size:
-            self.outcome = "too_large"
+        if self.is_http and self._declared_length() > self.settings.max_body_size:
+            self.outcome = Outcome.TOO_LARGE
             await self._respond(413)
             return
         first: asyncio.Future[Message]
@@ -177,123 +152,47 @@ class EdgeConnection:
         if first.done():
             message = first.result()
             if not self._check_body(message):
-                self.outcome = "too_large"
+                self.outcome = Outcome.TOO_LARGE
                 await self._respond(413)
                 return
             initial.append(message)
             self._note_client_message(message)
         try:
-            accept = await self._pick_up(initial)
+            answer = await self.pickup.run(initial)
+            if isinstance(answer, Refused):
+                self.outcome = answer.outcome
+                await self._respond(answer.status, retry_after=True)
+                first.cancel()
+                return
+            if await self._accepted(answer):  # a whole short response came with the accept
+                first.cancel()
+                return
         except BaseException:
             first.cancel()
             raise
-        if accept is None:
-            first.cancel()
-            return
+        await self._pump(None if initial else first)
+
+    async def _accepted(self, accept: Accept) -> bool:
+        """Pin the connection to the Node; True when the accept already finished it."""
         self.node_channel = accept.channel
-        self.window = accept.heartbeat * self.distributor.heartbeat_misses
-        if accept.messages:
-            try:
-                finished = await self._to_client_all(accept.messages)
-            except BaseException:
-                first.cancel()
-                raise
-            if finished:  # a whole short response came with the accept: nothing to pump
-                first.cancel()
-                return
-        self.distributor.register(self)
+        self.window = accept.heartbeat * self.settings.heartbeat_misses
+        return bool(accept.messages) and await self._to_client_all(accept.messages)
+
+    async def _pump(self, first: asyncio.Future[Message] | None) -> None:
+        self.registry.register(self)
         self._stop = asyncio.get_running_loop().create_future()
-        pump = asyncio.ensure_future(self._client_to_node(None if initial else first))
+        pump = asyncio.ensure_future(self._client_to_node(first))
         try:
             await self._node_to_client(self.window)
         finally:
             pump.cancel()
-            self.distributor.unregister(self)
-            if self._stop.done() and self.outcome == "served":
-                self.outcome = _STOP_OUTCOMES.get(self._stop.result(), self.outcome)
-            if not (self.cycle.finished or self.node_told_disconnect or self.node_ended):
+            self.registry.unregister(self)
+            if self._stop.done() and self.outcome is Outcome.SERVED:
+                self.outcome = self._stop.result()
+            if not (self.cycle.finished or self.node_done):
                 # The edge is leaving (client gone, server shutting down): tell the Node so
                 # the application sees a disconnect instead of waiting for the heartbeat window.
-                self.node_told_disconnect = True
-                self.distributor.spawn(
-                    self._send_to_node([self._disconnect_message()], retry=False)
-                )
-
-    # -- pick-up -------------------------------------------------------------------------------
-
-    async def _pick_up(self, initial: list[Message]) -> Accept | None:
-        distributor = self.distributor
-        try:
-            # One deadline (one timer) for the whole pick-up: the connect's send and the wait
-            # for an accept. A send still unconfirmed at the connect's own deadline cannot
-            # start anything any more (a Node drops it), so both end a grace after it.
-            return await _within(
-                distributor.pickup_timeout + PICKUP_GRACE, self._connect_and_wait(initial)
-            )
-        except _DeadlineExceeded:
-            if not self._connect_queued:
-                logger.warning(
-                    "Redis did not take the connect of %s for %r within %.1fs: refusing it",
-                    describe(self.scope),
-                    self.key,
-                    distributor.pickup_timeout,
-                )
-                await self._refuse_pick_up("redis_down", 503)
-                return None
-            logger.warning(
-                "no Node took %s on %r within %.1fs",
-                describe(self.scope),
-                self.key,
-                distributor.pickup_timeout,
-            )
-            await self._refuse_pick_up("no_worker", distributor.no_worker_status)
-            return None
-        except ChannelFull:
-            logger.warning("route channel %r is full: refusing %s", self.key, describe(self.scope))
-            await self._refuse_pick_up("capacity", distributor.no_worker_status)
-            return None
-        except CONNECTION_ERRORS as exc:
-            logger.warning("cannot reach Redis (%s): refusing %s", exc, describe(self.scope))
-            await self._refuse_pick_up("redis_down", 503)
-            return None
-        except ResponseError as exc:
-            # Redis refused the write, e.g. WRONGTYPE: something else was put in the route
-            # channel's key. Nothing was queued; refuse like a full channel, naming the key.
-            logger.error("route channel %r refused the connect: %s", self.key, exc)
-            await self._refuse_pick_up("capacity", 503)
-            return None
-
-    async def _connect_and_wait(self, initial: list[Message]) -> Accept:
-        distributor = self.distributor
-        self.reply_channel = await self.layer.new_channel("edge")
-        frame = encode(
-            Connect(
-                self.conn_id,
-                self.scope,
-                self.reply_channel,
-                time.time() + distributor.pickup_timeout,
-                distributor.heartbeat_interval,
-                initial,
-            )
-        )
-        sent = time.monotonic()
-        await self.layer.send(self.key, frame)
-        self._connect_queued = True
-        while True:
-            frame_in = self._decode(await self.layer.receive(self.reply_channel))
-            if isinstance(frame_in, Accept):
-                self.pickup_wait = time.monotonic() - sent
-                return frame_in
-            if frame_in is not None:
-                logger.warning(
-                    "dropped a %s frame on %s: expected an accept",
-                    type(frame_in).__name__,
-                    self.reply_channel,
-                )
-
-    async def _refuse_pick_up(self, outcome: str, status: int) -> None:
-        self.outcome = outcome
-        await self._respond(status, retry_after=True)
+                self._tell_node_gone()
 
     # -- client -> Node ----------------------------------------------------------------------
 
@@ -307,37 +206,42 @@ class EdgeConnection:
                 self._note_client_message(message)
                 await self._send_to_node([message])
                 if self.disconnected:
-                    self._finish("client disconnected")
+                    self._finish(Outcome.CLIENT_GONE)
                     return
                 # After a complete body this waits for the disconnect (uvicorn's receive()
                 # returns only that); the pump is cancelled when the response is done.
                 message = await self.receive()
-        except _REDIS_FAILURES as exc:
+        except _LAYER_FAILURES as exc:
             logger.warning(
                 "lost Redis while forwarding %s: %s",
                 describe(self.scope),
                 str(exc) or f"no answer within {self.window:.1f}s",
             )
-            self._finish("redis")
+            self._finish(Outcome.REDIS_DOWN)
 
     def _note_client_message(self, message: Message) -> None:
         if message["type"] in ("http.disconnect", "websocket.disconnect"):
-            self.disconnected = True
-            self.node_told_disconnect = True
+            # It goes to the Node next (with the connect, or by the pump).
+            self.disconnected = self.node_done = True
 
     def _check_body(self, message: Message) -> bool:
         if message["type"] == "http.request":
             self.body_size += len(message.get("body", b""))
-            return self.body_size <= self.distributor.max_body_size
+            return self.body_size <= self.settings.max_body_size
         return True
 
     async def _too_large(self) -> None:
+        self.node_done = True
         await self._send_to_node([{"type": "http.disconnect"}], retry=False)
-        self.node_told_disconnect = True
-        self.outcome = "too_large"
+        self.outcome = Outcome.TOO_LARGE
         if not self.cycle.started:
             await self._respond(413)
-        self._finish("request body too large")
+        self._finish(Outcome.TOO_LARGE)
+
+    def _tell_node_gone(self) -> None:
+        """In the background: the connection may be returning (the server's task ends)."""
+        self.node_done = True
+        self.registry.spawn(self._send_to_node([self._disconnect_message()], retry=False))
 
     async def _send_to_node(self, messages: list[Message], *, retry: bool = True) -> None:
         assert self.node_channel is not None
@@ -347,14 +251,14 @@ class EdgeConnection:
             try:
                 # A Redis that cannot take a frame within the Node's window has lost this
                 # connection as surely as a silent Node.
-                await _within(self.window, self.layer.send(self.node_channel, frame))
+                await within(self.window, self.layer.send(self.node_channel, frame))
             except ChannelFull:
                 if not retry:
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _FULL_BACKOFF_MAX)
                 continue
-            except _REDIS_FAILURES:
+            except _LAYER_FAILURES:
                 if not retry:
                     return
                 raise
@@ -366,9 +270,9 @@ class EdgeConnection:
             return
         self.last_sent = time.monotonic()
         # Bounded by the interval: one stuck heartbeat must not hold up the next round's.
-        with contextlib.suppress(ChannelFull, _DeadlineExceeded, *CONNECTION_ERRORS):
-            await _within(
-                self.distributor.heartbeat_interval,
+        with contextlib.suppress(ChannelFull, *_LAYER_FAILURES):
+            await within(
+                self.settings.heartbeat_interval,
                 self.layer.send(self.node_channel, encode(Heartbeat(self.conn_id))),
             )
 
@@ -386,7 +290,7 @@ class EdgeConnection:
             if receiving not in done:
                 receiving.cancel()
                 if self._stop.done():
-                    if self._stop.result() == "redis":
+                    if self._stop.result() is Outcome.REDIS_DOWN:
                         await self._upstream_failed()
                     return
                 if expired is not None:
@@ -399,7 +303,7 @@ class EdgeConnection:
                 if await self._to_client_all(frame.messages):
                     return
             elif isinstance(frame, End):
-                self.node_ended = True
+                self.node_done = True
                 if frame.error is None:
                     await self._release_held()  # the application ended its denial early
                 else:
@@ -459,38 +363,41 @@ class EdgeConnection:
         """Something of the response reached the server (a held denial has not)."""
         return self.cycle.started and self._held is None
 
-    def _next_deadline(self, window: float) -> tuple[float, str | None]:
+    def _next_deadline(self, window: float) -> tuple[float, HTTPTimeout | None]:
         """How long to wait for the Node's next frame, and which HTTP timeout (if any) ends
         that wait rather than the heartbeat window."""
         if not self.is_http:
             return window, None
-        timeout, expired = window, None
-        limits = [("total", self.distributor.total_timeout)]
-        if not self.cycle.started:
-            limits.append(("first byte", self.distributor.first_byte_timeout))
+        timeout: float = window
+        expired: HTTPTimeout | None = None
         elapsed = time.monotonic() - self.arrived
-        for name, limit in limits:
+        for name in self._http_timeouts():
+            limit = self._limit(name)
             if limit is not None and limit - elapsed <= timeout:
                 timeout, expired = max(0.0, limit - elapsed), name
         return timeout, expired
 
-    async def _timed_out(self, which: str) -> None:
-        limit = (
-            self.distributor.total_timeout
-            if which == "total"
-            else self.distributor.first_byte_timeout
-        )
+    def _http_timeouts(self) -> tuple[HTTPTimeout, ...]:
+        if self.cycle.started:
+            return (HTTPTimeout.TOTAL,)
+        return (HTTPTimeout.TOTAL, HTTPTimeout.FIRST_BYTE)
+
+    def _limit(self, which: HTTPTimeout) -> float | None:
+        if which is HTTPTimeout.TOTAL:
+            return self.settings.total_timeout
+        return self.settings.first_byte_timeout
+
+    async def _timed_out(self, which: HTTPTimeout) -> None:
         logger.warning(
             "%s timeout (%.1fs) for %s: %s",
-            which,
-            limit,
+            which.value,
+            self._limit(which),
             describe(self.scope),
             "answering 504" if not self.cycle.started else "closing the connection",
         )
         # The application hears what it would hear from uvicorn if the client left.
-        self.outcome = "timeout"
-        self.node_told_disconnect = True
-        self.distributor.spawn(self._send_to_node([self._disconnect_message()], retry=False))
+        self.outcome = Outcome.TIMEOUT
+        self._tell_node_gone()
         if not self.cycle.started:
             await self._respond(504)
         # A response under way: returning unfinished makes the server close the connection.
@@ -501,7 +408,7 @@ class EdgeConnection:
             describe(self.scope),
             window,
         )
-        self.outcome = "node_lost"
+        self.outcome = Outcome.NODE_LOST
         await self._upstream_failed()
 
     async def _upstream_failed(self) -> None:
@@ -515,9 +422,9 @@ class EdgeConnection:
             await self.client_send({"type": "websocket.close", "code": 1011})
         # An HTTP response already under way: returning unfinished makes the server close it.
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, outcome: Outcome) -> None:
         if self._stop is not None and not self._stop.done():
-            self._stop.set_result(reason)
+            self._stop.set_result(outcome)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -553,7 +460,7 @@ class EdgeConnection:
     async def _respond(self, status: int, *, retry_after: bool = False) -> None:
         headers = []
         if retry_after:
-            headers.append((b"retry-after", str(self.distributor.retry_after).encode()))
+            headers.append((b"retry-after", str(self.settings.retry_after).encode()))
         if status == 413:
             # The rest of the body is unread: close rather than keep a half-read connection
             # alive (RFC 9110 15.5.14), which also spares the server from draining it.
@@ -562,40 +469,6 @@ class EdgeConnection:
         # that anything the Node still sends afterwards is recognised as too late.
         self.status = status
         self.cycle = cycle_for(self.scope)
-        for message in _refusal(self.scope, status, headers):
+        for message in refusal_messages(self.scope, status, headers):
             self.cycle.on_send(message)
             await self.client_send(message)
-
-
-async def refuse(
-    scope: Scope, send: Send, status: int, extra_headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    for message in _refusal(scope, status, extra_headers or []):
-        await send(message)
-
-
-def _refusal(scope: Scope, status: int, extra_headers: list[tuple[bytes, bytes]]) -> list[Message]:
-    """An answer from the edge itself: a plain-text error for HTTP; for a WebSocket handshake a
-    denial response where the server offers one, else a close (the server sends 403)."""
-    body = http.HTTPStatus(status).phrase.encode()
-    headers = [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(body)).encode()),
-        *extra_headers,
-    ]
-    if scope["type"] == "http":
-        return [
-            {"type": "http.response.start", "status": status, "headers": headers},
-            {"type": "http.response.body", "body": body},
-        ]
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        return [
-            {"type": "websocket.http.response.start", "status": status, "headers": headers},
-            {"type": "websocket.http.response.body", "body": body},
-        ]
-    return [{"type": "websocket.close", "code": 1013}]
-
-
-def describe(scope: Scope) -> str:
-    kind = "WebSocket" if scope["type"] == "websocket" else scope.get("method", "HTTP")
-    return f"{kind} {scope.get('path', '?')}"

@@ -22,105 +22,32 @@ shutdown.
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
-import os
-import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from distributed_asgi.core.outcomes import Outcome
 from distributed_asgi.core.routing import RouteTable
 from distributed_asgi.core.types import Receive, Scope, Send
-from distributed_asgi.edge.connection import EdgeConnection, RemoteApplicationError, refuse
-from distributed_asgi.layers import GatewayLayer, RedisChannelLayer
+from distributed_asgi.edge.connection import EdgeConnection
+from distributed_asgi.edge.refusal import RemoteApplicationError, refuse
+from distributed_asgi.edge.settings import EdgeSettings
+from distributed_asgi.layers import GatewayLayer
+from distributed_asgi.layers.build import build_layer
 
 if TYPE_CHECKING:
     from distributed_asgi.ops.metrics import EdgeMetrics
 
 __all__ = [
-    "DEFAULT_BACKLOG",
     "DEFAULT_MAX_BODY_SIZE",
-    "ROUTE_CHANNELS",
     "Distributor",
     "RemoteApplicationError",
-    "build_layer",
     "create_path_distributor",
-    "with_backlog",
 ]
 
 
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
-
-# Connections that may wait in one route channel for a Node. A route channel is a gateway's
-# queue, not a consumer's inbox: it must take a burst (every client of every edge arriving at
-# once) while the Nodes take their connects, so the layer's per-channel default (100, the
-# Channels default for consumer channels) is far too small. Each waiting connect expires at
-# its pickup deadline, so the backlog is bounded in time as well: 1000 is five seconds of
-# 200 new connections a second beyond what the Nodes take, about 1-2 MB of Redis memory for
-# bodiless requests (a connect carries its scope and, when already there, its first body chunk).
-DEFAULT_BACKLOG = 1000
-
-# The channels the edge queues connects on: every name without "!". The edge's and Nodes'
-# process-specific channels (reply inboxes, per-connection frames) keep the layer's capacity,
-# which is their flow control.
-ROUTE_CHANNELS = re.compile(r"[^!]*\Z")
-
-
-def with_backlog(
-    backlog: int, channel_capacity: Mapping[str | re.Pattern[str], int] | None = None
-) -> dict[str | re.Pattern[str], int]:
-    """``channel_capacity`` rules with route channels bounded by ``backlog``; the rules given
-    come first, so a rule naming a route channel wins (first match wins)."""
-    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
-        raise ValueError(f"backlog must be a positive whole number of connections, got {backlog!r}")
-    return {**(channel_capacity or {}), ROUTE_CHANNELS: backlog}
-
-
-def build_layer(
-    host: str | None = None,
-    port: int | str | None = None,
-    db: int = 0,
-    password: str | None = None,
-    *,
-    url: str | None = None,
-    layer: GatewayLayer | None = None,
-    layer_options: Mapping[str, Any] | None = None,
-    backlog: int | None = None,
-) -> GatewayLayer:
-    """The channel layer for these connection settings (shared by the edge and the Node).
-
-    ``url``, else ``REDIS_URL`` when neither host nor port is given, else host/port/db/password
-    (localhost:6379 by default). Route channels (names without ``!``) hold up to ``backlog``
-    connects (``DEFAULT_BACKLOG`` when None) unless ``layer_options["channel_capacity"]`` names
-    them; a ready ``layer`` is used as it is.
-    """
-    if layer is not None:
-        if url is not None or host is not None or port is not None or password is not None:
-            raise ValueError("pass either layer= or Redis connection settings, not both")
-        if backlog is not None:
-            raise ValueError(
-                "backlog applies to a layer built here; with layer=, give the route channels "
-                "a capacity with that layer's channel_capacity"
-            )
-        return layer
-    options = dict(layer_options or {})
-    options["channel_capacity"] = with_backlog(
-        DEFAULT_BACKLOG if backlog is None else backlog, options.get("channel_capacity")
-    )
-    if url is not None and (host is not None or port is not None or password is not None):
-        raise ValueError("pass either url= or host/port/password, not both")
-    if url is None and host is None and port is None:
-        url = os.environ.get("REDIS_URL") or None
-    if url is not None:
-        return RedisChannelLayer(hosts=[url], **options)
-    return RedisChannelLayer(
-        host=host or "localhost",
-        port=port or 6379,
-        db=db,
-        password=password,
-        **options,
-    )
 
 
 def create_path_distributor(
@@ -191,34 +118,24 @@ class Distributor:
     ) -> None:
         self.layer = layer
         self.routes = routes if isinstance(routes, RouteTable) else RouteTable(routes)
-        self.pickup_timeout = _positive("pickup_timeout", pickup_timeout)
-        self.first_byte_timeout = _optional_positive("first_byte_timeout", first_byte_timeout)
-        self.total_timeout = _optional_positive("total_timeout", total_timeout)
-        if no_worker_status not in {s.value for s in http.HTTPStatus} or no_worker_status < 400:
-            raise ValueError(
-                f"no_worker_status must be an HTTP error status, got {no_worker_status!r}"
-            )
-        self.no_worker_status = no_worker_status
-        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
-            raise ValueError(f"retry_after must be a whole number of seconds, got {retry_after!r}")
-        self.retry_after = retry_after
-        if (
-            isinstance(max_body_size, bool)
-            or not isinstance(max_body_size, int)
-            or max_body_size < 0
-        ):
-            raise ValueError(f"max_body_size must be a number of bytes, got {max_body_size!r}")
-        self.max_body_size = max_body_size
-        self.heartbeat_interval = _positive("heartbeat_interval", heartbeat_interval)
-        if isinstance(heartbeat_misses, bool) or not isinstance(heartbeat_misses, int):
-            raise ValueError(
-                f"heartbeat_misses must be a positive integer, got {heartbeat_misses!r}"
-            )
-        self.heartbeat_misses = max(1, heartbeat_misses)
+        self.settings = EdgeSettings(
+            pickup_timeout=pickup_timeout,
+            first_byte_timeout=first_byte_timeout,
+            total_timeout=total_timeout,
+            no_worker_status=no_worker_status,
+            retry_after=retry_after,
+            max_body_size=max_body_size,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_misses=heartbeat_misses,
+        )
         self.metrics = metrics
         self._connections: dict[str, EdgeConnection] = {}
         self._heartbeats: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def max_body_size(self) -> int:
+        return self.settings.max_body_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -232,9 +149,9 @@ class Distributor:
         if key is None:
             await refuse(scope, send, 404)
             if metrics is not None:
-                metrics.finished("", 404, "no_route", 0.0, None)
+                metrics.finished("", 404, Outcome.NO_ROUTE, 0.0, None)
             return
-        connection = EdgeConnection(self, scope, receive, send, key)
+        connection = EdgeConnection(self.layer, self.settings, self, scope, receive, send, key)
         if metrics is None:
             await connection.run()
             return
@@ -243,7 +160,7 @@ class Distributor:
             await connection.run()
         except BaseException:
             # The server answers 500 (or closes) for what escapes, as for a local app.
-            connection.outcome = "error"
+            connection.outcome = Outcome.ERROR
             if connection.status is None:
                 connection.status = 500
             raise
@@ -294,8 +211,9 @@ class Distributor:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.heartbeat_interval / 2)
-            due = time.monotonic() - self.heartbeat_interval
+            interval = self.settings.heartbeat_interval
+            await asyncio.sleep(interval / 2)
+            due = time.monotonic() - interval
             sends = [
                 c.send_heartbeat()
                 for c in list(self._connections.values())
@@ -309,17 +227,3 @@ class Distributor:
         task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _positive(what: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _optional_positive(what: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{what} must be a positive number of seconds or None, got {value!r}")
-    return float(value)

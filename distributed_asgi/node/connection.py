@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
@@ -43,13 +43,13 @@ from distributed_asgi.core.frames import (
     Heartbeat,
     check_client_message,
     decode_frame,
+    describe,
     encode,
 )
 from distributed_asgi.core.types import Message
-from distributed_asgi.layers import ChannelFull, GatewayLayer
-from distributed_asgi.layers.shard import CONNECTION_ERRORS
+from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
 
-__all__ = ["ACCEPT_LATEST", "INBOX_LIMIT", "MAX_BODY_FRAME", "NodeConnection", "describe"]
+__all__ = ["ACCEPT_LATEST", "INBOX_LIMIT", "MAX_BODY_FRAME", "NodeConnection"]
 
 logger = logging.getLogger("distributed_asgi.node")
 
@@ -65,7 +65,7 @@ INBOX_LIMIT = 16
 # never starts the application.
 ACCEPT_LATEST = PICKUP_GRACE / 2
 # What makes an accept fail without starting the application (the edge answers 503).
-_ACCEPT_ERRORS: tuple[type[Exception], ...] = (ChannelFull, *CONNECTION_ERRORS)
+_ACCEPT_ERRORS: tuple[type[Exception], ...] = (ChannelFull, LayerError)
 _FULL_BACKOFF_START = 0.002
 _FULL_BACKOFF_MAX = 0.1
 
@@ -164,7 +164,7 @@ class NodeConnection:
                 late,
             )
             error = f"not started: accepted too late ({late:.2f}s past the pick-up deadline)"
-            with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
+            with contextlib.suppress(ChannelFull, LayerError):
                 await self._send_frame(encode(End(self.conn_id, error)), retry=False)
             return False
         # Nothing can come from the edge before it has the accept.
@@ -194,7 +194,7 @@ class NodeConnection:
         if error is None and isinstance(self.cycle, HTTPCycle):
             logger.error("ASGI callable returned without completing response.")
         text = None if error is None else f"{type(error).__name__}: {error}"
-        with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
+        with contextlib.suppress(ChannelFull, LayerError):
             await self._send_frame(encode(End(self.conn_id, text)), retry=False)
 
     # -- receive ---------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ class NodeConnection:
                     else {"type": "websocket.disconnect", "code": 1006}
                 )
                 return
-            except CONNECTION_ERRORS:
+            except LayerError:  # the layer reconnects by itself; the window still counts
                 await asyncio.sleep(0.1)
                 continue
             try:
@@ -368,7 +368,7 @@ class NodeConnection:
         if not self.accepted:
             return  # the edge only listens for an accept until then
         self.last_sent = time.monotonic()
-        with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
+        with contextlib.suppress(ChannelFull, LayerError):
             await self.layer.send(self.reply_channel, encode(Heartbeat(self.conn_id)))
 
 
@@ -390,8 +390,3 @@ def _plain_message(message: Message) -> Message:
         if isinstance(plain.get(key), (bytearray, memoryview)):
             plain[key] = bytes(plain[key])
     return plain
-
-
-def describe(scope: Mapping[str, Any]) -> str:
-    kind = "WebSocket" if scope.get("type") == "websocket" else scope.get("method", "HTTP")
-    return f"{kind} {scope.get('path', '?')}"

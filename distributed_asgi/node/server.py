@@ -1,14 +1,14 @@
 """The Node: a worker that takes connections from route channels and runs the application.
 
-Built on ``asgiref.server.StatelessServer``: one application instance per connection, its
-application checker logging exceptions. Differences, and why:
+Built on ``asgiref.server.StatelessServer``: ``handle()`` takes connections,
+``get_or_create_application_instance`` starts one application instance per connection in
+``application_instances``, ``application_checker`` reaps them and hands their exceptions to
+``application_exception``. Differences, and why:
 
-- Capacity is reserved before a connection is taken: the receives waiting on the route
-  channels never exceed the room (``max_applications`` minus running connections), except
-  that every key keeps one receive while there is any room, so no key starves another. Work
-  beyond that stays in Redis for other Nodes; the base class's eviction of the oldest
-  instance never happens. A key's receives are popped together (one Redis round pops as many
-  as wait), so the room is kept out as receives: an idle Node takes a whole burst in a round.
+- Capacity is reserved before a connection is taken (node/intake.py): the receives waiting on
+  the route channels never exceed the room (``max_applications`` minus running connections),
+  so the base class's eviction of the oldest instance never happens, and work beyond the room
+  stays in Redis for other Nodes.
 - An instance's ``receive`` and ``send`` belong to its ``NodeConnection``
   (node/connection.py), which writes the ``accept`` before the application's first line runs,
   turns messages into frames on the edge's reply channel and feeds frames from the Node's own
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 import time
@@ -33,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.server import StatelessServer
 
-from distributed_asgi.core.frames import Connect, FrameError, decode_frame
+from distributed_asgi.core.frames import Connect, FrameError, decode_frame, describe
 from distributed_asgi.core.names import require_valid_channel_name
 from distributed_asgi.core.types import Message
-from distributed_asgi.layers import ChannelFull, GatewayLayer
+from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
 from distributed_asgi.layers.build import build_layer
-from distributed_asgi.layers.shard import CONNECTION_ERRORS
-from distributed_asgi.node.connection import NodeConnection, describe
+from distributed_asgi.node.connection import NodeConnection
+from distributed_asgi.node.intake import Intake
 from distributed_asgi.node.interface import as_asgi3
 from distributed_asgi.node.lifespan import Lifespan
 from distributed_asgi.node.presence import NodeStats, Presence, new_node_id
@@ -50,10 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["Node", "NodeConnection"]
 
 logger = logging.getLogger("distributed_asgi.node")
-
-# A key that took no connect for this long is idle: when a busy key has used up the room,
-# an idle key gives back the receives it holds beyond one (see _fill).
-IDLE_AFTER = 1.0
 
 
 class Node(StatelessServer):
@@ -68,6 +63,8 @@ class Node(StatelessServer):
     "auto"/"on"/"off". ``run()`` blocks and returns once stopped (raising ``LifespanFailed``
     if startup failed); ``await arun()`` embeds it; ``stop()`` asks it to drain and stop.
     """
+
+    max_applications: int  # set by StatelessServer.__init__
 
     def __init__(
         self,
@@ -147,9 +144,7 @@ class Node(StatelessServer):
         self.lifespan: Lifespan | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._receives: dict[asyncio.Future[Message], str] = {}
-        self._receiving = dict.fromkeys(self.keys, 0)  # key -> receives waiting on it
-        self._last_taken = dict.fromkeys(self.keys, -IDLE_AFTER)  # key -> monotonic time
+        self.intake = Intake(self.layer, self.keys, self._room, self._on_route_message)
         self._background: set[asyncio.Task[None]] = set()
         self._stop_requested = False
         self._signals = 0
@@ -273,99 +268,20 @@ class Node(StatelessServer):
     # -- taking connections ----------------------------------------------------------------------
 
     async def handle(self) -> None:
-        """Read route channels while there is room; start a connection per ``connect``.
-
-        Receives are futures with done-callbacks rather than a wait loop: a finished receive
-        starts its connection and a finished connection refills the receives, directly.
-        """
+        """Read route channels while there is room; start a connection per ``connect``."""
         assert self._stopping is not None
-        self._fill()
+        self.intake.fill()
         try:
             await self._stopping.wait()
         finally:
             # Cancelled receives put anything they popped back at the head of the queue.
-            self._cancel_receives()
+            self.intake.cancel()
 
-    def _fill(self, taken_on: str | None = None) -> None:
-        """Keep the Node's room out as receives; ``taken_on`` is the key that just took one.
-
-        One receive per key while there is any room (no key starves); the rest of the room to
-        the keys taking connects (every key when none is: a burst may come on any), fewest
-        receives first. When a key takes a connect with the room used up, the idle keys'
-        receives beyond one come back, so a busy key is not held to its share by quiet ones.
-        """
-        stopping = self._stopping is None or self._stopping.is_set()
-        if stopping or len(self.connections) >= self.max_applications:
-            return
-        room = self.max_applications - len(self.connections) - len(self._receives)
-        if taken_on is not None and room <= 0:
-            room += self._take_back_idle_receives(taken_on)
-        counts = self._receiving
-        for key in self.keys:
-            if counts[key] == 0:
-                self._receive(key)
-                room -= 1
-        if room <= 0:
-            return
-        now = time.monotonic()
-        busy = [key for key in self.keys if now - self._last_taken[key] < IDLE_AFTER]
-        keys = busy or self.keys
-        while room > 0:
-            key = min(keys, key=counts.__getitem__)
-            self._receive(key)
-            room -= 1
-
-    def _take_back_idle_receives(self, busy_key: str) -> int:
-        """Cancel the receives of idle keys beyond one each; how many came back."""
-        now = time.monotonic()
-        freed = 0
-        for key in self.keys:
-            if key == busy_key or self._receiving[key] <= 1:
-                continue
-            if now - self._last_taken[key] < IDLE_AFTER:
-                continue
-            futures = [future for future, k in self._receives.items() if k == key]
-            for future in futures:
-                future.cancel()
-                del self._receives[future]
-            # All of the key's, then a new one: it runs after the cancelled ones, so it takes
-            # first whatever their last round popped (a cancelled receive keeps that locally).
-            self._receiving[key] = 0
-            self._receive(key)
-            freed += len(futures) - 1
-        return freed
-
-    def _receive(self, key: str) -> None:
-        future = asyncio.ensure_future(self.layer.receive(key))
-        self._receives[future] = key
-        self._receiving[key] += 1
-        future.add_done_callback(functools.partial(self._received, key))
-
-    def _received(self, key: str, future: asyncio.Future[Message]) -> None:
-        if self._receives.pop(future, None) is not None:
-            self._receiving[key] -= 1
-        # else: _cancel_receives() already let go of it, but a receive that had finished by
-        # then (its callback still queued) holds a connection that must not be lost: it is
-        # handled below, which hands it back when the Node is stopping or full.
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            logger.warning("receive on %r failed: %s", key, error)
-            asyncio.get_running_loop().call_later(0.1, self._fill)
-            return
-        self._last_taken[key] = time.monotonic()
-        self._on_route_message(key, future.result())
-        if len(self.connections) >= self.max_applications:
-            self._cancel_receives()
-        else:
-            self._fill(taken_on=key)
-
-    def _cancel_receives(self) -> None:
-        receives, self._receives = self._receives, {}
-        self._receiving = dict.fromkeys(self.keys, 0)
-        for future in receives:
-            future.cancel()
+    def _room(self) -> int:
+        """How many more connections this Node may take now."""
+        if self._stopping is None or self._stopping.is_set():
+            return 0
+        return self.max_applications - len(self.connections)
 
     def _on_route_message(self, key: str, raw: Message) -> None:
         try:
@@ -387,15 +303,17 @@ class Node(StatelessServer):
                 late,
             )
             return
-        stopping = self._stopping is not None and self._stopping.is_set()
-        if stopping or len(self.connections) >= self.max_applications:
-            # Popped beyond our room (one receive per key is kept): hand it back.
+        if frame.conn_id in self.connections:
+            logger.warning("dropped a second connect for connection %s", frame.conn_id)
+            return
+        if self._room() <= 0:
+            # Popped beyond our room (a receive finished as the Node stopped or filled up).
             self._spawn(self._hand_back(key, raw))
             return
         self._start(key, frame)
 
     async def _hand_back(self, key: str, raw: Message) -> None:
-        with contextlib.suppress(ChannelFull, *CONNECTION_ERRORS):
+        with contextlib.suppress(ChannelFull, LayerError):
             await self.layer.send(key, raw)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
@@ -423,20 +341,11 @@ class Node(StatelessServer):
         self.get_or_create_application_instance(connection.conn_id, scope)
 
     def get_or_create_application_instance(self, scope_id: str, scope: Mapping[str, Any]) -> Any:
-        """The base class's bookkeeping, without its eviction: capacity is reserved before a
-        connection is taken, so there is never an instance to evict."""
-        details = self.application_instances.get(scope_id)
-        if details is not None:
-            details["last_used"] = time.time()
-            return details["input_queue"]
+        # Overridden: the base's unbounded input queue would defeat flow control (the inbox is
+        # bounded), and its eviction never applies (room is reserved before a connect is taken).
         connection = self.connections[scope_id]
         future = asyncio.ensure_future(connection.run(self.application))
-        self.application_instances[scope_id] = {
-            "input_queue": connection.inbox,
-            "future": future,
-            "scope": scope,
-            "last_used": time.time(),
-        }
+        self.application_instances[scope_id] = {"future": future, "scope": scope}
         return connection.inbox
 
     def connection_done(self, connection: NodeConnection) -> None:
@@ -452,10 +361,7 @@ class Node(StatelessServer):
                 self.metrics.finished(
                     connection.route_key, connection.failed, time.monotonic() - connection.taken
                 )
-        self._fill()
-
-    async def application_send(self, scope: Mapping[str, Any], message: Message) -> None:
-        raise RuntimeError("Node sends through each connection's own send()")
+        self.intake.fill()
 
     # -- stopping ----------------------------------------------------------------------------------
 
@@ -489,6 +395,8 @@ class Node(StatelessServer):
     async def application_exception(
         self, exception: BaseException, application_details: Any
     ) -> None:
+        # Overridden: the Node's logger, and the whole chained traceback (the base's has
+        # neither).
         logger.error(
             "Exception inside application: %s\n%s",
             exception,

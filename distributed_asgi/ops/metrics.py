@@ -7,13 +7,15 @@ changes, on label children cached here (``labels()`` takes a lock and builds a t
 
 Names (all prefixed ``distributed_asgi_``):
 
-- edge: ``edge_requests_total{key,status,outcome}`` (outcome: served, error, no_route,
-  no_worker, capacity, redis_down, timeout, node_lost, too_large, client_gone),
+- edge: ``edge_requests_total{key,status,outcome}`` (outcome: ``core.outcomes.Outcome``'s
+  values: served, error, no_route, no_worker, capacity, redis_down, timeout, node_lost,
+  too_large, client_gone),
   ``edge_pickup_wait_seconds{key}`` (connect sent -> a Node's accept),
   ``edge_request_seconds{key}`` (arrival -> the edge is done with the connection),
   ``edge_in_flight``.
-- Node: ``node_requests_total{key,outcome}`` (served, error), ``node_request_seconds{key}``,
-  ``node_in_flight``, ``node_late_total{key}`` (connect frames dropped: deadline passed).
+- Node: ``node_requests_total{key,outcome}`` (``NodeOutcome``: served, error),
+  ``node_request_seconds{key}``, ``node_in_flight``, ``node_late_total{key}`` (connect
+  frames dropped: deadline passed).
 - both: ``redis_outages_total{server}`` and ``redis_reconnects_total{server}``, counted where
   the layer logs an outage's start and end (layers/shard.py).
 
@@ -28,6 +30,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from distributed_asgi.core.outcomes import NodeOutcome, Outcome
 from distributed_asgi.layers import shard
 
 __all__ = ["EdgeMetrics", "NodeMetrics", "edge_metrics", "node_metrics", "serve_metrics"]
@@ -67,9 +70,9 @@ class EdgeMetrics:
         self._latencies: dict[str, Any] = {}
 
     def finished(
-        self, key: str, status: int | None, outcome: str, seconds: float, pickup: float | None
+        self, key: str, status: int | None, outcome: Outcome, seconds: float, pickup: float | None
     ) -> None:
-        label = (key, str(status) if status is not None else "none", outcome)
+        label = (key, str(status) if status is not None else "none", outcome.value)
         child = self._children.get(label)
         if child is None:
             child = self._children[label] = self.requests.labels(*label)
@@ -108,7 +111,7 @@ class NodeMetrics:
         self._latencies: dict[str, Any] = {}
 
     def finished(self, key: str, failed: bool, seconds: float) -> None:
-        label = (key, "error" if failed else "served")
+        label = (key, (NodeOutcome.ERROR if failed else NodeOutcome.SERVED).value)
         child = self._children.get(label)
         if child is None:
             child = self._children[label] = self.requests.labels(*label)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -38,7 +39,7 @@ from .conftest import Gateway
 
 # Small, so an oversized message is cheap to make; far above anything these requests need.
 MAX_SIZE = 100_000
-LAYER = {"max_message_size": MAX_SIZE}
+LAYER: dict[str, Any] = {"max_message_size": MAX_SIZE}
 
 SCOPE: dict[str, Any] = {
     "type": "http",
@@ -110,7 +111,7 @@ async def hello(gateway: Gateway) -> str:
         return (await http.get(gateway.url("/hello"))).text
 
 
-def wait_for_log(log_text: Any, needles: list[str], timeout: float = 5.0) -> str:
+def wait_for_log(log_text: Callable[[], str], needles: list[str], timeout: float = 5.0) -> str:
     deadline = time.monotonic() + timeout
     text = log_text()
     while time.monotonic() < deadline and not all(n in text for n in needles):
@@ -291,5 +292,7 @@ async def test_a_route_key_of_the_wrong_redis_type(gateway: Gateway) -> None:
             assert status == 200
     finally:
         await admin.aclose()
-    wait_for_log(gateway.logs, ["route channel 'fidelity' refused the connect: WRONGTYPE"])
+    wait_for_log(
+        gateway.logs, ["Redis refused the connect of GET /hello for 'fidelity': WRONGTYPE"]
+    )
     wait_for_log(log.read_text, [f"receive from {key} failed: WRONGTYPE"])

@@ -1,0 +1,51 @@
+"""Channel and group name rules, shared by the wire frames, the route table and every layer.
+
+The rules are Django Channels' (``channels.layers.BaseChannelLayer``), so a project can swap
+layers without its names meaning something else. Standard library only.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "CHANNEL_NAME",
+    "GROUP_NAME",
+    "MAX_NAME_LENGTH",
+    "ROUTE_KEY",
+    "require_valid_channel_name",
+    "require_valid_group_name",
+]
+
+# Channels 4: names are shorter than 100 characters.
+MAX_NAME_LENGTH = 100
+# A channel: a normal name, or a process-specific one (``name!suffix``).
+CHANNEL_NAME = re.compile(r"^[a-zA-Z\d\-_.]+(\![\d\w\-_.]*)?$")
+GROUP_NAME = re.compile(r"^[a-zA-Z\d\-_.]+$")
+# A normal (not process-specific) channel name, the only kind a route may produce.
+ROUTE_KEY = GROUP_NAME
+
+
+def _require_valid_name(kind: str, name: object, pattern: re.Pattern[str]) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name must be a str, not {type(name).__name__}: {name!r}")
+    if len(name) >= MAX_NAME_LENGTH:
+        raise TypeError(
+            f"{kind} name must be shorter than {MAX_NAME_LENGTH} characters, "
+            f"got {len(name)}: {name[:40]!r}..."
+        )
+    if not pattern.match(name):
+        raise TypeError(
+            f"{kind} name must be ASCII letters, digits, hyphens, underscores or periods"
+            + (" (and one '!' for process-specific channels)" if kind == "Channel" else "")
+            + f", got {name!r}"
+        )
+    return name
+
+
+def require_valid_channel_name(name: object) -> str:
+    return _require_valid_name("Channel", name, CHANNEL_NAME)
+
+
+def require_valid_group_name(name: object) -> str:
+    return _require_valid_name("Group", name, GROUP_NAME)

@@ -1,0 +1,41 @@
+"""Named states shared by the gateway and its metrics. Pure data, standard library only.
+
+The values are the metrics' label values (docs/operations.md lists them): renaming a member
+is free, changing a value breaks dashboards.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["HTTPTimeout", "NodeOutcome", "Outcome"]
+
+
+class Outcome(str, enum.Enum):
+    """How the edge finished a connection (``edge_requests_total``'s ``outcome``)."""
+
+    SERVED = "served"  # the Node's answer went through, whatever its status
+    ERROR = "error"  # an exception escaped to the edge's server
+    NO_ROUTE = "no_route"  # 404: no route matched the path
+    NO_WORKER = "no_worker"  # no Node accepted within the pickup timeout
+    CAPACITY = "capacity"  # the route channel was full, or the layer refused the connect
+    REDIS_DOWN = "redis_down"  # the layer could not be reached or did not answer in time
+    TIMEOUT = "timeout"  # first-byte or total timeout (HTTP)
+    NODE_LOST = "node_lost"  # the Node fell silent for its heartbeat window
+    TOO_LARGE = "too_large"  # 413: the request body was over the limit
+    CLIENT_GONE = "client_gone"  # the client left before the application finished
+
+
+class NodeOutcome(str, enum.Enum):
+    """How a Node finished a connection (``node_requests_total``'s ``outcome``)."""
+
+    SERVED = "served"
+    ERROR = "error"  # the application raised
+
+
+class HTTPTimeout(str, enum.Enum):
+    """The edge's HTTP deadlines, counted from the request's arrival; the value is the name
+    its log uses."""
+
+    FIRST_BYTE = "first byte"
+    TOTAL = "total"

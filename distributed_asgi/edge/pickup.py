@@ -1,0 +1,124 @@
+"""The pick-up: a ``connect`` out on the route channel, an ``accept`` back, or a refusal.
+
+One deadline (one timer) covers the whole pick-up: the connect's send and the wait for an
+accept. A send still unconfirmed at the connect's own deadline cannot start anything any more
+(a Node drops it), so both end ``PICKUP_GRACE`` after it. What went wrong decides the answer:
+
+| what happened                                 | outcome      | status              |
+|-----------------------------------------------|--------------|---------------------|
+| the layer did not take the connect in time    | redis_down   | 503                 |
+| the connect was queued, no accept in time     | no_worker    | ``no_worker_status``|
+| the route channel is full                     | capacity     | ``no_worker_status``|
+| the layer cannot reach its server             | redis_down   | 503                 |
+| the layer's server refused the write          | capacity     | 503                 |
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from distributed_asgi._aio import DeadlineExceeded, within
+from distributed_asgi.core.frames import (
+    PICKUP_GRACE,
+    Accept,
+    Connect,
+    FrameError,
+    decode_frame,
+    describe,
+    encode,
+)
+from distributed_asgi.core.outcomes import Outcome
+from distributed_asgi.core.types import Message, Scope
+from distributed_asgi.edge.settings import EdgeSettings
+from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerRefused, LayerUnavailable
+
+__all__ = ["PickUp", "Refused"]
+
+logger = logging.getLogger("distributed_asgi.distributor")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """No Node took the connection: answer ``status`` (with ``Retry-After``)."""
+
+    outcome: Outcome
+    status: int
+
+
+@dataclass
+class PickUp:
+    """One connection's pick-up; ``run()`` gives the accept or why there is none."""
+
+    layer: GatewayLayer
+    settings: EdgeSettings
+    key: str
+    conn_id: str
+    scope: Scope
+    reply_channel: str = ""
+    queued: bool = False  # the layer confirmed the connect's send
+    wait: float | None = None  # connect sent -> accept, for the metrics
+
+    async def run(self, initial: list[Message]) -> Accept | Refused:
+        settings = self.settings
+        try:
+            return await within(settings.pickup_timeout + PICKUP_GRACE, self._connect(initial))
+        except DeadlineExceeded:
+            if not self.queued:
+                logger.warning(
+                    "Redis did not take the connect of %s for %r within %.1fs: refusing it",
+                    describe(self.scope),
+                    self.key,
+                    settings.pickup_timeout,
+                )
+                return Refused(Outcome.REDIS_DOWN, 503)
+            logger.warning(
+                "no Node took %s on %r within %.1fs",
+                describe(self.scope),
+                self.key,
+                settings.pickup_timeout,
+            )
+            return Refused(Outcome.NO_WORKER, settings.no_worker_status)
+        except ChannelFull:
+            logger.warning("route channel %r is full: refusing %s", self.key, describe(self.scope))
+            return Refused(Outcome.CAPACITY, settings.no_worker_status)
+        except LayerUnavailable as exc:
+            logger.warning("cannot reach Redis (%s): refusing %s", exc, describe(self.scope))
+            return Refused(Outcome.REDIS_DOWN, 503)
+        except LayerRefused as exc:
+            # Nothing was queued. Redis said why (out of memory, a key of another type...).
+            logger.error(
+                "Redis refused the connect of %s for %r: %s", describe(self.scope), self.key, exc
+            )
+            return Refused(Outcome.CAPACITY, 503)
+
+    async def _connect(self, initial: list[Message]) -> Accept:
+        settings = self.settings
+        self.reply_channel = await self.layer.new_channel("edge")
+        frame = Connect(
+            self.conn_id,
+            self.scope,
+            self.reply_channel,
+            time.time() + settings.pickup_timeout,
+            settings.heartbeat_interval,
+            initial,
+        )
+        sent = time.monotonic()
+        await self.layer.send(self.key, encode(frame))
+        self.queued = True
+        while True:
+            raw = await self.layer.receive(self.reply_channel)
+            try:
+                answer = decode_frame(raw)
+            except FrameError as exc:
+                logger.warning("dropped a bad frame on %s: %s", self.reply_channel, exc)
+                continue
+            if isinstance(answer, Accept):
+                self.wait = time.monotonic() - sent
+                return answer
+            logger.warning(
+                "dropped a %s frame on %s: expected an accept",
+                type(answer).__name__,
+                self.reply_channel,
+            )

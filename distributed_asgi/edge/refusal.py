@@ -1,0 +1,46 @@
+"""The edge's own answers (404, 413, 502, 503, 504), and the error for an application that
+raised on the Node."""
+
+from __future__ import annotations
+
+import http
+
+from distributed_asgi.core.types import Message, Scope, Send
+
+__all__ = ["RemoteApplicationError", "refusal_messages", "refuse"]
+
+
+class RemoteApplicationError(Exception):
+    """The application raised on the Node; raised at the edge so its server acts as it would
+    for a local exception (500 before the response started, a closed connection after)."""
+
+
+async def refuse(
+    scope: Scope, send: Send, status: int, extra_headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    for message in refusal_messages(scope, status, extra_headers or []):
+        await send(message)
+
+
+def refusal_messages(
+    scope: Scope, status: int, extra_headers: list[tuple[bytes, bytes]]
+) -> list[Message]:
+    """An answer from the edge itself: a plain-text error for HTTP; for a WebSocket handshake a
+    denial response where the server offers one, else a close (the server sends 403)."""
+    body = http.HTTPStatus(status).phrase.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        *extra_headers,
+    ]
+    if scope["type"] == "http":
+        return [
+            {"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body},
+        ]
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        return [
+            {"type": "websocket.http.response.start", "status": status, "headers": headers},
+            {"type": "websocket.http.response.body", "body": body},
+        ]
+    return [{"type": "websocket.close", "code": 1013}]

@@ -1,0 +1,80 @@
+"""What one edge connection needs from its ``Distributor``: frozen settings and a registry."""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from distributed_asgi.edge.connection import EdgeConnection
+
+__all__ = ["ConnectionRegistry", "EdgeSettings"]
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """The edge's limits and answers, validated once (the ``Distributor``'s options)."""
+
+    pickup_timeout: float = 5.0
+    first_byte_timeout: float | None = 60.0
+    total_timeout: float | None = 300.0
+    no_worker_status: int = 503
+    retry_after: int = 1
+    max_body_size: int = 100 * 1024 * 1024
+    heartbeat_interval: float = 2.0
+    heartbeat_misses: int = 3
+
+    def __post_init__(self) -> None:
+        _positive("pickup_timeout", self.pickup_timeout)
+        _optional_positive("first_byte_timeout", self.first_byte_timeout)
+        _optional_positive("total_timeout", self.total_timeout)
+        status = self.no_worker_status
+        if status not in {s.value for s in http.HTTPStatus} or status < 400:
+            raise ValueError(f"no_worker_status must be an HTTP error status, got {status!r}")
+        retry = self.retry_after
+        if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
+            raise ValueError(f"retry_after must be a whole number of seconds, got {retry!r}")
+        size = self.max_body_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"max_body_size must be a number of bytes, got {size!r}")
+        _positive("heartbeat_interval", self.heartbeat_interval)
+        misses = self.heartbeat_misses
+        if isinstance(misses, bool) or not isinstance(misses, int) or misses < 1:
+            raise ValueError(f"heartbeat_misses must be a positive integer, got {misses!r}")
+        # Whole numbers of seconds given as int stay exact; store every duration as a float.
+        for name in ("pickup_timeout", "heartbeat_interval"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        for name in ("first_byte_timeout", "total_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+
+    @property
+    def window(self) -> float:
+        """How long the edge's own heartbeats let a peer wait before giving up on it."""
+        return self.heartbeat_interval * self.heartbeat_misses
+
+
+class ConnectionRegistry(Protocol):
+    """What a connection asks of the edge that runs it: to be heartbeated while it is pinned
+    to a Node, and to run a last message to the Node after it has returned."""
+
+    def register(self, connection: EdgeConnection) -> None: ...
+
+    def unregister(self, connection: EdgeConnection) -> None: ...
+
+    def spawn(self, coroutine: Awaitable[Any]) -> None: ...
+
+
+def _positive(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+
+
+def _optional_positive(what: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{what} must be a positive number of seconds or None, got {value!r}")
