@@ -76,7 +76,10 @@ def translate(exc: BaseException) -> BaseException:
     if isinstance(exc, (*CONNECTION_ERRORS, TryAgainError, ClusterDownError)):
         error: LayerError = LayerUnavailable(f"{type(exc).__name__}: {exc}")
     elif isinstance(exc, ResponseError):
-        error = LayerRefused(str(exc))
+        # redis-py drops the code word of the replies it has a class for (OOM, READONLY...):
+        # its class name says it instead.
+        plain = type(exc) is ResponseError
+        error = LayerRefused(str(exc) if plain else f"{type(exc).__name__}: {exc}")
     elif isinstance(exc, RedisError):  # a reply out of step, a protocol error: the link is bad
         error = LayerUnavailable(f"{type(exc).__name__}: {exc}")
     else:

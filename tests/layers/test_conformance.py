@@ -456,3 +456,20 @@ async def test_lost_server_raises_layer_unavailable(
         with pytest.raises(LayerUnavailable) as caught:
             await asyncio.wait_for(call(), 20)
         assert caught.value.__cause__ is not None, name
+
+
+async def test_server_out_of_memory_raises_layer_refused(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    """A server over its ``maxmemory`` refuses writes: ``LayerRefused`` saying so, from ``send``
+    and ``group_add``."""
+    layer = RedisChannelLayer(hosts=[redis_factory().url])
+    try:
+        (server,) = await layer.servers()
+        await server.execute(("CONFIG", "SET", "maxmemory", "1"))
+        with pytest.raises(LayerRefused, match=r"^OutOfMemoryError: .*'maxmemory'"):
+            await layer.send("test.oom", {"n": 1})
+        with pytest.raises(LayerRefused, match="maxmemory"):
+            await layer.group_add("test.group", "test.oom")
+    finally:
+        await layer.close()
