@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from distributed_asgi.core.names import (
@@ -150,6 +150,3 @@ class CapacityRules:
         if len(self._cache) < 10_000:
             self._cache[channel] = capacity
         return capacity
-
-    def patterns(self) -> Iterable[tuple[re.Pattern[str], int]]:
-        return iter(self.rules)
