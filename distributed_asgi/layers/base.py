@@ -64,10 +64,13 @@ class GatewayLayer(Protocol):
     ``RedisClusterChannelLayer``, ``InMemoryChannelLayer``) and a user's own type-check as the
     gateway's ``layer=`` without inheriting anything.
 
-    Errors the gateway reacts to (``distributed_asgi.layers.errors``): ``send`` raises
-    ``ChannelFull`` at capacity; any method raises ``LayerUnavailable`` when the server cannot be
-    reached or does not answer in time, and ``LayerRefused`` when it refuses the operation. The
-    edge answers 503 for both before a Node took the connection; the Node retries its reads.
+    Errors the gateway reacts to (``distributed_asgi.layers.errors``), the only ones besides
+    ``TypeError``/``ValueError`` of bad arguments and ``WrongClientPrefix``: ``send`` raises
+    ``ChannelFull`` at capacity, ``LayerUnavailable`` when the server cannot be reached or does
+    not answer in time, ``LayerRefused`` when it refuses the write; ``receive`` may raise the
+    same two, or wait an outage out (the Redis layers do). Before a Node took a connection, the
+    edge refuses it with ``Retry-After``: ``no_worker_status`` for a full route channel, 503
+    for the other two.
     """
 
     async def send(self, channel: str, message: Message) -> None: ...
