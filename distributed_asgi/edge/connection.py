@@ -48,7 +48,12 @@ from distributed_asgi.core.frames import (
 from distributed_asgi.core.outcomes import HTTPTimeout, Outcome
 from distributed_asgi.core.types import Message, Receive, Scope, Send
 from distributed_asgi.edge.pickup import PickUp, Refused
-from distributed_asgi.edge.refusal import RemoteApplicationError, refusal_messages
+from distributed_asgi.edge.refusal import (
+    RemoteApplicationError,
+    declared_length,
+    has_body,
+    refusal_messages,
+)
 from distributed_asgi.edge.settings import ConnectionRegistry, EdgeSettings
 from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
 
@@ -134,12 +139,12 @@ class EdgeConnection:
         return self.pickup.wait
 
     async def run(self) -> None:
-        if self.is_http and self._declared_length() > self.settings.max_body_size:
+        if self.is_http and declared_length(self.scope) > self.settings.max_body_size:
             self.outcome = Outcome.TOO_LARGE
             await self._respond(413)
             return
         first: asyncio.Future[Message]
-        if self._expects_no_body():
+        if not self.is_http or not has_body(self.scope):
             # websocket.connect, or a request without a body: the server answers at once.
             first = asyncio.get_running_loop().create_future()
             first.set_result(await self.receive())
@@ -364,34 +369,16 @@ class EdgeConnection:
         return self.cycle.started and self._held is None
 
     def _next_deadline(self, window: float) -> tuple[float, HTTPTimeout | None]:
-        """How long to wait for the Node's next frame, and which HTTP timeout (if any) ends
-        that wait rather than the heartbeat window."""
         if not self.is_http:
             return window, None
-        timeout: float = window
-        expired: HTTPTimeout | None = None
         elapsed = time.monotonic() - self.arrived
-        for name in self._http_timeouts():
-            limit = self._limit(name)
-            if limit is not None and limit - elapsed <= timeout:
-                timeout, expired = max(0.0, limit - elapsed), name
-        return timeout, expired
-
-    def _http_timeouts(self) -> tuple[HTTPTimeout, ...]:
-        if self.cycle.started:
-            return (HTTPTimeout.TOTAL,)
-        return (HTTPTimeout.TOTAL, HTTPTimeout.FIRST_BYTE)
-
-    def _limit(self, which: HTTPTimeout) -> float | None:
-        if which is HTTPTimeout.TOTAL:
-            return self.settings.total_timeout
-        return self.settings.first_byte_timeout
+        return self.settings.next_deadline(window, elapsed, self.cycle.started)
 
     async def _timed_out(self, which: HTTPTimeout) -> None:
         logger.warning(
             "%s timeout (%.1fs) for %s: %s",
             which.value,
-            self._limit(which),
+            self.settings.limit(which),
             describe(self.scope),
             "answering 504" if not self.cycle.started else "closing the connection",
         )
@@ -434,23 +421,6 @@ class EdgeConnection:
         except FrameError as exc:
             logger.warning("dropped a bad frame on %s: %s", self.reply_channel, exc)
             return None
-
-    def _expects_no_body(self) -> bool:
-        if not self.is_http:
-            return True
-        for name, value in self.scope.get("headers", ()):
-            if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-                return False
-        return True
-
-    def _declared_length(self) -> int:
-        for name, value in self.scope.get("headers", ()):
-            if name == b"content-length":
-                try:
-                    return int(value)
-                except ValueError:
-                    return 0
-        return 0
 
     def _disconnect_message(self) -> Message:
         if self.is_http:

@@ -1,5 +1,6 @@
-"""The edge's own answers (404, 413, 502, 503, 504), and the error for an application that
-raised on the Node."""
+"""The edge's own answers (404, 413, 502, 503, 504), what a request's headers say about its
+body (for 413 before anything is read), and the error for an application that raised on the
+Node."""
 
 from __future__ import annotations
 
@@ -44,3 +45,23 @@ def refusal_messages(
             {"type": "websocket.http.response.body", "body": body},
         ]
     return [{"type": "websocket.close", "code": 1013}]
+
+
+def has_body(scope: Scope) -> bool:
+    """Whether an HTTP request's headers announce a body (chunked, or a non-zero length)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
+
+
+def declared_length(scope: Scope) -> int:
+    """The request's ``content-length``; 0 when absent or not a number (the server rejects
+    those itself)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0

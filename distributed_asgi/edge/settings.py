@@ -7,6 +7,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from distributed_asgi.core.outcomes import HTTPTimeout
+
 if TYPE_CHECKING:
     from distributed_asgi.edge.connection import EdgeConnection
 
@@ -50,6 +52,25 @@ class EdgeSettings:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, float(value))
+
+    def limit(self, which: HTTPTimeout) -> float | None:
+        if which is HTTPTimeout.TOTAL:
+            return self.total_timeout
+        return self.first_byte_timeout
+
+    def next_deadline(
+        self, window: float, elapsed: float, started: bool
+    ) -> tuple[float, HTTPTimeout | None]:
+        """How long an HTTP connection ``elapsed`` seconds old waits for the Node's next frame,
+        and which timeout (if any) ends that wait rather than the heartbeat ``window``."""
+        timeout: float = window
+        expired: HTTPTimeout | None = None
+        names = (HTTPTimeout.TOTAL,) if started else (HTTPTimeout.TOTAL, HTTPTimeout.FIRST_BYTE)
+        for name in names:
+            limit = self.limit(name)
+            if limit is not None and limit - elapsed <= timeout:
+                timeout, expired = max(0.0, limit - elapsed), name
+        return timeout, expired
 
     @property
     def window(self) -> float:
