@@ -67,10 +67,6 @@ class RouteTable:
                 return route.key_for(found)
         return None
 
-    def keys(self) -> list[str]:
-        """The templates of routes whose key does not depend on the path."""
-        return [r.template for r in self.routes if not _GROUP_REFERENCE.search(r.template)]
-
     def __len__(self) -> int:
         return len(self.routes)
 

@@ -63,7 +63,7 @@ def create_path_distributor(
     backlog: int | None = None,
     **distributor_options: Any,
 ) -> Distributor:
-    """The seed's entry point: a ``Distributor`` over a Redis layer, routing by path.
+    """A ``Distributor`` over a Redis layer, routing by path (the README's entry point).
 
     ``backlog``: connections that may wait in a route channel (``DEFAULT_BACKLOG``, 1000, when
     None); beyond it the edge answers 503 at once. Only for a layer built here.
