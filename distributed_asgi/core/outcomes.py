@@ -1,4 +1,6 @@
-"""Named states shared by the gateway and its metrics. Pure data, standard library only.
+"""Named states shared by the gateway and its metrics, and what the gateway reports to the
+metrics (``EdgeRecorder``, ``NodeRecorder``; ops/metrics.py implements both). Standard library
+only.
 
 The values are the metrics' label values (docs/operations.md lists them): renaming a member
 is free, changing a value breaks dashboards.
@@ -7,8 +9,9 @@ is free, changing a value breaks dashboards.
 from __future__ import annotations
 
 import enum
+from typing import Protocol
 
-__all__ = ["HTTPTimeout", "NodeOutcome", "Outcome"]
+__all__ = ["EdgeRecorder", "HTTPTimeout", "NodeOutcome", "NodeRecorder", "Outcome"]
 
 
 class Outcome(str, enum.Enum):
@@ -39,3 +42,30 @@ class HTTPTimeout(str, enum.Enum):
 
     FIRST_BYTE = "first byte"
     TOTAL = "total"
+
+
+class EdgeRecorder(Protocol):
+    """What the edge reports about its connections."""
+
+    def connection_started(self) -> None: ...
+
+    def connection_ended(self) -> None: ...
+
+    def finished(
+        self, key: str, status: int | None, outcome: Outcome, seconds: float, pickup: float | None
+    ) -> None:
+        """A connection is done: route ``key`` ("" for none), the status answered, how, its
+        time at the edge and its pick-up wait (None when no Node took it)."""
+
+
+class NodeRecorder(Protocol):
+    """What a Node reports about its connections."""
+
+    def connection_started(self) -> None: ...
+
+    def connection_ended(self) -> None: ...
+
+    def finished(self, key: str, failed: bool, seconds: float) -> None: ...
+
+    def dropped_late(self, key: str) -> None:
+        """A connect frame from ``key`` was dropped: its pick-up deadline had passed."""

@@ -25,9 +25,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from distributed_asgi.core.outcomes import Outcome
+from distributed_asgi.core.outcomes import EdgeRecorder, Outcome
 from distributed_asgi.core.routing import RouteTable
 from distributed_asgi.core.types import Receive, Scope, Send
 from distributed_asgi.edge.connection import EdgeConnection
@@ -35,9 +35,6 @@ from distributed_asgi.edge.refusal import RemoteApplicationError, refuse
 from distributed_asgi.edge.settings import EdgeSettings
 from distributed_asgi.layers import GatewayLayer
 from distributed_asgi.layers.build import build_layer
-
-if TYPE_CHECKING:
-    from distributed_asgi.ops.metrics import EdgeMetrics
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
@@ -97,7 +94,7 @@ class Distributor:
     - ``max_body_size`` (100 MiB): larger request bodies get 413 and are not forwarded.
     - ``heartbeat_interval`` (2 s) and ``heartbeat_misses`` (3): the edge tells idle Nodes it is
       alive this often, and gives up on a Node silent for this many of *its* intervals.
-    - ``metrics``: an ``EdgeMetrics`` (``metrics.edge_metrics()``) to count connections in;
+    - ``metrics``: an ``EdgeRecorder`` (``ops.metrics.edge_metrics()``) to count connections in;
       None (the default) counts nothing.
     """
 
@@ -114,7 +111,7 @@ class Distributor:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         heartbeat_interval: float = 2.0,
         heartbeat_misses: int = 3,
-        metrics: EdgeMetrics | None = None,
+        metrics: EdgeRecorder | None = None,
     ) -> None:
         self.layer = layer
         self.routes = routes if isinstance(routes, RouteTable) else RouteTable(routes)
@@ -155,7 +152,7 @@ class Distributor:
         if metrics is None:
             await connection.run()
             return
-        metrics.in_flight.inc()
+        metrics.connection_started()
         try:
             await connection.run()
         except BaseException:
@@ -165,7 +162,7 @@ class Distributor:
                 connection.status = 500
             raise
         finally:
-            metrics.in_flight.dec()
+            metrics.connection_ended()
             metrics.finished(
                 key,
                 connection.status,

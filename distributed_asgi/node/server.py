@@ -28,12 +28,13 @@ import signal
 import time
 import traceback
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from asgiref.server import StatelessServer
 
 from distributed_asgi.core.frames import Connect, FrameError, decode_frame, describe
 from distributed_asgi.core.names import require_valid_channel_name
+from distributed_asgi.core.outcomes import NodeRecorder
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
 from distributed_asgi.layers.build import build_layer
@@ -42,9 +43,6 @@ from distributed_asgi.node.intake import Intake
 from distributed_asgi.node.interface import as_asgi3
 from distributed_asgi.node.lifespan import Lifespan
 from distributed_asgi.node.presence import NodeStats, Presence, new_node_id
-
-if TYPE_CHECKING:
-    from distributed_asgi.ops.metrics import NodeMetrics
 
 __all__ = ["Node", "NodeConnection"]
 
@@ -86,7 +84,7 @@ class Node(StatelessServer):
         interface: str = "auto",
         heartbeat_interval: float = 2.0,
         heartbeat_misses: int = 3,
-        metrics: NodeMetrics | None = None,
+        metrics: NodeRecorder | None = None,
     ) -> None:
         if (cls is None) == (app is None):
             raise ValueError("Node needs exactly one of cls= (ASGI 2 or 3) or app= (ASGI 3)")
@@ -295,7 +293,7 @@ class Node(StatelessServer):
         late = time.time() - frame.deadline
         if late > 0:
             if self.metrics is not None:
-                self.metrics.late.labels(key).inc()
+                self.metrics.dropped_late(key)
             logger.warning(
                 "dropped connection %s (%s): its pick-up deadline passed %.2fs ago",
                 frame.conn_id,
@@ -337,7 +335,7 @@ class Node(StatelessServer):
         connection.route_key = key
         self.connections[connection.conn_id] = connection
         if self.metrics is not None:
-            self.metrics.in_flight.inc()
+            self.metrics.connection_started()
         self.get_or_create_application_instance(connection.conn_id, scope)
 
     def get_or_create_application_instance(self, scope_id: str, scope: Mapping[str, Any]) -> Any:
@@ -351,7 +349,7 @@ class Node(StatelessServer):
     def connection_done(self, connection: NodeConnection) -> None:
         self.connections.pop(connection.conn_id, None)
         if self.metrics is not None:
-            self.metrics.in_flight.dec()
+            self.metrics.connection_ended()
         if connection.started:  # else it could not be accepted in time: nothing was served
             stats = self.stats
             stats.served += 1

@@ -69,6 +69,12 @@ class EdgeMetrics:
         self._pickups: dict[str, Any] = {}
         self._latencies: dict[str, Any] = {}
 
+    def connection_started(self) -> None:
+        self.in_flight.inc()
+
+    def connection_ended(self) -> None:
+        self.in_flight.dec()
+
     def finished(
         self, key: str, status: int | None, outcome: Outcome, seconds: float, pickup: float | None
     ) -> None:
@@ -109,6 +115,19 @@ class NodeMetrics:
         self.in_flight = Gauge("distributed_asgi_node_in_flight", "Connections served now.")
         self._children: dict[tuple[str, str], Any] = {}
         self._latencies: dict[str, Any] = {}
+        self._late: dict[str, Any] = {}
+
+    def connection_started(self) -> None:
+        self.in_flight.inc()
+
+    def connection_ended(self) -> None:
+        self.in_flight.dec()
+
+    def dropped_late(self, key: str) -> None:
+        child = self._late.get(key)
+        if child is None:
+            child = self._late[key] = self.late.labels(key)
+        child.inc()
 
     def finished(self, key: str, failed: bool, seconds: float) -> None:
         label = (key, (NodeOutcome.ERROR if failed else NodeOutcome.SERVED).value)
