@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import http
+import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from distributed_asgi.core.outcomes import HTTPTimeout
+from distributed_asgi.layers.validate import require_capacity, require_seconds
 
 if TYPE_CHECKING:
     from distributed_asgi.edge.connection import EdgeConnection
@@ -29,7 +31,7 @@ class EdgeSettings:
     heartbeat_misses: int = 3
 
     def __post_init__(self) -> None:
-        _positive("pickup_timeout", self.pickup_timeout)
+        require_seconds("pickup_timeout", self.pickup_timeout)
         _optional_positive("first_byte_timeout", self.first_byte_timeout)
         _optional_positive("total_timeout", self.total_timeout)
         status = self.no_worker_status
@@ -41,10 +43,8 @@ class EdgeSettings:
         size = self.max_body_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ValueError(f"max_body_size must be a number of bytes, got {size!r}")
-        _positive("heartbeat_interval", self.heartbeat_interval)
-        misses = self.heartbeat_misses
-        if isinstance(misses, bool) or not isinstance(misses, int) or misses < 1:
-            raise ValueError(f"heartbeat_misses must be a positive integer, got {misses!r}")
+        require_seconds("heartbeat_interval", self.heartbeat_interval)
+        require_capacity("heartbeat_misses", self.heartbeat_misses)
         # Whole numbers of seconds given as int stay exact; store every duration as a float.
         for name in ("pickup_timeout", "heartbeat_interval"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -89,13 +89,8 @@ class ConnectionRegistry(Protocol):
     def spawn(self, coroutine: Awaitable[Any]) -> None: ...
 
 
-def _positive(what: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
-
-
 def _optional_positive(what: str, value: object) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ValueError(f"{what} must be a positive number of seconds or None, got {value!r}")

@@ -38,6 +38,7 @@ from distributed_asgi.core.outcomes import NodeRecorder
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
 from distributed_asgi.layers.build import build_layer
+from distributed_asgi.layers.validate import require_capacity, require_seconds
 from distributed_asgi.node.connection import NodeConnection
 from distributed_asgi.node.intake import Intake
 from distributed_asgi.node.interface import as_asgi3
@@ -101,14 +102,7 @@ class Node(StatelessServer):
                 raise ValueError(f"invalid key {name!r}: {exc}") from None
             if "!" in name:
                 raise ValueError(f"invalid key {name!r}: a route key cannot contain '!'")
-        if isinstance(max_applications, bool) or not isinstance(max_applications, int):
-            raise ValueError(
-                f"max_applications must be a positive integer, got {max_applications!r}"
-            )
-        if max_applications < 1:
-            raise ValueError(
-                f"max_applications must be a positive integer, got {max_applications!r}"
-            )
+        require_capacity("max_applications", max_applications)
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be one of 'auto', 'on', 'off', got {lifespan!r}")
         if (
@@ -119,15 +113,8 @@ class Node(StatelessServer):
             raise ValueError(
                 f"drain_timeout must be a number of seconds >= 0, got {drain_timeout!r}"
             )
-        if (
-            isinstance(heartbeat_interval, bool)
-            or not isinstance(heartbeat_interval, (int, float))
-            or heartbeat_interval <= 0
-        ):
-            raise ValueError(
-                "heartbeat_interval must be a positive number of seconds, "
-                f"got {heartbeat_interval!r}"
-            )
+        self.heartbeat_interval = require_seconds("heartbeat_interval", heartbeat_interval)
+        self.heartbeat_misses = require_capacity("heartbeat_misses", heartbeat_misses)
         single, self.asgi_version = as_asgi3(application, interface)
         super().__init__(single, max_applications)  # type: ignore[no-untyped-call]
         self.layer = build_layer(
@@ -136,8 +123,6 @@ class Node(StatelessServer):
         self.keys = list(dict.fromkeys(names))
         self.drain_timeout = float(drain_timeout)
         self.lifespan_mode = lifespan
-        self.heartbeat_interval = float(heartbeat_interval)
-        self.heartbeat_misses = max(1, int(heartbeat_misses))
         self.connections: dict[str, NodeConnection] = {}
         self.lifespan: Lifespan | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -1,13 +1,20 @@
-"""The pure per-connection state: uvicorn's rules and error texts, and the lifespan runner."""
+"""The pure per-connection state: uvicorn's rules and error texts, the lifespan runner, the
+edge's typed outcomes and its settings."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from typing import Any
 
 import pytest
 
+from distributed_asgi import Distributor, Node
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, cycle_for
+from distributed_asgi.core.outcomes import HTTPTimeout, NodeOutcome, Outcome
+from distributed_asgi.edge.settings import EdgeSettings
+from distributed_asgi.layers import InMemoryChannelLayer
 from distributed_asgi.node.lifespan import Lifespan, LifespanFailed
 
 
@@ -132,3 +139,71 @@ async def test_lifespan_off_never_calls_the_app() -> None:
     lifespan = Lifespan(never, "off")
     await lifespan.startup()
     await lifespan.shutdown()
+
+
+# -- the edge's typed states and settings ----------------------------------------------------
+
+
+def test_outcome_values_are_the_metric_labels_operations_md_lists() -> None:
+    assert {o.value for o in Outcome} == {
+        "served",
+        "error",
+        "no_route",
+        "no_worker",
+        "capacity",
+        "redis_down",
+        "timeout",
+        "node_lost",
+        "too_large",
+        "client_gone",
+    }
+    assert {o.value for o in NodeOutcome} == {"served", "error"}
+    # str-valued: a label built from a member is the documented text.
+    assert f"{Outcome.CLIENT_GONE.value}" == "client_gone"
+
+
+def test_the_http_deadline_names_the_timeout_that_ends_the_wait() -> None:
+    settings = EdgeSettings(first_byte_timeout=10.0, total_timeout=30.0)
+    # Early on, the heartbeat window is the nearer end.
+    assert settings.next_deadline(6.0, elapsed=0.0, started=False) == (6.0, None)
+    assert settings.next_deadline(6.0, elapsed=8.0, started=False) == (
+        2.0,
+        HTTPTimeout.FIRST_BYTE,
+    )
+    # Once the response started, only the total timeout counts.
+    assert settings.next_deadline(6.0, elapsed=8.0, started=True) == (6.0, None)
+    assert settings.next_deadline(6.0, elapsed=28.0, started=True) == (2.0, HTTPTimeout.TOTAL)
+    assert settings.next_deadline(6.0, elapsed=40.0, started=True) == (0.0, HTTPTimeout.TOTAL)
+    off = EdgeSettings(first_byte_timeout=None, total_timeout=None)
+    assert off.next_deadline(6.0, elapsed=1e6, started=False) == (6.0, None)
+
+
+def test_edge_settings_are_frozen() -> None:
+    settings = EdgeSettings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.pickup_timeout = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("heartbeat_misses", 0, "heartbeat_misses must be a positive integer, got 0"),
+        ("heartbeat_misses", True, "heartbeat_misses must be a positive integer, got True"),
+        ("pickup_timeout", math.nan, "pickup_timeout must be a positive number of seconds"),
+        ("total_timeout", math.inf, "total_timeout must be a positive number of seconds or None"),
+        ("no_worker_status", 200, "no_worker_status must be an HTTP error status, got 200"),
+    ],
+)
+def test_distributor_refuses_values_it_cannot_honour(option: str, value: Any, message: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        options: dict[str, Any] = {option: value}
+        Distributor(InMemoryChannelLayer(), {"/": "k"}, **options)
+
+
+def test_node_refuses_zero_heartbeat_misses_rather_than_clamping_it() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None: ...
+
+    with pytest.raises(
+        ValueError, match=exactly("heartbeat_misses must be a positive integer, got 0")
+    ):
+        Node(app=app, key="k", layer=InMemoryChannelLayer(), heartbeat_misses=0)
