@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer
+from distributed_asgi.layers.keys import NODE
 from distributed_asgi.layers.local import RedisLocalChannelLayer
 
 __all__ = [
@@ -73,7 +74,7 @@ def presence_layer(layer: GatewayLayer) -> RedisChannelLayer | None:
 
 
 def node_key_pattern(layer: RedisChannelLayer) -> str:
-    return f"{layer.prefix}:node:*"
+    return layer.keys.pattern(NODE)
 
 
 class Presence:
@@ -157,9 +158,9 @@ class Presence:
                     await asyncio.wait_for(self._delete(self.layer), self._timeout)
 
     async def _set(self, layer: RedisChannelLayer, value: str) -> None:
-        server, key = await layer.locate("node", self.node_id)
+        server, key = await layer.locate(NODE, self.node_id)
         await server.execute(("SET", key, value, "PX", self.ttl_ms))
 
     async def _delete(self, layer: RedisChannelLayer) -> None:
-        server, key = await layer.locate("node", self.node_id)
+        server, key = await layer.locate(NODE, self.node_id)
         await server.execute(("DEL", key))

@@ -7,7 +7,7 @@ Nothing here talks to an edge or a Node: everything comes from Redis, with SCAN 
 - Route channels: the keys the live Nodes listen on, plus every ``P:q:<name>`` queue whose name
   has no ``!`` (those are process inboxes). For each, the backlog (``LLEN``) and the age of the
   oldest waiting entry, from the 13-digit millisecond send time that starts every queue entry
-  (layers/scripts.py), measured against the Redis server's own clock (``TIME``), as the layer
+  (layers/keys.py), measured against the Redis server's own clock (``TIME``), as the layer
   does. Capacity is what the Nodes published for the key, else the layer's default.
 - With local+central servers (``--local-redis``), presence is on the central server and the route
   channels on the local one: run status on each machine for its backlogs.
@@ -22,12 +22,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer
+from distributed_asgi.layers.keys import QUEUE, KeySpace, entry_sent
 from distributed_asgi.layers.local import RedisLocalChannelLayer
 from distributed_asgi.node.presence import node_key_pattern, presence_layer
 
 __all__ = ["StatusError", "collect", "render", "route_name", "run"]
-
-_TIMESTAMP_DIGITS = 13
 
 
 class StatusError(Exception):
@@ -49,12 +48,7 @@ def route_name(key: bytes | str, prefix: str) -> str | None:
     ``P:q:name``, or ``P:q:{B}name`` on a cluster (B the bucket's hash tag).
     """
     text = key.decode() if isinstance(key, bytes) else key
-    head = f"{prefix}:q:"
-    if not text.startswith(head):
-        return None
-    name = text[len(head) :]
-    if name.startswith("{"):
-        name = name.partition("}")[2]
+    name = KeySpace(prefix).name_of(QUEUE, text)
     if not name or "!" in name:
         return None
     return name
@@ -88,7 +82,7 @@ async def _nodes(layer: RedisChannelLayer) -> list[dict[str, Any]]:
 async def _queued_routes(layer: RedisChannelLayer) -> set[str]:
     names = set()
     for server in await layer.servers():
-        for key in await server.scan(f"{layer.prefix}:q:*"):
+        for key in await server.scan(layer.keys.pattern(QUEUE)):
             name = route_name(key, layer.prefix)
             if name is not None:
                 names.add(name)
@@ -98,14 +92,15 @@ async def _queued_routes(layer: RedisChannelLayer) -> set[str]:
 async def _route(
     layer: RedisChannelLayer, name: str, nodes: Iterable[dict[str, Any]]
 ) -> dict[str, Any]:
-    server, key = await layer.locate("q", name)
+    server, key = await layer.locate(QUEUE, name)
     backlog, head, (seconds, micros) = await server.execute(
         ("LLEN", key), ("LINDEX", key, 0), ("TIME",)
     )
     oldest_age = None
-    if head is not None and head[:_TIMESTAMP_DIGITS].isdigit():
+    sent_ms = entry_sent(head) if head is not None else None
+    if sent_ms is not None:
         now_ms = int(seconds) * 1000 + int(micros) // 1000
-        oldest_age = max(0, now_ms - int(head[:_TIMESTAMP_DIGITS])) / 1000
+        oldest_age = max(0, now_ms - sent_ms) / 1000
     listeners = [n for n in nodes if name in n.get("keys", ())]
     published = [n["capacity"][name] for n in listeners if (n.get("capacity") or {}).get(name)]
     return {
