@@ -1,7 +1,8 @@
-"""``RedisClusterChannelLayer``: the layer over a Redis Cluster, one ``Shard`` per master.
+"""``ClusterPlacement``: a Redis Cluster's slots as the layer's placement, one ``Shard`` per master.
 
-Selected by a ``redis+cluster://host:port`` (or ``rediss+cluster://``) entry in ``hosts``;
-``RedisChannelLayer(hosts=[...])`` returns this class for it.
+Selected by a ``redis+cluster://host:port`` (or ``rediss+cluster://``) entry in ``hosts``: a
+``RedisChannelLayer`` on such hosts places its keys here (placement.py has the interface);
+``RedisClusterChannelLayer`` is the same layer, refusing any other hosts. A place is a bucket.
 
 Rules of this file:
 
@@ -17,7 +18,7 @@ Rules of this file:
   on ``MOVED``, ``ASK``, ``TRYAGAIN``, ``CLUSTERDOWN`` or a lost node; the call is then retried
   on the new owner. ``ASK`` (a slot being migrated) is retried until the migration ends rather
   than followed with ``ASKING``: the shard's pipelines carry no per-command prefix.
-- Nothing here touches the single-server path: ``RedisChannelLayer`` is unchanged for it.
+- A process inbox is left to expire when the layer closes (a ring deletes it).
 """
 
 from __future__ import annotations
@@ -28,41 +29,22 @@ import functools
 import logging
 import zlib
 from binascii import crc_hqx
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
 
-from .base import (
-    ChannelFull,
-    Message,
-    non_local_name,
-    require_own_channel,
-    require_valid_channel_name,
-    require_valid_group_name,
-    require_valid_message,
-)
-from .channel_reader import ChannelReader
+from .backlog import Backlog
 from .hosts import HostSpec
-from .inbox_reader import InboxReader
-from .keys import hash_tag
+from .keys import KeySpace, hash_tag
 from .loops import LoopStates
-from .options import LayerOptions
+from .placement import Relocate
 from .queue_reader import QueueReader
-from .redis import RedisChannelLayer, _log_full_members
-from .scripts import (
-    GROUP_ADD,
-    GROUP_BUCKETS,
-    GROUP_DISCARD,
-    GROUP_INDEX_ADD,
-    GROUP_SEND,
-    SEND,
-    LuaScript,
-)
-from .server import Server
+from .redis import RedisChannelLayer
+from .scripts import GROUP_BUCKETS, GROUP_INDEX_ADD, LuaScript
 from .shard import CONNECTION_ERRORS, AckLedger, Shard, translated
 
-__all__ = ["BUCKETS", "ClusterMap", "RedisClusterChannelLayer", "bucket_of"]
+__all__ = ["BUCKETS", "ClusterMap", "ClusterPlacement", "RedisClusterChannelLayer", "bucket_of"]
 
 logger = logging.getLogger("distributed_asgi.layers")
 
@@ -182,50 +164,37 @@ class ClusterMap:
             reader.abandon()
 
 
-class RedisClusterChannelLayer(RedisChannelLayer):
-    """``RedisChannelLayer`` on a Redis Cluster; same options, same behaviour."""
+class ClusterPlacement:
+    """Keys placed by bucket on the masters of one Redis Cluster, following it as it changes."""
 
-    def _setup(self, hosts: object, options: LayerOptions) -> None:
-        super()._setup(hosts, options)
-        (self.cluster_spec,) = self.hosts
-        if not self.cluster_spec.cluster:
-            raise ValueError(
-                f"RedisClusterChannelLayer needs a redis+cluster:// host, got "
-                f"{self.cluster_spec.describe()}"
-            )
-        if "{" in self.prefix or "}" in self.prefix:
+    def __init__(self, spec: HostSpec, keys: KeySpace) -> None:
+        if "{" in keys.prefix or "}" in keys.prefix:
             # A brace in the prefix would become the hash tag and put every key in one slot.
-            raise ValueError(f"prefix must not contain braces on a cluster, got {self.prefix!r}")
-        self._node_ledgers: dict[tuple[str, int], AckLedger] = {}
-        self._maps = LoopStates(lambda: ClusterMap(self.cluster_spec, self._node_ledgers))
+            raise ValueError(f"prefix must not contain braces on a cluster, got {keys.prefix!r}")
+        self.spec = spec
+        self.keys = keys
+        self._ledgers: dict[tuple[str, int], AckLedger] = {}
+        self._maps = LoopStates(lambda: ClusterMap(self.spec, self._ledgers))
 
-    # -- names and keys ------------------------------------------------------------------------
+    def place(self, name: str) -> int:
+        return bucket_of(name)
 
-    def _map(self) -> ClusterMap:
-        return self._maps.get()
+    def place_key(self, kind: str, name: str) -> int:
+        return bucket_of(name)
+
+    def tag(self, place: int) -> str:
+        return hash_tag(place)
 
     async def _ready(self) -> ClusterMap:
-        cluster = self._map()
+        cluster = self._maps.get()
         if not cluster.loaded:
             await cluster.refresh()
         return cluster
 
-    def _tagged_queue_keys(self, channel: str) -> tuple[int, list[str]]:
-        """(bucket, [queue key, counter key for a process inbox]), all in the bucket's slot."""
-        if "!" in channel:
-            inbox = non_local_name(channel)
-            bucket = bucket_of(inbox)
-            tag = hash_tag(bucket)
-            return bucket, [self.keys.queue(inbox, tag), self.keys.counters(inbox, tag)]
-        bucket = bucket_of(channel)
-        return bucket, [self.keys.queue(channel, hash_tag(bucket))]
-
-    def _tagged_group_keys(self, group: str, bucket: int) -> list[str]:
-        return self.keys.group(group, hash_tag(bucket))
-
-    def _group_index(self, group: str) -> tuple[int, str]:
-        bucket = bucket_of(group)
-        return bucket, self.keys.group_index(group, hash_tag(bucket))
+    def call(
+        self, place: int, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> Awaitable[Any]:
+        return self._call(place, script, keys, args)
 
     async def _call(
         self, bucket: int, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
@@ -258,25 +227,23 @@ class RedisClusterChannelLayer(RedisChannelLayer):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    # -- the channel layer API -----------------------------------------------------------------
+    def index_group(self, group: str, place: int, group_expiry_ms: int) -> Awaitable[Any] | None:
+        # The group's index lists the buckets it has members in: group_send visits only those.
+        bucket = bucket_of(group)
+        index = self.keys.group_index(group, hash_tag(bucket))
+        return self._call(bucket, GROUP_INDEX_ADD, [index], [place, group_expiry_ms])
 
-    async def send(self, channel: str, message: Message) -> None:
-        require_valid_channel_name(channel)
-        payload = self.serializer.serialize(require_valid_message(message))
-        bucket, keys = self._tagged_queue_keys(channel)
-        sent = await self._call(
-            bucket,
-            SEND,
-            keys,
-            [channel, payload, self.capacity.for_channel(channel), self.options.expiry_ms],
-        )
-        if not sent:
-            raise ChannelFull(channel)
+    async def group_places(self, group: str, group_expiry_ms: int) -> Sequence[int]:
+        bucket = bucket_of(group)
+        index = self.keys.group_index(group, hash_tag(bucket))
+        buckets = await self._call(bucket, GROUP_BUCKETS, [index], [group_expiry_ms])
+        return [int(b) for b in buckets]
 
-    async def receive(self, channel: str) -> Message:
-        # Refused before anything waits for the cluster (see RedisChannelLayer.receive).
-        require_own_channel(require_valid_channel_name(channel), self.client_prefix)
-        cluster = self._map()
+    def readers(self) -> dict[str, QueueReader]:
+        return self._maps.get().readers
+
+    async def reader_home(self, place: int) -> tuple[Shard, Relocate | None]:
+        cluster = self._maps.get()
         delay = 0.05
         while not cluster.loaded:
             # As with one server, a receive() waits out an outage instead of failing: here one
@@ -287,132 +254,51 @@ class RedisClusterChannelLayer(RedisChannelLayer):
                 if delay == 0.05:
                     logger.warning(
                         "Redis Cluster %s unreachable (%s: %s); retrying",
-                        self.cluster_spec.describe(),
+                        self.spec.describe(),
                         type(exc).__name__,
                         exc,
                     )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-        return await super().receive(channel)
+        return cluster.shard_for(place), functools.partial(_relocate, cluster, place)
 
-    def _reader(self, channel: str) -> QueueReader:
-        cluster = self._map()
-        bucket, keys = self._tagged_queue_keys(channel)
-        reader = cluster.readers.get(keys[0])
-        if reader is None:
-            shard = cluster.shard_for(bucket)
-            reader = cluster.readers[keys[0]] = (
-                InboxReader(
-                    shard,
-                    *keys,
-                    expiry=self.expiry,
-                    block_timeout=self.block_timeout,
-                    backlog=self._inbox_backlog(keys[0]),
-                )
-                if len(keys) > 1
-                else ChannelReader(
-                    shard, keys[0], expiry=self.expiry, block_timeout=self.block_timeout
-                )
-            )
-            reader.relocate = functools.partial(_relocate, cluster, bucket)
-        return reader
+    async def shard(self, place: int) -> Shard:
+        return (await self._ready()).shard_for(place)
 
-    async def group_add(self, group: str, channel: str) -> None:
-        require_valid_group_name(group)
-        require_valid_channel_name(channel)
-        bucket, _ = self._tagged_queue_keys(channel)
-        index_bucket, index = self._group_index(group)
-        group_expiry = self.options.group_expiry_ms
-        # Both, not atomically (two slots): a group_send meanwhile may miss this member, which
-        # is fine, as group_add has not returned yet.
-        await asyncio.gather(
-            self._call(index_bucket, GROUP_INDEX_ADD, [index], [bucket, group_expiry]),
-            self._call(
-                bucket,
-                GROUP_ADD,
-                self._tagged_group_keys(group, bucket),
-                [channel, self.capacity.for_channel(channel), group_expiry],
-            ),
-        )
+    async def shards(self) -> list[Shard]:
+        return (await self._ready()).masters()
 
-    async def group_discard(self, group: str, channel: str) -> None:
-        require_valid_group_name(group)
-        require_valid_channel_name(channel)
-        bucket, _ = self._tagged_queue_keys(channel)
-        # The bucket stays in the group's index until it expires: a group_send then finds no
-        # member there, which costs one cheap script call and is never wrong.
-        await self._call(bucket, GROUP_DISCARD, self._tagged_group_keys(group, bucket), [channel])
+    async def unlink(self, shard: Shard, keys: Sequence[bytes]) -> None:
+        # One key per UNLINK: keys of several slots in one command are a CROSSSLOT error.
+        async with shard.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.unlink(key)
+            await pipe.execute()
 
-    async def group_send(self, group: str, message: Message) -> None:
-        require_valid_group_name(group)
-        payload = self.serializer.serialize(require_valid_message(message))
-        index_bucket, index = self._group_index(group)
-        group_expiry = self.options.group_expiry_ms
-        buckets = await self._call(index_bucket, GROUP_BUCKETS, [index], [group_expiry])
-        results = await asyncio.gather(
-            *(
-                self._call(
-                    int(b),
-                    GROUP_SEND,
-                    self._tagged_group_keys(group, int(b)),
-                    [
-                        self.keys.queue("", hash_tag(int(b))),
-                        self.keys.counters("", hash_tag(int(b))),
-                        payload,
-                        self.options.expiry_ms,
-                        group_expiry,
-                    ],
-                )
-                for b in buckets
-            )
-        )
-        _log_full_members(group, results)
-
-    async def flush(self) -> None:
-        """Delete every key of this layer's prefix on every master (SCAN, never KEYS)."""
-        with translated():
-            await self._flush()
-
-    async def _flush(self) -> None:
-        cluster = await self._ready()
-        self._forget_received()
-        for shard in cluster.masters():
-            keys = [key async for key in shard.client.scan_iter(self.keys.all(), count=1000)]
-            # One key per UNLINK: keys of several slots in one command are a CROSSSLOT error.
-            for start in range(0, len(keys), 1000):
-                async with shard.client.pipeline(transaction=False) as pipe:
-                    for key in keys[start : start + 1000]:
-                        pipe.unlink(key)
-                    await pipe.execute()
-
-    def _forget_received(self) -> None:
-        super()._forget_received()
-        for ledger in self._node_ledgers.values():
+    def forget_acks(self) -> None:
+        for ledger in self._ledgers.values():
             ledger.clear()
 
-    async def close(self) -> None:
-        """Stop this loop's readers and close its connections (inboxes expire by themselves)."""
+    async def close(self, inboxes: dict[str, Backlog]) -> None:
         cluster = self._maps.pop()
         if cluster is not None:
             await cluster.teardown()
 
-    # -- servers, for presence and status (see server.py) ----------------------------------------
+    def describe(self) -> str:
+        return f"cluster={self.spec.describe()}"
 
-    async def servers(self) -> list[Server]:
-        """Every master of the cluster."""
-        with translated():
-            cluster = await self._ready()
-        return [Server(shard) for shard in cluster.masters()]
 
-    async def locate(self, kind: str, name: str) -> tuple[Server, str]:
-        """(the master holding it, the key) for the ``kind`` key of ``name``, hash tag included."""
-        bucket = bucket_of(name)
-        with translated():
-            cluster = await self._ready()
-        return Server(cluster.shard_for(bucket)), self.keys.key(kind, name, hash_tag(bucket))
+class RedisClusterChannelLayer(RedisChannelLayer):
+    """``RedisChannelLayer`` on a Redis Cluster; same options, same behaviour. Refuses hosts
+    that are not one ``redis+cluster://`` entry (``RedisChannelLayer`` takes either)."""
 
-    def __repr__(self) -> str:
-        return f"<RedisChannelLayer prefix={self.prefix!r} cluster={self.cluster_spec.describe()}>"
+    def _placement(self, specs: Sequence[HostSpec]) -> ClusterPlacement:
+        (spec,) = specs
+        if not spec.cluster:
+            raise ValueError(
+                f"RedisClusterChannelLayer needs a redis+cluster:// host, got {spec.describe()}"
+            )
+        return ClusterPlacement(spec, self.keys)
 
 
 async def _relocate(cluster: ClusterMap, bucket: int) -> Shard:

@@ -61,9 +61,9 @@ async def _parent(url: str) -> None:
     answer = await asyncio.wait_for(layer.receive(reply_to), 5)
     print(f"group_send   -> {answer['echo']!r} via group 'listeners'")
 
-    shard = layer._state().shards[0].client
+    server, queue_key = await layer.locate("q", "demo.at-rest")
     await layer.send("demo.at-rest", {"secret": "card 4111-1111"})
-    stored = (await shard.lrange(f"{PREFIX}:q:demo.at-rest", 0, 0))[0]
+    (stored,) = await server.execute(("LINDEX", queue_key, 0))
     print(f"at rest      -> {stored[:60]!r}... (Fernet, no plaintext in Redis)")
     await layer.receive("demo.at-rest")
 

@@ -16,7 +16,7 @@ from redis.cluster import key_slot
 from redis.exceptions import ResponseError
 
 from distributed_asgi.layers import RedisChannelLayer
-from distributed_asgi.layers.cluster import RedisClusterChannelLayer
+from distributed_asgi.layers.cluster import ClusterPlacement, RedisClusterChannelLayer
 from distributed_asgi.layers.shard import CONNECTION_ERRORS
 from distributed_asgi.ops.redis_process import (
     RedisClusterProcess,
@@ -66,13 +66,22 @@ def _key_counts(cluster: RedisClusterProcess, prefix: str) -> list[int]:
     return counts
 
 
-async def test_a_cluster_url_selects_the_cluster_layer(
+async def test_a_cluster_url_selects_the_cluster_placement(
     redis_cluster: RedisClusterProcess, prefix: str
 ) -> None:
     layer = RedisChannelLayer(hosts=[redis_cluster.url], prefix=prefix)
-    assert isinstance(layer, RedisClusterChannelLayer)
+    # The same class, not a subclass picked by __new__: only the placement differs.
+    assert type(layer) is RedisChannelLayer
+    assert isinstance(layer.placement, ClusterPlacement)
     assert "cluster=redis+cluster://" in repr(layer)
+    with pytest.raises(AttributeError, match="no hash ring"):
+        layer.ring  # noqa: B018
+    forced = RedisClusterChannelLayer(hosts=[redis_cluster.url], prefix=prefix)
+    assert isinstance(forced.placement, ClusterPlacement)
+    with pytest.raises(ValueError, match="RedisClusterChannelLayer needs a redis\\+cluster://"):
+        RedisClusterChannelLayer(hosts=["redis://localhost:6379/0"])
     await layer.close()
+    await forced.close()
 
 
 async def test_keys_and_group_members_spread_over_every_master(
@@ -93,7 +102,7 @@ async def test_keys_and_group_members_spread_over_every_master(
             assert await asyncio.wait_for(receiver.receive(channel), 5) == {"group": True}
         # Each script touched one slot: the queue, counters and memberships share a tag.
         inbox = specific[0].split("!")[0] + "!"
-        tagged = receiver._tagged_queue_keys(specific[0])[1]  # type: ignore[attr-defined]
+        tagged = receiver._queue_keys(specific[0])[1]
         assert inbox in tagged[0]
         assert len({key_slot(k.encode()) for k in tagged}) == 1
     finally:
@@ -120,7 +129,7 @@ async def test_layer_follows_a_slot_moved_to_another_master(
         waiting = asyncio.ensure_future(layer.receive(channel))
         await asyncio.sleep(0.2)
 
-        queue_key = layer._tagged_queue_keys(channel)[1][0]  # type: ignore[attr-defined]
+        queue_key = layer._queue_keys(channel)[1][0]
         slot = key_slot(queue_key.encode())
         source = _owner(redis_cluster, slot)
         target = (source + 1) % len(redis_cluster.ports)
@@ -161,8 +170,8 @@ def test_startup_nodes_dict() -> None:
     layer = RedisChannelLayer(
         hosts=[{"startup_nodes": [("10.0.0.1", 7000), ["::1", "7001"]], "password": "pw"}]
     )
-    assert isinstance(layer, RedisClusterChannelLayer)
-    spec = layer.cluster_spec
+    assert isinstance(layer.placement, ClusterPlacement)
+    spec = layer.placement.spec
     assert spec.startup_nodes() == [("10.0.0.1", 7000), ("::1", 7001)]
     assert spec.node_spec("10.0.0.9", 7005).kwargs == {"password": "pw"}
     with pytest.raises(ValueError, match=r"hosts\[0\]\['startup_nodes'\] entry 'x'"):
@@ -187,8 +196,8 @@ def test_cluster_url_forms() -> None:
     layer = RedisChannelLayer(
         hosts=[{"address": "rediss+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001", "ssl": True}]
     )
-    assert isinstance(layer, RedisClusterChannelLayer)
-    spec = layer.cluster_spec
+    assert isinstance(layer.placement, ClusterPlacement)
+    spec = layer.placement.spec
     assert spec.startup_nodes() == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
     node = spec.node_spec("10.0.0.9", 7005)
     assert node.url == "rediss://:pw@10.0.0.9:7005"
@@ -244,7 +253,7 @@ async def test_layer_follows_a_cluster_failover_under_load(prefix: str) -> None:
     try:
         await asyncio.sleep(1.0)
         assert len(received) > 20, "no steady traffic before the failover"
-        queue_key = sender._tagged_queue_keys("load.cluster")[1][0]  # type: ignore[attr-defined]
+        queue_key = sender._queue_keys("load.cluster")[1][0]
         victim = cluster.nodes[_owner(cluster, key_slot(queue_key.encode()))]
         assert victim.process is not None
         killed_at = time.monotonic()

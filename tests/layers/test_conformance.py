@@ -16,10 +16,10 @@ from distributed_asgi.layers import (
     LayerRefused,
     LayerUnavailable,
     RedisChannelLayer,
-    RedisClusterChannelLayer,
     RedisLocalChannelLayer,
     WrongClientPrefix,
 )
+from distributed_asgi.layers.cluster import ClusterPlacement
 from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
 
 from .conftest import LayerFactory
@@ -428,7 +428,7 @@ async def lost_layer(
         cluster = RedisClusterProcess(masters=1).start()
         request.addfinalizer(cluster.close)
         layer = RedisChannelLayer(hosts=[cluster.url])
-        assert isinstance(layer, RedisClusterChannelLayer)
+        assert isinstance(layer.placement, ClusterPlacement)
         stop = cluster.close
     yield layer, stop
     await layer.close()

@@ -11,7 +11,8 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
-from distributed_asgi.layers import RedisClusterChannelLayer, RedisLocalChannelLayer
+from distributed_asgi.layers import RedisLocalChannelLayer
+from distributed_asgi.layers.cluster import ClusterPlacement
 from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
 
 
@@ -106,7 +107,7 @@ async def test_the_central_server_may_be_a_cluster(
         await layer.group_add("room", request["reply"])
         await layer.group_send("room", {"room": True})
         assert await asyncio.wait_for(layer.receive(reply), 5) == {"room": True}
-        assert isinstance(layer.central, RedisClusterChannelLayer)
+        assert isinstance(layer.central.placement, ClusterPlacement)
     finally:
         await layer.flush()
         await layer.close()
