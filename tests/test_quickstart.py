@@ -109,7 +109,7 @@ class Runner:
         deadline = time.monotonic() + 60
         while True:
             for process in self.processes:
-                assert process.poll() is None, f"{process.args} exited:\n{self.output()}"
+                assert process.poll() is None, f"{process.args!r} exited:\n{self.output()}"
             try:
                 # A worker that is still starting: the edge answers 503 after its pickup timeout.
                 response = httpx.get(url, timeout=30)
@@ -126,7 +126,7 @@ class Runner:
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)  # Ctrl-C, as the page says
-        codes = []
+        codes: list[int | None] = []
         for process in self.processes:
             try:
                 codes.append(process.wait(60))

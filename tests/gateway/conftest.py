@@ -1,18 +1,17 @@
 """Real gateways for the tests: a uvicorn edge process and Node processes on the session Redis.
 
-``gateway`` (per test) and ``shared_gateway`` (per module, for the fidelity tests that need
-nothing special) give a ``Gateway``: ``start_edge()``, ``start_node()``, ``url()``, and
-``stop()`` which kills whatever is still running, so no test leaves a process behind.
+``gateway`` (per test) gives a ``Gateway``: ``start_edge()``, ``start_node()``, ``url()``, and
+``stop()`` which kills whatever is still running, so no test leaves a process behind. For the
+tests that need processes (signals, SIGKILL, memory, outages); the others run in-process with
+``harness.run_gateway``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,16 +134,3 @@ def gateway(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Gateway]:
     gw = Gateway(redis_url, prefix, tmp_path)
     yield gw
     gw.stop()
-
-
-@pytest.fixture(scope="module")
-def shared_gateway(redis_server: Any) -> Iterator[Gateway]:
-    """One edge and one Node with the fidelity app, for tests that need nothing else."""
-    with tempfile.TemporaryDirectory(prefix="gateway-") as workdir:
-        gw = Gateway(redis_server.url, "t" + secrets.token_hex(4), Path(workdir))
-        try:
-            gw.start_edge()
-            gw.start_node()
-            yield gw
-        finally:
-            gw.stop()

@@ -66,6 +66,7 @@ async def run_gateway(
     node_options: Mapping[str, Any] | None = None,
     uvicorn_options: Mapping[str, Any] | None = None,
     layer_options: Mapping[str, Any] | None = None,
+    as_cls: bool = False,
     **distributor_options: Any,
 ) -> AsyncIterator[RunningGateway]:
     """Serve ``app`` behind an edge on a free port until the block ends.
@@ -73,7 +74,8 @@ async def run_gateway(
     ``redis_url`` (with ``prefix``) puts the gateway on that Redis; without it both ends share
     one ``InMemoryChannelLayer`` (``layer_options`` are passed to whichever layer is built).
     ``distributor_options`` go to the ``Distributor``, ``node_options`` to the ``Node``
-    (lifespan "off" unless given), ``uvicorn_options`` to ``uvicorn.Config``.
+    (lifespan "off" unless given; ``Node(cls=app)`` with ``as_cls``), ``uvicorn_options`` to
+    ``uvicorn.Config``.
     """
     routes = list(routes)
     if redis_url is None:
@@ -87,7 +89,10 @@ async def run_gateway(
         )
         node_layer = {"url": redis_url, "layer_options": options}
     node = Node(
-        app=app, keys=list(keys), **{"lifespan": "off", **(node_options or {})}, **node_layer
+        keys=list(keys),
+        **{"cls" if as_cls else "app": app},
+        **{"lifespan": "off", **(node_options or {})},
+        **node_layer,
     )
     port = free_port()
     config = uvicorn.Config(

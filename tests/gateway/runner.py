@@ -12,12 +12,13 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 
-def load(spec: str) -> object:
+def load(spec: str) -> Any:
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -47,7 +48,7 @@ def node(config: dict[str, object]) -> None:
     from distributed_asgi import Node
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    options = dict(config.get("options", {}))  # type: ignore[call-overload]
+    options: dict[str, Any] = dict(config.get("options", {}))  # type: ignore[call-overload]
     application = load(str(config["app"]))
     kind = options.pop("as", "app")
     Node(

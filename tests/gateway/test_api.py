@@ -8,6 +8,11 @@ from distributed_asgi import Distributor, Node, RouteTable, create_path_distribu
 from distributed_asgi.layers import RedisChannelLayer
 
 
+def redis_layer(built: Distributor | Node) -> RedisChannelLayer:
+    assert isinstance(built.layer, RedisChannelLayer), built.layer
+    return built.layer
+
+
 class Asgi2App:
     def __init__(self, scope: dict[str, object]) -> None:
         self.scope = scope
@@ -25,17 +30,17 @@ def test_redis_url_from_the_environment_when_no_host_or_port_given(
 ) -> None:
     monkeypatch.setenv("REDIS_URL", "redis://envhost:7000/2")
     distributor = create_path_distributor(routes={"/": "all"})
-    assert distributor.layer.hosts[0].identity == "redis://envhost:7000/2"
+    assert redis_layer(distributor).hosts[0].identity == "redis://envhost:7000/2"
     explicit = create_path_distributor(host="other", port="6380", routes={"/": "all"})
-    assert explicit.layer.hosts[0].identity == "redis://other:6380"
+    assert redis_layer(explicit).hosts[0].identity == "redis://other:6380"
     node = Node(app=asgi3_app, key="k")
-    assert node.layer.hosts[0].identity == "redis://envhost:7000/2"
+    assert redis_layer(node).hosts[0].identity == "redis://envhost:7000/2"
 
 
 def test_seed_arguments_build_a_layer_with_a_string_port(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REDIS_URL", raising=False)
     node = Node(host="example.org", port="6379", password="abc123", cls=Asgi2App, key="ASGI-t")
-    assert node.layer.hosts[0].identity == "redis://example.org:6379"
+    assert redis_layer(node).hosts[0].identity == "redis://example.org:6379"
     assert node.asgi_version == "2.0"
     assert Node(app=asgi3_app, keys=["a", "b", "a"]).keys == ["a", "b"]
 

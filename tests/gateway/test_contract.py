@@ -109,7 +109,7 @@ async def test_an_accept_that_reached_redis_after_the_edge_gave_up_never_starts_
     node = Node(
         app=app,
         key="slow",
-        layer=_SlowAccepts(RedisChannelLayer(hosts=[redis_url], prefix=prefix), 1.5),  # type: ignore[arg-type]
+        layer=_SlowAccepts(RedisChannelLayer(hosts=[redis_url], prefix=prefix), 1.5),
         lifespan="off",
     )
     running = asyncio.ensure_future(node.arun())

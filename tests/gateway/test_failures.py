@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -100,7 +100,7 @@ def test_redis_lost_mid_request_before_any_response_is_502(
         gateway.start_edge(heartbeat_interval=5)
         gateway.start_node(heartbeat_interval=5)
 
-        def body():  # type: ignore[no-untyped-def]
+        def body() -> Iterator[bytes]:
             yield b"x" * 1000
             gateway.wait_marker("upload-paused")
             server.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -85,7 +86,7 @@ def test_slow_application_upload_keeps_memory_bounded(gateway: Gateway) -> None:
     uploaded = threading.Event()
     result: dict[str, httpx.Response] = {}
 
-    def body():  # type: ignore[no-untyped-def]
+    def body() -> Iterator[bytes]:
         chunk = b"u" * 65536
         for _ in range(BODY_MB * 16):
             yield chunk

@@ -54,6 +54,7 @@ class Monitor:
 
     def __init__(self, redis_url: str) -> None:
         parts = urlsplit(redis_url)
+        assert parts.port is not None, redis_url
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
         self.sock.sendall(b"MONITOR\r\n")
         self.lines: list[str] = []

@@ -14,7 +14,7 @@ from distributed_asgi.ops.cli.options import load_app
 from .apps.interfaces import ASGI3_WRAPPERS, SAMPLES, asgi3_sync_wrapper
 from .cli_processes import CliProcesses
 from .conftest import Gateway
-from .inline import inline_node, uvicorn_server
+from .harness import run_gateway, run_uvicorn
 
 APPS = "tests.gateway.apps.interfaces"
 
@@ -30,41 +30,43 @@ def test_the_samples_are_what_uvicorn_says_they_are() -> None:
         assert uvicorn_interface(app) == interface, name
 
 
-def test_node_serves_every_shape_as_uvicorn_does_through_app_and_cls(
-    gateway: Gateway, redis_url: str, prefix: str
+async def test_node_serves_every_shape_as_uvicorn_does_through_app_and_cls(
+    redis_url: str, prefix: str
 ) -> None:
-    gateway.start_edge(routes=[["^/", "iface"]])
     for name, (app, _) in SAMPLES.items():
-        with uvicorn_server(app) as port:
-            direct = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        async with run_uvicorn(app) as port, httpx.AsyncClient(timeout=10) as http:
+            direct = await http.get(f"http://127.0.0.1:{port}/")
         assert (direct.status_code, direct.text) == (200, f"{name} {direct.text.split()[-1]}")
         for as_cls in (False, True):
-            with inline_node(app, redis_url, prefix, ["iface"], as_cls=as_cls) as node:
-                behind = httpx.get(gateway.url("/"), timeout=10)
+            async with (
+                run_gateway(app, redis_url=redis_url, prefix=prefix, as_cls=as_cls) as gw,
+                httpx.AsyncClient(timeout=10) as http,
+            ):
+                behind = await http.get(gw.url("/"))
             assert (behind.status_code, behind.text) == (200, direct.text), (name, as_cls)
-            assert node.asgi_version == direct.text.split()[-1]
+            assert gw.node.asgi_version == direct.text.split()[-1]
 
 
-def test_bound_methods_and_partials_of_asgi3_functions_are_asgi3(
-    gateway: Gateway, redis_url: str, prefix: str
-) -> None:
-    gateway.start_edge(routes=[["^/", "iface"]])
+async def test_bound_methods_and_partials_of_asgi3_functions_are_asgi3() -> None:
     for name, app in ASGI3_WRAPPERS.items():
-        with inline_node(app, redis_url, prefix, ["iface"]):
-            response = httpx.get(gateway.url("/"), timeout=10)
+        async with run_gateway(app) as gw, httpx.AsyncClient(timeout=10) as http:
+            response = await http.get(gw.url("/"))
         assert (response.status_code, response.text) == (200, f"{name} 3.0")
 
 
-def test_node_interface_overrides_the_detection(
-    gateway: Gateway, redis_url: str, prefix: str
-) -> None:
-    gateway.start_edge(routes=[["^/", "iface"]])
+async def test_node_interface_overrides_the_detection() -> None:
     # A plain function returning the coroutine of an ASGI 3 app: uvicorn's rule says ASGI 2.
     assert uvicorn_interface(asgi3_sync_wrapper) == "asgi2"
-    with inline_node(asgi3_sync_wrapper, redis_url, prefix, ["iface"], interface="asgi3"):
-        assert httpx.get(gateway.url("/"), timeout=10).text == "asgi3_function 3.0"
-    with inline_node(SAMPLES["Asgi2Class"][0], redis_url, prefix, ["iface"], interface="asgi2"):
-        assert httpx.get(gateway.url("/"), timeout=10).text == "Asgi2Class 2.0"
+    cases = [
+        (asgi3_sync_wrapper, "asgi3", "asgi3_function 3.0"),
+        (SAMPLES["Asgi2Class"][0], "asgi2", "Asgi2Class 2.0"),
+    ]
+    for app, interface, expected in cases:
+        async with (
+            run_gateway(app, node_options={"interface": interface}) as gw,
+            httpx.AsyncClient(timeout=10) as http,
+        ):
+            assert (await http.get(gw.url("/"))).text == expected
 
 
 async def _call(app: Any) -> tuple[int, bytes]:

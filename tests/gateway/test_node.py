@@ -171,7 +171,8 @@ async def test_embedded_node_serves_and_stops(redis_url: str, prefix: str) -> No
     )
     running = asyncio.ensure_future(node.arun())
     try:
-        transport = httpx.ASGITransport(app=distributor)
+        # httpx types the scope as a MutableMapping, the package as a dict.
+        transport = httpx.ASGITransport(app=distributor)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             response = await http.get("/")
         assert response.text == "embedded"

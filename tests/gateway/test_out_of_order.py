@@ -125,7 +125,7 @@ def test_websocket_out_of_order(servers: tuple[Direct, Gateway]) -> None:
     received = []
     for url in (direct.url("/ws", "ws"), gateway.url("/ws", "ws")):
         with connect(url) as ws:
-            received.append(ws.recv(timeout=10))
+            received.append(str(ws.recv(timeout=10)))
     assert received[0].startswith("Expected ASGI message 'websocket.accept'"), received
     assert received[1] == received[0]
     # The application's send after its close: the same RuntimeError text from both.

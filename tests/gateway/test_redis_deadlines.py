@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,7 +33,7 @@ def proxy(redis_url: str) -> Iterator[BlackholeProxy]:
         yield blackhole
 
 
-def start_edge_behind(gateway: Gateway, proxy: BlackholeProxy, **options: object) -> None:
+def start_edge_behind(gateway: Gateway, proxy: BlackholeProxy, **options: Any) -> None:
     """An edge that reaches Redis through ``proxy``; Nodes started later connect directly."""
     direct = gateway.redis_url
     gateway.redis_url = proxy.url

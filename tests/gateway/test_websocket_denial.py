@@ -75,7 +75,7 @@ def denial(url: str) -> tuple[int, bytes, str | None]:
     with pytest.raises(InvalidStatus) as info:
         connect(url, open_timeout=10).close()
     response = info.value.response
-    return response.status_code, response.body or b"", response.headers.get("x-denied")
+    return response.status_code, bytes(response.body or b""), response.headers.get("x-denied")
 
 
 def test_denial_body_reaches_the_client_whole(servers: tuple[DirectUvicorn, Gateway]) -> None:
