@@ -43,4 +43,4 @@ soak: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
