@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import Any
 
 import pytest
 import redis
-from redis.cluster import key_slot
+from redis.crc import key_slot
 
 from distributed_asgi.layers import LayerRefused, LayerUnavailable, RedisChannelLayer
 from distributed_asgi.layers.cluster import ClusterPlacement, RedisClusterChannelLayer
@@ -23,6 +24,10 @@ from distributed_asgi.ops.redis_process import (
 )
 
 
+def _command(client: redis.Redis, *args: Any) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 def _clients(cluster: RedisClusterProcess) -> list[redis.Redis]:
     return [redis.Redis(host="127.0.0.1", port=port) for port in cluster.ports]
 
@@ -30,7 +35,7 @@ def _clients(cluster: RedisClusterProcess) -> list[redis.Redis]:
 def _owner(cluster: RedisClusterProcess, slot: int) -> int:
     """Index in cluster.ports of the master that serves ``slot``."""
     with redis.Redis(host="127.0.0.1", port=cluster.ports[0]) as client:
-        for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+        for first, last, master, *_ in _command(client, "CLUSTER", "SLOTS"):
             if first <= slot <= last:
                 return cluster.ports.index(int(master[1]))
     raise AssertionError(f"slot {slot} has no master")
@@ -41,16 +46,14 @@ def _move_slot(cluster: RedisClusterProcess, slot: int, target: int) -> None:
     source = _owner(cluster, slot)
     clients = _clients(cluster)
     try:
-        ids = [c.execute_command("CLUSTER", "MYID").decode() for c in clients]
+        ids = [_command(c, "CLUSTER", "MYID").decode() for c in clients]
         src, dst = clients[source], clients[target]
-        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
-        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-        while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-            src.execute_command(
-                "MIGRATE", "127.0.0.1", cluster.ports[target], "", 0, 5000, "KEYS", *keys
-            )
+        _command(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        _command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        while keys := _command(src, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            _command(src, "MIGRATE", "127.0.0.1", cluster.ports[target], "", 0, 5000, "KEYS", *keys)
         for client in clients:
-            client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+            _command(client, "CLUSTER", "SETSLOT", slot, "NODE", ids[target])
     finally:
         for client in clients:
             client.close()

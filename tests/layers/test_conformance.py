@@ -46,9 +46,10 @@ async def test_send_receive_keeps_types(make_layer: LayerFactory) -> None:
 
 async def test_received_message_is_a_copy(make_layer: LayerFactory) -> None:
     layer = make_layer()
-    message = {"type": "test", "items": [1, 2]}
+    items = [1, 2]
+    message = {"type": "test", "items": items}
     await layer.send("test.copy", message)
-    message["items"].append(3)
+    items.append(3)
     received = await layer.receive("test.copy")
     assert received == {"type": "test", "items": [1, 2]}
     assert received is not message

@@ -52,6 +52,7 @@ async def test_the_scripts_write_what_keys_py_reads(redis_url: str, prefix: str)
         before = int(time.time() * 1000)
         await layer.send("keys.check", {"n": 1})
         (raw,) = await admin.lrange(KeySpace(prefix).queue("keys.check"), 0, -1)
+        assert isinstance(raw, bytes)
         sent = entry_sent(raw)
         assert sent is not None and before - 1000 <= sent <= int(time.time() * 1000) + 1000
         assert entry_channel(raw) == "keys.check"
