@@ -19,8 +19,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 async def test_serves_and_stops_without_leaving_a_task(
     over: str, redis_url: str, prefix: str
 ) -> None:
-    redis = {"redis_url": redis_url, "prefix": prefix} if over == "redis" else {}
+    url = redis_url if over == "redis" else None
     before = asyncio.all_tasks()
-    async with run_gateway(app, **redis) as gw, httpx.AsyncClient(base_url=gw.base_url) as http:
+    async with (
+        run_gateway(app, redis_url=url, prefix=prefix) as gw,
+        httpx.AsyncClient(base_url=gw.base_url) as http,
+    ):
         assert (await http.get("/")).text == "served"
     assert asyncio.all_tasks() == before
