@@ -24,6 +24,9 @@ from distributed_asgi.ops.redis_process import (
     find_server_binary,
 )
 
+# The gateway fixture (a uvicorn edge and Node processes) serves tests in every folder.
+pytest_plugins = ["tests.gateway.fixtures"]
+
 
 class _ExternalServer:
     def __init__(self, url: str) -> None:

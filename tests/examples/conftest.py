@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from distributed_asgi.ops.redis_process import free_port
-
-from ..support import wait_until_listening
+from tests.support import wait_until_listening
 
 ROOT = Path(__file__).resolve().parents[2]
 

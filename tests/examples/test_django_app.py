@@ -8,7 +8,7 @@ import json
 import httpx
 import websockets
 
-from .conftest import Start
+from tests.examples.conftest import Start
 
 APP = "examples.django_app.app:application"
 

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import websockets
 
-from .conftest import Start
+from tests.examples.conftest import Start
 
 APP = "examples.starlette_app.app:app"
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..support import stop_processes, wait_until_listening
-from .conftest import ROOT
+from tests.gateway.fixtures import ROOT
+from tests.support import stop_processes, wait_until_listening
 
 
 class CliProcesses:

@@ -45,9 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from distributed_asgi.ops.redis_process import RedisProcess
-
-from .cli_processes import CliProcesses
-from .conftest import FIDELITY_APP, ROOT, RUNNER
+from tests.gateway.cli_processes import CliProcesses
+from tests.gateway.fixtures import FIDELITY_APP, ROOT, RUNNER
 
 FORWARDER = Path(__file__).with_name("packet_forwarder.py")
 LINKS = ("edge", "node")

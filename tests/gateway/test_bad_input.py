@@ -34,8 +34,7 @@ from distributed_asgi.core.frames import (
 )
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.serialization import MessageSerializer
-
-from .conftest import Gateway
+from tests.gateway.fixtures import Gateway
 
 # Small, so an oversized message is cheap to make; far above anything these requests need.
 MAX_SIZE = 100_000

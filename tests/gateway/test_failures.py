@@ -17,8 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from distributed_asgi.ops.redis_process import RedisProcess
-
-from .conftest import Gateway
+from tests.gateway.fixtures import Gateway
 
 
 def test_node_dying_mid_request_is_502(gateway: Gateway) -> None:

@@ -19,9 +19,8 @@ from pathlib import Path
 import httpx
 
 from distributed_asgi.ops.redis_process import RedisProcess
-
-from .conftest import Gateway
-from .load import Outcome, SteadyLoad
+from tests.gateway.fixtures import Gateway
+from tests.gateway.load import Outcome, SteadyLoad
 
 
 def test_killed_node_gives_502_and_queued_requests_go_to_another_node(gateway: Gateway) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from .conftest import Gateway
+from tests.gateway.fixtures import Gateway
 
 BODY_MB = 160
 GROWTH_LIMIT = 48 * 1024 * 1024  # well under BODY_MB: what "bounded" means here

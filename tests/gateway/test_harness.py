@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from .harness import Receive, Scope, Send, run_gateway
+from tests.gateway.harness import Receive, Scope, Send, run_gateway
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:

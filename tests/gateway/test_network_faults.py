@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .netfault import NetGateway, NetLab, reap_stale, unavailable
+from tests.gateway.netfault import NetGateway, NetLab, reap_stale, unavailable
 
 PICKUP = 1.0
 # DESIGN.md's failure table: during an outage, 503 within the pickup timeout (+1 s here).

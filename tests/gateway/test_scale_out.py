@@ -23,8 +23,7 @@ from websockets.sync.client import connect
 from distributed_asgi.layers.hashring import HashRing
 from distributed_asgi.layers.hosts import parse_hosts
 from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
-
-from .conftest import Gateway
+from tests.gateway.fixtures import Gateway
 
 LAYER_RUNNER = Path(__file__).with_name("layer_runner.py")
 SCALE_APP = "tests.gateway.apps.scale:app"

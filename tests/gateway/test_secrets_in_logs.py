@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from distributed_asgi.ops.redis_process import RedisProcess, free_port
-
-from .conftest import ROOT
+from tests.gateway.fixtures import ROOT
 
 PASSWORD = "pw-SECRET-7f3a9c"
 WRONG_PASSWORD = "pw-WRONG-SECRET-c41d"

@@ -28,8 +28,7 @@ from distributed_asgi.core.frames import Accept, Connect, decode_frame, encode
 from distributed_asgi.layers import LayerUnavailable, RedisChannelLayer
 from distributed_asgi.layers.serialization import MessageSerializer
 from distributed_asgi.ops.redis_process import RedisProcess, free_port
-
-from .conftest import ROOT, Gateway
+from tests.gateway.fixtures import ROOT, Gateway
 
 KEY = "test-encryption-key-" + "e" * 32
 OTHER_KEY = "another-encryption-key-" + "o" * 32

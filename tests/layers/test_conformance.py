@@ -21,8 +21,7 @@ from distributed_asgi.layers import (
 )
 from distributed_asgi.layers.cluster import ClusterPlacement
 from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
-
-from .conftest import LayerFactory
+from tests.layers.conftest import LayerFactory
 
 
 async def test_send_receive_keeps_types(make_layer: LayerFactory) -> None:

@@ -21,8 +21,7 @@ from asgiref.sync import async_to_sync
 
 from distributed_asgi.layers import ChannelFull, RedisChannelLayer
 from distributed_asgi.ops.redis_process import RedisProcess
-
-from .conftest import LayerFactory
+from tests.layers.conftest import LayerFactory
 
 T = TypeVar("T")
 

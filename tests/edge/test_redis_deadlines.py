@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .blackhole import BlackholeProxy
-from .conftest import Gateway
+from tests.gateway.blackhole import BlackholeProxy
+from tests.gateway.fixtures import Gateway
 
 PICKUP = 2.0
 # DESIGN.md's failure table: requests during an outage get 503 within the pickup timeout.

@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 
 from distributed_asgi.core.frames import Connect, encode
 from distributed_asgi.layers import RedisChannelLayer
-
-from .conftest import Gateway
+from tests.gateway.fixtures import Gateway
 
 CONTRACT_APP = "tests.gateway.apps.contract:app"
 

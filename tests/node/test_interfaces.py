@@ -10,11 +10,10 @@ import pytest
 import uvicorn
 
 from distributed_asgi.ops.cli.options import load_app
-
-from .apps.interfaces import ASGI3_WRAPPERS, SAMPLES, asgi3_sync_wrapper
-from .cli_processes import CliProcesses
-from .conftest import Gateway
-from .harness import run_gateway, run_uvicorn
+from tests.gateway.apps.interfaces import ASGI3_WRAPPERS, SAMPLES, asgi3_sync_wrapper
+from tests.gateway.cli_processes import CliProcesses
+from tests.gateway.fixtures import Gateway
+from tests.gateway.harness import run_gateway, run_uvicorn
 
 APPS = "tests.gateway.apps.interfaces"
 

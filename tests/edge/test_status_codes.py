@@ -15,8 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from distributed_asgi import Node
 from distributed_asgi.layers import RedisChannelLayer
-
-from .harness import Receive, Scope, Send, eventually, run_gateway
+from tests.gateway.harness import Receive, Scope, Send, eventually, run_gateway
 
 # A route key no Node listens on: the harness's Node takes "app" only.
 NOBODY = "nobody"

@@ -14,9 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from distributed_asgi.ops.metrics import edge_metrics, node_metrics
 from distributed_asgi.ops.redis_process import free_port
-
-from .cli_processes import CliProcesses
-from .harness import Receive, Scope, Send, run_gateway
+from tests.gateway.cli_processes import CliProcesses
+from tests.gateway.harness import Receive, Scope, Send, run_gateway
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ import httpx
 import pytest
 
 from distributed_asgi.ops.redis_process import free_port
-
-from .cli_processes import CliProcesses
-from .conftest import ROOT, Gateway
+from tests.gateway.cli_processes import CliProcesses
+from tests.gateway.fixtures import ROOT, Gateway
 
 # Short heartbeats make the presence TTL (three of them) 1.5 s.
 BEAT = 0.5
@@ -56,8 +55,9 @@ def eventually(
 
 
 def route(snapshot: dict[str, Any], key: str) -> dict[str, Any]:
-    (found,) = [r for r in snapshot["routes"] if r["key"] == key]
-    return found
+    found: list[dict[str, Any]] = [r for r in snapshot["routes"] if r["key"] == key]
+    (only,) = found
+    return only
 
 
 def test_status_lists_the_node_its_key_and_the_backlog(gateway: Gateway) -> None:

@@ -24,7 +24,7 @@ from distributed_asgi.ops.cli.options import check_redis_url, load_app
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is in the dev extra: pip install -e '.[dev]'")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 EXAMPLE_APP = "examples.starlette_app.app:app"
 

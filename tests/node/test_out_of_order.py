@@ -17,9 +17,8 @@ import pytest
 from websockets.sync.client import connect
 
 from distributed_asgi.ops.redis_process import free_port
-
-from ..support import stop_processes, wait_until_listening
-from .conftest import ROOT, Gateway
+from tests.gateway.fixtures import ROOT, Gateway
+from tests.support import stop_processes, wait_until_listening
 
 APP = "tests.gateway.apps.out_of_order:app"
 CASES = ["body-before-start", "start-twice", "after-complete", "nothing"]

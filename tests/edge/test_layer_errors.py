@@ -9,8 +9,7 @@ import pytest
 from distributed_asgi import Distributor
 from distributed_asgi.layers import InMemoryChannelLayer, LayerError, LayerRefused, LayerUnavailable
 from distributed_asgi.layers.base import Message
-
-from .harness import run_uvicorn
+from tests.gateway.harness import run_uvicorn
 
 
 class TroubledLayer(InMemoryChannelLayer):

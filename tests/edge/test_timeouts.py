@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from .harness import Receive, Scope, Send, run_gateway
+from tests.gateway.harness import Receive, Scope, Send, run_gateway
 
 
 def _slow_app(heard: asyncio.Queue[str]) -> Callable[[Scope, Receive, Send], Awaitable[None]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from .harness import Receive, Scope, Send, run_gateway
+from tests.gateway.harness import Receive, Scope, Send, run_gateway
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[Any] | None = None) -> None:

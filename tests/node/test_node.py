@@ -16,10 +16,9 @@ import pytest
 
 from distributed_asgi import Node
 from distributed_asgi.ops.redis_process import free_port
-
-from ..support import wait_until_listening
-from .conftest import ROOT, Gateway
-from .harness import Receive, Scope, Send, run_gateway
+from tests.gateway.fixtures import ROOT, Gateway
+from tests.gateway.harness import Receive, Scope, Send, run_gateway
+from tests.support import wait_until_listening
 
 
 def test_seed_readme_example_end_to_end(redis_url: str, tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 from distributed_asgi.ops.redis_process import free_port
-
-from .cli_processes import CliProcesses
+from tests.gateway.cli_processes import CliProcesses
 
 FIELDS = {"time", "level", "logger", "message"}
 

@@ -19,8 +19,7 @@ import httpx
 from distributed_asgi import Node
 from distributed_asgi.core.frames import Accept, Connect, End, decode_frame, encode
 from distributed_asgi.layers import RedisChannelLayer
-
-from .conftest import Gateway
+from tests.gateway.fixtures import Gateway
 
 CONTRACT_APP = "tests.gateway.apps.contract:app"
 

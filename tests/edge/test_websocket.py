@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .harness import Receive, Scope, Send, run_gateway, run_uvicorn
+from tests.gateway.harness import Receive, Scope, Send, run_gateway, run_uvicorn
 
 
 async def _echo(receive: Receive, send: Send, heard: asyncio.Queue[Any] | None = None) -> None:

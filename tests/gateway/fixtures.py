@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from distributed_asgi.ops.redis_process import free_port
-
-from ..support import stop_processes, wait_until_listening
+from tests.support import stop_processes, wait_until_listening
 
 RUNNER = Path(__file__).with_name("runner.py")
 ROOT = str(Path(__file__).resolve().parents[2])

@@ -20,8 +20,7 @@ from distributed_asgi import create_path_distributor
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.layers.build import DEFAULT_BACKLOG, build_layer
 from distributed_asgi.ops.cli.main import main
-
-from .conftest import Gateway
+from tests.gateway.fixtures import Gateway
 
 BURST = 200
 ROUNDS = 5
