@@ -5,6 +5,7 @@
 - ``RouteTable``: the ordered path-regex -> channel-name table the edge routes with.
 """
 
+from distributed_asgi._version import __version__ as __version__
 from distributed_asgi.core.frames import FrameError
 from distributed_asgi.core.routing import RouteTable
 from distributed_asgi.edge.distributor import (
@@ -22,4 +23,3 @@ __all__ = [
     "RouteTable",
     "create_path_distributor",
 ]
-__version__ = "0.1.0.dev0"

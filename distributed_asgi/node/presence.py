@@ -89,7 +89,7 @@ class Presence:
         interval: float,
         stats: NodeStats,
     ) -> None:
-        from distributed_asgi import __version__
+        from distributed_asgi._version import __version__
 
         self.layer = presence_layer(layer)
         self.node_id = node_id
