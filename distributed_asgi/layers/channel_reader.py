@@ -49,6 +49,10 @@ class ChannelReader(QueueReader):
                     self._in_flight = 1
                     entries = self._entries(await self._read_round(connection))
                 except RECEIVE_ERRORS as exc:
+                    # A round cut off by a lost server went with its connection (send and
+                    # read_into disconnect on failure): nothing of it is left to read back,
+                    # nor a partial reply for the next round to read on from.
+                    self._in_flight, self._partial = 0, []
                     delay = await self._backoff(exc, delay)
                     if self.shard is not shard:
                         return False
