@@ -26,7 +26,7 @@ the metric objects are created once per process (the registry refuses duplicates
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -40,8 +40,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 PICKUP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 _lock = threading.Lock()
-_edge: EdgeMetrics | None = None
-_node: NodeMetrics | None = None
+_instances: dict[type[Any], Any] = {}
 _redis_hooked = False
 
 
@@ -141,24 +140,27 @@ class NodeMetrics:
         latency.observe(seconds)
 
 
+_M = TypeVar("_M", "EdgeMetrics", "NodeMetrics")
+
+
 def edge_metrics() -> EdgeMetrics:
     """This process's edge metrics (created and registered on first use)."""
-    global _edge
-    with _lock:
-        if _edge is None:
-            _edge = EdgeMetrics()
-        _hook_redis()
-        return _edge
+    return _once(EdgeMetrics)
 
 
 def node_metrics() -> NodeMetrics:
     """This process's Node metrics (created and registered on first use)."""
-    global _node
+    return _once(NodeMetrics)
+
+
+def _once(kind: type[_M]) -> _M:
+    # One instance per class and process: the registry refuses a metric name twice.
     with _lock:
-        if _node is None:
-            _node = NodeMetrics()
+        instance = _instances.get(kind)
+        if instance is None:
+            instance = _instances[kind] = kind()
         _hook_redis()
-        return _node
+        return cast(_M, instance)
 
 
 def _hook_redis() -> None:
