@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -30,6 +30,8 @@ from distributed_asgi.ops.cli.options import (
 
 if TYPE_CHECKING:  # the layers import redis-py: not needed for --help
     from distributed_asgi.layers import GatewayLayer
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug", "trace"]
 redis_option = click.option(
@@ -140,6 +142,24 @@ route_options = [
 ]
 
 
+def _stacked(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """The options applied as if written one above the other, in this order (as --help lists)."""
+
+    def decorate(function: F) -> F:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+# The edge's and the worker's channel-layer options, and their logging and metrics options.
+layer_options = _stacked(redis_option, local_redis_option, prefix_option, encryption_option)
+log_and_metrics_options = _stacked(
+    log_level_option, log_format_option, metrics_port_option, metrics_host_option
+)
+
+
 def fail(message: str) -> click.ClickException:
     return click.ClickException(message)
 
@@ -235,6 +255,20 @@ def log_startup(component: str, what: str, config: dict[str, Any]) -> None:
     """One line with the effective configuration; secrets are masked or counted, never shown."""
     text = " ".join(f"{name}={value}" for name, value in config.items())
     logging.getLogger(component).info("%s starting: %s", what, text, extra={"config": config})
+
+
+def layer_fields(urls: Sequence[str], local_redis_url: str | None, prefix: str) -> dict[str, Any]:
+    """The start-up line's fields for the layer options, passwords masked."""
+    return {
+        "redis": masked_urls(urls),
+        "local_redis": masked_urls([local_redis_url])[0] if local_redis_url else None,
+        "prefix": prefix,
+    }
+
+
+def metrics_address(port: int | None, host: str) -> str | None:
+    """The start-up line's ``metrics`` field: where /metrics is served, None when it is not."""
+    return f"{host}:{port}" if port else None
 
 
 def masked_urls(urls: Sequence[str]) -> list[str]:

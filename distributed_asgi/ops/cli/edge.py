@@ -9,21 +9,16 @@ import click
 
 from distributed_asgi.ops.cli.common import (
     checked_redis_urls,
-    encryption_option,
     exit_cleanly_on_signals,
     fail,
     gather_routes,
-    local_redis_option,
-    log_format_option,
-    log_level_option,
+    layer_fields,
+    layer_options,
+    log_and_metrics_options,
     log_startup,
     make_layer,
-    masked_urls,
-    metrics_host_option,
-    metrics_port_option,
+    metrics_address,
     pickup_timeout_option,
-    prefix_option,
-    redis_option,
     route_options,
     start_metrics,
 )
@@ -37,10 +32,7 @@ STARTUP_FAILURE = 3
 @route_options[1]
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind to this address.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Bind to this port.")
-@redis_option
-@local_redis_option
-@prefix_option
-@encryption_option
+@layer_options
 @pickup_timeout_option
 @click.option(
     "--first-byte-timeout",
@@ -97,10 +89,7 @@ STARTUP_FAILURE = 3
 @click.option(
     "--access-log/--no-access-log", default=True, show_default=True, help="Log every request."
 )
-@log_level_option
-@log_format_option
-@metrics_port_option
-@metrics_host_option
+@log_and_metrics_options
 def edge(
     route_values: tuple[str, ...],
     routes_file: str | None,
@@ -176,9 +165,7 @@ def edge(
         "edge",
         {
             "listen": f"{host}:{port}",
-            "redis": masked_urls(urls),
-            "local_redis": masked_urls([local_redis_url])[0] if local_redis_url else None,
-            "prefix": prefix,
+            **layer_fields(urls, local_redis_url, prefix),
             "routes": [f"{regex}={key}" for regex, key in routes],
             "encryption_keys": len(encryption_keys),
             "pickup_timeout": pickup_timeout,
@@ -187,7 +174,7 @@ def edge(
             "no_worker_status": no_worker_status,
             "max_body_size": distributor.max_body_size,
             "backlog": backlog,
-            "metrics": f"{metrics_host}:{metrics_port}" if metrics_port else None,
+            "metrics": metrics_address(metrics_port, metrics_host),
         },
     )
     server = uvicorn.Server(config)

@@ -11,20 +11,15 @@ from distributed_asgi.ops.cli.common import (
     check_keys,
     checked_redis_urls,
     concurrency_option,
-    encryption_option,
     exit_cleanly_on_signals,
     factory_option,
     fail,
-    local_redis_option,
-    log_format_option,
-    log_level_option,
+    layer_fields,
+    layer_options,
+    log_and_metrics_options,
     log_startup,
     make_layer,
-    masked_urls,
-    metrics_host_option,
-    metrics_port_option,
-    prefix_option,
-    redis_option,
+    metrics_address,
     start_metrics,
 )
 from distributed_asgi.ops.cli.options import ConfigError, load_app
@@ -40,10 +35,7 @@ from distributed_asgi.ops.cli.options import ConfigError, load_app
     metavar="KEY",
     help="Channel to take connections from (a route's key). Repeatable.",
 )
-@redis_option
-@local_redis_option
-@prefix_option
-@encryption_option
+@layer_options
 @concurrency_option
 @click.option(
     "--drain-timeout",
@@ -76,10 +68,7 @@ from distributed_asgi.ops.cli.options import ConfigError, load_app
     help="Event loop; auto uses uvloop when installed.",
 )
 @app_dir_option
-@log_level_option
-@log_format_option
-@metrics_port_option
-@metrics_host_option
+@log_and_metrics_options
 def worker(
     app: str,
     keys: tuple[str, ...],
@@ -146,15 +135,13 @@ def worker(
         {
             "app": app,
             "keys": list(keys),
-            "redis": masked_urls(urls),
-            "local_redis": masked_urls([local_redis_url])[0] if local_redis_url else None,
-            "prefix": prefix,
+            **layer_fields(urls, local_redis_url, prefix),
             "encryption_keys": len(encryption_keys),
             "concurrency": concurrency,
             "drain_timeout": drain_timeout,
             "lifespan": lifespan,
             "node_id": node.node_id,
-            "metrics": f"{metrics_host}:{metrics_port}" if metrics_port else None,
+            "metrics": metrics_address(metrics_port, metrics_host),
         },
     )
     node.run()
