@@ -10,18 +10,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "SCRIPT_COMMANDS",
     "RedisCounters",
     "RedisStats",
+    "Window",
     "cpu_delta",
     "cpu_seconds",
+    "measured",
     "process_cpu",
     "raise_fd_limit",
     "reset_stats",
@@ -177,3 +181,32 @@ def raise_fd_limit(needed: int) -> int:
     target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return target
+
+
+@dataclass
+class Window:
+    """What ``measured`` read over its block: filled in when the block ends."""
+
+    seconds: float = 0.0
+    cpu: dict[str, float | None] = field(default_factory=dict)
+    redis: RedisCounters | None = None  # None when no Redis was measured
+
+
+@contextlib.contextmanager
+def measured(pids: Mapping[str, int], redis_url: str | None) -> Iterator[Window]:
+    """The wall time, each process's CPU and Redis's counters (``redis_url`` given) over the
+    block; Redis's counters are reset first, over a connection made before the reset."""
+    window = Window()
+    with contextlib.ExitStack() as stack:
+        stats = None
+        if redis_url is not None:
+            stats = stack.enter_context(RedisStats(redis_url))
+            stats.reset()
+        redis_before = None if stats is None else stats.read()
+        cpu_before = cpu_seconds(pids)
+        started = time.perf_counter()
+        yield window
+        window.seconds = time.perf_counter() - started
+        window.cpu = cpu_delta(cpu_seconds(pids), cpu_before)
+        if stats is not None and redis_before is not None:
+            window.redis = stats.read() - redis_before

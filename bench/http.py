@@ -39,10 +39,11 @@ from typing import Any
 from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
 from . import chart
-from .counters import RedisCounters, RedisStats, cpu_delta, cpu_seconds
+from .counters import RedisCounters, measured
 from .report import (
     ROOT,
     git_revision,
+    load_average,
     machine_facts,
     markdown_table,
     package_version,
@@ -546,21 +547,9 @@ class Outcome:
 
 def measure_run(setup: Setup, sizes: HttpSizes, loop: str) -> Run:
     """One measured load run, with the CPU of each process and Redis's counters around it."""
-    with contextlib.ExitStack() as stack:
-        stats = None
-        if setup.redis_url is not None:
-            stats = stack.enter_context(RedisStats(setup.redis_url))
-            stats.reset()
-        redis_before = None if stats is None else stats.read()
-        cpu_before = cpu_seconds(setup.pids)
-        started = time.perf_counter()
+    with measured(setup.pids, setup.redis_url) as window:
         load = measure(setup.port, sizes, loop)
-        wall = time.perf_counter() - started
-        cpu = cpu_delta(cpu_seconds(setup.pids), cpu_before)
-        redis = None
-        if stats is not None and redis_before is not None:
-            redis = stats.read() - redis_before
-    return Run(load=load, wall=wall, cpu=cpu, redis=redis)
+    return Run(load=load, wall=window.seconds, cpu=window.cpu, redis=window.redis)
 
 
 def run(sizes: HttpSizes, loop: str = "asyncio") -> Outcome:
@@ -740,13 +729,6 @@ def commands_text(outcome: Outcome) -> str:
     return ", ".join(f"{name.upper()} {count:.2f}" for name, count in calls) or "none counted"
 
 
-def _load_average() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def chart_panels(outcome: Outcome) -> list[chart.Panel]:
     """Throughput and both latencies, direct beside gateway; CPU per request of each process."""
     setups = {"direct": outcome.direct, "gateway": outcome.gateway}
@@ -819,7 +801,7 @@ def markdown(
 
 def main(sizes: HttpSizes = FULL, *, loop: str = "asyncio", write: bool = True) -> bool:
     """Run both setups, print the table, update docs/benchmarks.md; True if every target met."""
-    load_before = _load_average()
+    load_before = load_average()
     print(
         f"http: hello world, direct uvicorn vs. gateway; {generator_text(loop)}, "
         f"{sizes.connections} connections x {sizes.duration:.0f} s, {sizes.runs} run(s) each",

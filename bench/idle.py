@@ -29,16 +29,10 @@ from typing import Any
 
 from . import chart
 from . import http as bench_http
-from .counters import (
-    RedisCounters,
-    RedisStats,
-    cpu_delta,
-    cpu_seconds,
-    raise_fd_limit,
-    rss_bytes,
-)
+from .counters import RedisCounters, measured, raise_fd_limit, rss_bytes
 from .report import (
     git_revision,
+    load_average,
     machine_facts,
     markdown_table,
     package_version,
@@ -209,20 +203,8 @@ async def _measure(setup: bench_http.Setup, name: str, sizes: IdleSizes) -> Idle
     try:
         await asyncio.sleep(sizes.settle)
         rss_after = {role: rss_bytes(pid) for role, pid in setup.pids.items()}
-        with contextlib.ExitStack() as stack:
-            stats = None
-            if setup.redis_url is not None:
-                stats = stack.enter_context(RedisStats(setup.redis_url))
-                stats.reset()
-            redis_before = None if stats is None else stats.read()
-            cpu_before = cpu_seconds(setup.pids)
-            window_start = time.perf_counter()
+        with measured(setup.pids, setup.redis_url) as window:
             await asyncio.sleep(sizes.idle)
-            seconds = time.perf_counter() - window_start
-            cpu = cpu_delta(cpu_seconds(setup.pids), cpu_before)
-            redis = None
-            if stats is not None and redis_before is not None:
-                redis = stats.read() - redis_before
         answering = await still_answering(opened.sockets, sizes)
     finally:
         await close_all(opened.sockets, sizes)
@@ -233,11 +215,11 @@ async def _measure(setup: bench_http.Setup, name: str, sizes: IdleSizes) -> Idle
         answering=answering,
         failures=opened.failures,
         open_seconds=open_seconds,
-        seconds=seconds,
+        seconds=window.seconds,
         rss_before=rss_before,
         rss_after=rss_after,
-        cpu=cpu,
-        redis=redis,
+        cpu=window.cpu,
+        redis=window.redis,
     )
 
 
@@ -441,13 +423,6 @@ def chart_panels(outcome: IdleOutcome) -> list[chart.Panel]:
     ]
 
 
-def _load_average() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def markdown(outcome: IdleOutcome, sizes: IdleSizes, load: str, image: str | None = None) -> str:
     facts = machine_facts()
     versions = ", ".join(
@@ -491,14 +466,14 @@ def markdown(outcome: IdleOutcome, sizes: IdleSizes, load: str, image: str | Non
 
 def main(sizes: IdleSizes = FULL, *, loop: str = "asyncio", write: bool = True) -> bool:
     """Hold the connections through both setups, print the table, record it; True if all pass."""
-    load_before = _load_average()
+    load_before = load_average()
     print(
         f"idle: {sizes.connections:,} idle WebSockets for {sizes.idle:.0f} s, direct uvicorn vs."
         " gateway (one edge, one Node)",
         flush=True,
     )
     outcome = run(sizes, loop)
-    load = f"{load_before} before, {_load_average()} after"
+    load = f"{load_before} before, {load_average()} after"
     print()
     print(plain_table(HEADER, table_rows(outcome), ALIGN))
     print()

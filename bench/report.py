@@ -18,6 +18,7 @@ __all__ = [
     "BENCHMARKS_MD",
     "ROOT",
     "git_revision",
+    "load_average",
     "machine_facts",
     "markdown_table",
     "package_version",
@@ -61,6 +62,14 @@ def package_version(distribution: str) -> str:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for a section's facts."""
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _cpu_model() -> str:

@@ -42,6 +42,7 @@ from .counters import RedisCounters, RedisStats, process_cpu
 from .report import (
     ROOT,
     git_revision,
+    load_average,
     machine_facts,
     markdown_table,
     package_version,
@@ -508,13 +509,6 @@ def spread_text(three: GatewayRun) -> str:
     return " / ".join(f"{count / total:.0%}" for count in counts)
 
 
-def _load_average() -> str:
-    try:
-        return " ".join(f"{value:.2f}" for value in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def _server_version() -> str:
     import redis
 
@@ -728,7 +722,7 @@ def chart_panels(outcome: Outcome) -> list[chart.Panel]:
 
 def main(sizes: ScalingSizes = FULL, *, loop: str = "asyncio", write: bool = True) -> bool:
     """Run the four setups, print the tables, record them; True when nothing failed or was lost."""
-    load_before = _load_average()
+    load_before = load_average()
     server = _server_version()
     print(
         f"scaling: Redis cost per gateway request, 1 vs {SHARDS} hosts; "
@@ -750,7 +744,7 @@ def main(sizes: ScalingSizes = FULL, *, loop: str = "asyncio", write: bool = Tru
     print(plain_table(COMPARISON_HEADER, comparison_rows(outcome), "lrrr"))
     print()
     print(plain_table(["every run", "1 host", f"{SHARDS} hosts"], every_run_rows(outcome), "lrr"))
-    load = f"{load_before} before, {_load_average()} after"
+    load = f"{load_before} before, {load_average()} after"
     print(f"load average: {load}; errors or lost messages: {outcome.errors}")
     image = chart.record(
         SECTION,
