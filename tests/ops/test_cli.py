@@ -313,6 +313,25 @@ def test_up_serves_then_stops_everything_on_sigint(
         client.close()
 
 
+def _get_once_serving(url: str, edge: subprocess.Popen[bytes]) -> httpx.Response:
+    """GET ``url`` as soon as the edge listens; it must not exit first, nor take over 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.get(url, timeout=10)
+        except httpx.ConnectError:
+            assert time.monotonic() < deadline and edge.poll() is None
+            time.sleep(0.05)
+
+
+def _stop_cleanly(*processes: subprocess.Popen[bytes]) -> None:
+    """SIGTERM every process, then each must exit 0 (a clean stop) within 30 s."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        assert process.wait(30) == 0
+
+
 def test_bad_distributor_option_names_it() -> None:
     assert _error(["edge", "--route", "/=a", "--no-worker-status", "200"]) == (
         "Error: no_worker_status must be an HTTP error status, got 200"
@@ -325,19 +344,11 @@ def test_edge_without_workers_answers_the_configured_status(redis_url: str, pref
     args += ["--prefix", prefix, "--pickup-timeout", "0.5", "--no-worker-status", "405"]
     edge = subprocess.Popen([sys.executable, "-m", "distributed_asgi", *args])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/anything", timeout=10)
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline and edge.poll() is None
-                time.sleep(0.05)
+        response = _get_once_serving(f"http://127.0.0.1:{port}/anything", edge)
         assert response.status_code == 405
         assert "retry-after" in response.headers
     finally:
-        edge.send_signal(signal.SIGTERM)
-        assert edge.wait(30) == 0
+        _stop_cleanly(edge)
 
 
 SEED_APP = """
@@ -364,22 +375,12 @@ def test_worker_serves_the_seeds_asgi2_class_and_exits_0_on_sigterm(
         [*cli, "edge", "--route", r"/api/([a-z-]+)=ASGI-\1", "--port", str(port), *layer]
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/api/testing/1", timeout=10)
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline and edge.poll() is None
-                time.sleep(0.05)
+        response = _get_once_serving(f"http://127.0.0.1:{port}/api/testing/1", edge)
         assert response.status_code == 200
         assert response.text == "Hello World!"
         assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=10).status_code == 404
     finally:
-        edge.send_signal(signal.SIGTERM)
-        worker.send_signal(signal.SIGTERM)
-        assert edge.wait(30) == 0
-        assert worker.wait(30) == 0
+        _stop_cleanly(edge, worker)
 
 
 def test_up_refuses_a_port_in_use_before_starting_anything() -> None:
@@ -530,21 +531,11 @@ def _serve_one_request(tmp_path: Path, layer_args: list[str], keys: Sequence[str
     edge = subprocess.Popen([*cli, "edge", "--route", route, "--port", str(port), *common])
     try:
         for key in keys:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    response = httpx.get(f"http://127.0.0.1:{port}/{key}", timeout=10)
-                    break
-                except httpx.ConnectError:
-                    assert time.monotonic() < deadline and edge.poll() is None
-                    time.sleep(0.05)
+            response = _get_once_serving(f"http://127.0.0.1:{port}/{key}", edge)
             assert response.status_code == 200
             assert response.text == "Hello World!"
     finally:
-        edge.send_signal(signal.SIGTERM)
-        worker.send_signal(signal.SIGTERM)
-        assert edge.wait(30) == 0
-        assert worker.wait(30) == 0
+        _stop_cleanly(edge, worker)
 
 
 def _calls(url: str, command: str) -> int:
