@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from tests.edge.apps import endless_app
 from tests.gateway.harness import Receive, Scope, Send, run_gateway
 
 
@@ -261,19 +262,8 @@ async def test_root_path_is_carried_over() -> None:
 
 async def test_client_disconnect_reaches_the_app(redis_url: str, prefix: str) -> None:
     heard: asyncio.Queue[str] = asyncio.Queue()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        """Streams until the client goes, then reports what receive() said."""
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await receive()  # the (empty) request body
-        waiting = asyncio.ensure_future(receive())
-        while not waiting.done():
-            await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
-            await asyncio.sleep(0.02)
-        await heard.put(waiting.result()["type"])
-
     async with (
-        run_gateway(app, redis_url=redis_url, prefix=prefix) as gw,
+        run_gateway(endless_app(heard), redis_url=redis_url, prefix=prefix) as gw,
         client(gw.base_url) as http,
     ):
         async with http.stream("GET", "/endless") as response:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from tests.edge.apps import endless_app
 from tests.gateway.harness import Receive, Scope, Send, run_gateway
 
 
@@ -48,19 +49,9 @@ async def test_no_first_byte_in_time_is_504_and_the_app_hears_a_disconnect() -> 
 
 async def test_response_not_complete_in_total_time_closes_the_connection() -> None:
     heard: asyncio.Queue[str] = asyncio.Queue()
-
-    async def endless(scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await receive()  # the (empty) request body
-        waiting = asyncio.ensure_future(receive())
-        while not waiting.done():
-            await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
-            await asyncio.sleep(0.02)
-        await heard.put(waiting.result()["type"])
-
     received = 0
     async with (
-        run_gateway(endless, total_timeout=1.0) as gw,
+        run_gateway(endless_app(heard), total_timeout=1.0) as gw,
         httpx.AsyncClient(base_url=gw.base_url, timeout=20) as http,
     ):
         with pytest.raises(httpx.RemoteProtocolError):
