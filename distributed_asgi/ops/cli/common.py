@@ -6,10 +6,11 @@ Errors become ``click.ClickException`` (``Error: ...``, exit code 1) naming the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -164,38 +165,39 @@ def fail(message: str) -> click.ClickException:
     return click.ClickException(message)
 
 
+@contextlib.contextmanager
+def config_errors() -> Iterator[None]:
+    """A ``ConfigError`` in the block becomes the command's ``Error: ...`` (its message)."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
 def gather_routes(route_values: Sequence[str], routes_file: str | None) -> list[tuple[str, str]]:
     """The route table from ``--route`` options then ``--routes FILE``, checked."""
-    try:
+    with config_errors():
         routes = [parse_route(value) for value in route_values]
         if routes_file:
             routes += load_routes_file(routes_file)
         check_routes(routes)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
     return routes
 
 
 def checked_redis_url(url: str | None) -> str:
-    try:
+    with config_errors():
         return check_redis_url(redis_url_or_default(url))
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
 
 
 def checked_redis_urls(urls: Sequence[str]) -> list[str]:
     """Every ``--redis``, else ``$REDIS_URL``, else the default; checked alone and together."""
-    try:
+    with config_errors():
         return check_redis_urls(list(urls) or [redis_url_or_default(None)])
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
 
 
 def checked_encryption_keys(keys: Sequence[str]) -> list[str]:
-    try:
+    with config_errors():
         return check_encryption_keys(keys)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
 
 
 def make_layer(
@@ -292,8 +294,6 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
 
 
 def check_keys(keys: Sequence[str]) -> None:
-    try:
+    with config_errors():
         for key in keys:
             check_key(key)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None

@@ -12,6 +12,7 @@ from distributed_asgi.ops.cli.common import (
     checked_encryption_keys,
     checked_redis_url,
     concurrency_option,
+    config_errors,
     encryption_option,
     factory_option,
     fail,
@@ -20,7 +21,7 @@ from distributed_asgi.ops.cli.common import (
     pickup_timeout_option,
     route_options,
 )
-from distributed_asgi.ops.cli.options import ConfigError, literal_keys
+from distributed_asgi.ops.cli.options import literal_keys
 
 
 @click.command()
@@ -118,10 +119,8 @@ def up(
         encryption_keys=checked_encryption_keys(encryption_keys),
     )
     system = System(config)
-    try:
+    with config_errors():
         sys.exit(system.serve())
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
 
 
 def _env_redis_url() -> str | None:
