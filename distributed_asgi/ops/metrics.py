@@ -78,19 +78,10 @@ class EdgeMetrics:
         self, key: str, status: int | None, outcome: Outcome, seconds: float, pickup: float | None
     ) -> None:
         label = (key, str(status) if status is not None else "none", outcome.value)
-        child = self._children.get(label)
-        if child is None:
-            child = self._children[label] = self.requests.labels(*label)
-        child.inc()
-        latency = self._latencies.get(key)
-        if latency is None:
-            latency = self._latencies[key] = self.latency.labels(key)
-        latency.observe(seconds)
+        _child(self._children, label, self.requests, *label).inc()
+        _child(self._latencies, key, self.latency, key).observe(seconds)
         if pickup is not None:
-            wait = self._pickups.get(key)
-            if wait is None:
-                wait = self._pickups[key] = self.pickup.labels(key)
-            wait.observe(pickup)
+            _child(self._pickups, key, self.pickup, key).observe(pickup)
 
 
 class NodeMetrics:
@@ -123,21 +114,21 @@ class NodeMetrics:
         self.in_flight.dec()
 
     def dropped_late(self, key: str) -> None:
-        child = self._late.get(key)
-        if child is None:
-            child = self._late[key] = self.late.labels(key)
-        child.inc()
+        _child(self._late, key, self.late, key).inc()
 
     def finished(self, key: str, failed: bool, seconds: float) -> None:
         label = (key, (NodeOutcome.ERROR if failed else NodeOutcome.SERVED).value)
-        child = self._children.get(label)
-        if child is None:
-            child = self._children[label] = self.requests.labels(*label)
-        child.inc()
-        latency = self._latencies.get(key)
-        if latency is None:
-            latency = self._latencies[key] = self.latency.labels(key)
-        latency.observe(seconds)
+        _child(self._children, label, self.requests, *label).inc()
+        _child(self._latencies, key, self.latency, key).observe(seconds)
+
+
+def _child(children: dict[Any, Any], key: Any, metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, made on the first use of ``key`` and then taken from
+    ``children``."""
+    child = children.get(key)
+    if child is None:
+        child = children[key] = metric.labels(*labels)
+    return child
 
 
 _M = TypeVar("_M", "EdgeMetrics", "NodeMetrics")
