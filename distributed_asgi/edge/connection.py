@@ -17,7 +17,7 @@ Rules of this file:
   costs each request its own budget at most, never the client library's socket timeout, and
   no request waits behind another one's call.
 - Whether the Node is still there is the edge's business, not the connection's
-  (_liveness.py): one heartbeat per Node process and interval, and a Node silent for its
+  (core/liveness.py): one heartbeat per Node process and interval, and a Node silent for its
   window ends every connection with it through ``peer_lost``. A connection awaits its reply
   channel directly, under one interruptible deadline (``deadline_at``): the HTTP timeouts,
   or now when a pump or the liveness watch ends the connection. No task per frame.

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
-from distributed_asgi._liveness import Liveness
+from distributed_asgi.core.liveness import Liveness
 from distributed_asgi.core.outcomes import EdgeRecorder, Outcome
 from distributed_asgi.core.routing import RouteTable
 from distributed_asgi.core.types import Receive, Scope, Send
@@ -196,7 +196,7 @@ class Distributor:
                 "closing the channel layer failed: %s: %s", type(exc).__name__, exc
             )
 
-    # -- liveness: one heartbeat per Node process and interval (_liveness.py) -----------------
+    # -- liveness: one heartbeat per Node process and interval (core/liveness.py) -----------------
 
     async def peer_channel(self) -> str:
         return await self.liveness.channel()

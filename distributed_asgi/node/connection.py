@@ -11,7 +11,7 @@ Rules of this file:
 - ``ChannelFull`` on the reply channel is flow control: wait and retry while the client is there.
 - Frames from the edge are read only once the edge can send them (after the accept), into an
   inbox of at most ``INBOX_LIMIT`` messages, awaited directly (no deadline per frame). Whether
-  the edge is still there is the Node's business (_liveness.py: one heartbeat per edge
+  the edge is still there is the Node's business (core/liveness.py: one heartbeat per edge
   process and interval): an edge silent for ``heartbeat_misses`` of its heartbeat intervals is
   gone, and ``edge_lost`` gives the application a disconnect.
 - After a disconnect, HTTP sends are ignored and WebSocket sends raise ``ClientDisconnected``,
@@ -33,7 +33,6 @@ from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 
-from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.frames import (
     PICKUP_GRACE,
@@ -48,6 +47,7 @@ from distributed_asgi.core.frames import (
     describe,
     encode,
 )
+from distributed_asgi.core.liveness import Liveness
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
 

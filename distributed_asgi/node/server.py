@@ -34,8 +34,8 @@ from typing import Any
 
 from asgiref.server import StatelessServer
 
-from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.frames import Connect, FrameError, decode_frame, describe
+from distributed_asgi.core.liveness import Liveness
 from distributed_asgi.core.names import require_valid_channel_name
 from distributed_asgi.core.outcomes import NodeRecorder
 from distributed_asgi.core.types import Message
