@@ -284,18 +284,25 @@ class EdgeConnection:
     # -- Node -> client ------------------------------------------------------------------------
 
     async def _node_to_client(self) -> None:
-        while not self.cycle.finished and self._stop is None:
-            when, expired = self._deadline()
+        loop = asyncio.get_running_loop()
+        while not self.cycle.finished:
+            if self._stop is not None:
+                await self._stopped(self._stop)
+                return
+            timeout, expired = self._next_deadline()
             try:
-                async with deadline_at(when) as self._waiting:
+                async with deadline_at(
+                    None if expired is None else loop.time() + timeout
+                ) as self._waiting:
                     raw = await self.layer.receive(self.reply_channel)
             except TimeoutError:
                 if self._waiting is None or not self._waiting.expired():
                     raise  # not ours: the layer's own
-                if self._stop is None and expired is not None:
+                if self._stop is not None:
+                    await self._stopped(self._stop)
+                elif expired is not None:
                     await self._timed_out(expired)
-                    return
-                break
+                return
             finally:
                 self._waiting = None
             self.registry.heard(self.peer_key)
@@ -319,7 +326,9 @@ class EdgeConnection:
                     type(frame).__name__,
                     self.reply_channel,
                 )
-        if not self.cycle.finished and self._stop in (Outcome.REDIS_DOWN, Outcome.NODE_LOST):
+
+    async def _stopped(self, outcome: Outcome) -> None:
+        if outcome is Outcome.REDIS_DOWN or outcome is Outcome.NODE_LOST:
             await self._upstream_failed()
 
     async def _to_client_all(self, messages: list[Message]) -> bool:
@@ -366,14 +375,13 @@ class EdgeConnection:
         """Something of the response reached the server (a held denial has not)."""
         return self.cycle.started and self._held is None
 
-    def _deadline(self) -> tuple[float | None, HTTPTimeout | None]:
-        """When (loop time) an HTTP timeout ends the wait for the Node's next frame, and which
-        (None: none does; the Node's silence is the liveness watch's to judge)."""
+    def _next_deadline(self) -> tuple[float, HTTPTimeout | None]:
+        """How long the next frame may take, and the HTTP timeout that ends the wait (None:
+        none does; the Node's silence is the liveness watch's to judge)."""
         if not self.is_http:
-            return None, None
+            return math.inf, None
         elapsed = time.monotonic() - self.arrived
-        timeout, which = self.settings.next_deadline(math.inf, elapsed, self.cycle.started)
-        return None if which is None else asyncio.get_running_loop().time() + timeout, which
+        return self.settings.next_deadline(math.inf, elapsed, self.cycle.started)
 
     async def _timed_out(self, which: HTTPTimeout) -> None:
         logger.warning(
