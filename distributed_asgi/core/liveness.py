@@ -13,8 +13,6 @@ Rules of this file:
   on one of the connections' channels (the callers report those with ``heard``).
 - A peer silent for its window (its interval times the misses) is gone: every connection with
   it is given up (``on_lost``), by the one timer of this process, never a timer per connection.
-  A peer is beaten only while there are connections with it; one left without any is
-  forgotten after its window.
 - A peer that named no liveness channel heartbeats each connection: that connection is its own
   peer (named by the channel this side sends it frames on), and is sent a ``heartbeat`` frame
   with its id each interval, as that peer expects.
@@ -25,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -74,7 +71,6 @@ class Liveness(Generic[_C]):
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._beating: asyncio.Task[None] | None = None
-        self._wake_at = math.inf  # when the timer wakes next (monotonic)
 
     @property
     def name(self) -> str | None:
@@ -102,18 +98,14 @@ class Liveness(Generic[_C]):
             beat = None if conn_id is None else encode(Heartbeat(conn_id))
             peer = self._peers[key] = _Peer(key, window, beat)
             self._wake.set()  # its window may end before the timer's next round
-        elif not peer.connections:
-            now = peer.heard = time.monotonic()  # a new connection is news from it
-            if self._wake_at > now + self.interval:
-                self._wake.set()  # beaten again from now on: within the interval
         peer.connections.add(connection)
 
     def detach(self, connection: _C, key: str) -> None:
-        # A peer left without connections stays known for its window (the timer forgets it
-        # then): a process whose connections come and go one at a time costs no churn here.
         peer = self._peers.get(key)
         if peer is not None:
             peer.connections.discard(connection)
+            if not peer.connections:
+                del self._peers[key]
 
     def heard(self, key: str) -> None:
         peer = self._peers.get(key)
@@ -134,26 +126,24 @@ class Liveness(Generic[_C]):
         while True:
             now = time.monotonic()
             self._give_up_silent(now)
-            active = [peer for peer in self._peers.values() if peer.connections]
-            if active and now >= next_beat:
+            if self._peers and now >= next_beat:
                 next_beat = now + self.interval
                 # Its own task, bounded by the interval: a slow Redis must not delay the check.
                 if self._beating is None or self._beating.done():
-                    self._beating = asyncio.ensure_future(self._beat(active))
+                    self._beating = asyncio.ensure_future(self._beat(list(self._peers.values())))
             self._wake.clear()
             if not self._peers:
-                self._wake_at = math.inf
                 await self._wake.wait()  # nothing to watch: no wake-ups at all
+                next_beat = min(next_beat, time.monotonic())
                 continue
-            expiries = [peer.heard + peer.window for peer in self._peers.values()]
-            self._wake_at = min(next_beat, *expiries) if active else min(expiries)
-            await wait_event(self._wake, max(0.0, self._wake_at - time.monotonic()))
+            wake = min(next_beat, *(p.heard + p.window for p in self._peers.values()))
+            await wait_event(self._wake, max(0.0, wake - time.monotonic()))
 
     def _give_up_silent(self, now: float) -> None:
         for key, peer in list(self._peers.items()):
             if now - peer.heard <= peer.window:
                 continue
-            del self._peers[key]  # silent, or without connections for a window: forgotten
+            del self._peers[key]
             for connection in list(peer.connections):
                 self.on_lost(connection, peer.window)
 
