@@ -127,7 +127,6 @@ def worker(
         drain_timeout=drain_timeout,
         lifespan=lifespan,
         metrics=metrics,
-        loop=loop,
     )
     log_startup(
         "distributed_asgi.node",
