@@ -14,25 +14,15 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.gateway.apps.fidelity import ws_echo
 from tests.gateway.harness import Receive, Scope, Send, run_gateway, run_uvicorn
 
 
 async def _echo(receive: Receive, send: Send, heard: asyncio.Queue[Any] | None = None) -> None:
-    """Echoes text and bytes; "close:CODE" closes with CODE; the disconnect goes to ``heard``."""
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            if heard is not None:
-                await heard.put(message["code"])
-            return
-        text = message.get("text")
-        if text is not None and text.startswith("close:"):
-            await send({"type": "websocket.close", "code": int(text[6:]), "reason": "bye"})
-            return
-        if text is not None:
-            await send({"type": "websocket.send", "text": "echo:" + text})
-        else:
-            await send({"type": "websocket.send", "bytes": b"echo:" + message["bytes"]})
+    """The fidelity app's echo; the client's disconnect code goes to ``heard``."""
+    code = await ws_echo(receive, send)
+    if code is not None and heard is not None:
+        await heard.put(code)
 
 
 async def echo_app(scope: Scope, receive: Receive, send: Send) -> None:

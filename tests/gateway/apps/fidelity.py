@@ -116,15 +116,22 @@ async def websocket(scope: Scope, receive: Receive, send: Send) -> None:
             "headers": [(b"x-accepted", b"yes")],
         }
     )
+    code = await ws_echo(receive, send)
+    if code is not None:
+        marker(query(scope).get("marker", "ws-disconnect"), str(code))
+
+
+async def ws_echo(receive: Receive, send: Send) -> int | None:
+    """Echoes text and bytes; "close:CODE" closes with CODE. Returns the client's disconnect
+    code, or None when the app closed first (shared with the in-process WebSocket tests)."""
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
-            marker(query(scope).get("marker", "ws-disconnect"), str(message["code"]))
-            return
+            return int(message["code"])
         text = message.get("text")
         if text is not None and text.startswith("close:"):
             await send({"type": "websocket.close", "code": int(text[6:]), "reason": "bye"})
-            return
+            return None
         if text is not None:
             await send({"type": "websocket.send", "text": "echo:" + text})
         else:
