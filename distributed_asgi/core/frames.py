@@ -5,7 +5,8 @@ Rules of this file:
 - On the wire a frame is a dict the channel layer carries as msgpack: only dict, list, str,
   bytes, int, float, bool and None inside. Every frame has ``"v": 1`` (the version) and
   ``"t"`` (its kind).
-- A frame is a value (``Connect``, ``Accept``, ``Asgi``, ``Heartbeat``, ``End``) both ways:
+- A frame is a value (``Connect``, ``Accept``, ``Asgi``, ``Heartbeat``, ``Alive``, ``End``)
+  both ways:
   ``encode(frame)`` gives its wire dict; ``decode_frame`` is the one way back and validates
   everything the I/O layer relies on. Anything malformed raises ``FrameError`` with a message
   saying what was wrong; callers log it and drop the frame, never crash on it.
@@ -30,6 +31,7 @@ __all__ = [
     "PICKUP_GRACE",
     "SUPPORTED_EXTENSIONS",
     "Accept",
+    "Alive",
     "Asgi",
     "Connect",
     "End",
@@ -77,6 +79,9 @@ class Connect:
     deadline: float
     heartbeat: float
     messages: list[Message] = field(default_factory=list)
+    # The edge's liveness channel (``alive`` frames to it say the Node is alive); None from an
+    # edge that heartbeats each connection instead.
+    peer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,8 @@ class Accept:
     channel: str
     heartbeat: float
     messages: list[Message] = field(default_factory=list)
+    # The Node's liveness channel; None from a Node that heartbeats each connection instead.
+    peer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,15 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Alive:
+    """Either way, to the peer's liveness channel: the process behind ``sender`` (its own
+    liveness channel) is alive. One per peer process and interval, whatever the number of
+    connections between the two."""
+
+    sender: str
+
+
+@dataclass(frozen=True)
 class End:
     """Node -> reply channel: the application instance finished before the connection did.
 
@@ -119,7 +135,7 @@ class End:
     error: str | None = None
 
 
-Frame = Connect | Accept | Asgi | Heartbeat | End
+Frame = Connect | Accept | Asgi | Heartbeat | Alive | End
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -131,6 +147,8 @@ def encode(frame: Frame) -> Message:
         return {"v": FRAME_VERSION, "t": "asgi", "id": frame.conn_id, "m": list(frame.messages)}
     if isinstance(frame, Heartbeat):
         return {"v": FRAME_VERSION, "t": "heartbeat", "id": frame.conn_id}
+    if isinstance(frame, Alive):
+        return {"v": FRAME_VERSION, "t": "alive", "from": frame.sender}
     if isinstance(frame, Accept):
         wire: Message = {
             "v": FRAME_VERSION,
@@ -141,10 +159,12 @@ def encode(frame: Frame) -> Message:
         }
         if frame.messages:
             wire["m"] = list(frame.messages)
+        if frame.peer is not None:
+            wire["peer"] = frame.peer
         return wire
     if isinstance(frame, End):
         return {"v": FRAME_VERSION, "t": "end", "id": frame.conn_id, "error": frame.error}
-    return {
+    connect: Message = {
         "v": FRAME_VERSION,
         "t": "connect",
         "id": frame.conn_id,
@@ -154,6 +174,9 @@ def encode(frame: Frame) -> Message:
         "hb": frame.heartbeat,
         "m": list(frame.messages),
     }
+    if frame.peer is not None:
+        connect["peer"] = frame.peer
+    return connect
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -167,6 +190,8 @@ def decode_frame(message: object) -> Frame:
     if version != FRAME_VERSION:
         raise FrameError(f"unsupported frame version {version!r} (this side speaks 1)")
     kind = message.get("t")
+    if kind == "alive":  # the one frame of a process, not of a connection: no id
+        return Alive(_process_channel(message, "from"))
     conn_id = _str(message, "id")
     if kind == "asgi":
         return Asgi(conn_id, _messages(message.get("m")))
@@ -178,6 +203,7 @@ def decode_frame(message: object) -> Frame:
             _process_channel(message, "channel"),
             _seconds(message, "hb"),
             _messages(message.get("m", [])),
+            _peer(message),
         )
     if kind == "end":
         error = message.get("error")
@@ -204,6 +230,7 @@ def decode_frame(message: object) -> Frame:
             float(deadline),
             _seconds(message, "hb"),
             first,
+            _peer(message),
         )
     raise FrameError(f"unknown frame kind {kind!r}")
 
@@ -230,6 +257,13 @@ def _process_channel(message: Mapping[str, Any], key: str) -> str:
     if "!" not in value:
         raise FrameError(f"frame field {key!r} must be a process-specific channel, got {value!r}")
     return value
+
+
+def _peer(message: Mapping[str, Any]) -> str | None:
+    """The optional liveness channel of a connect or accept (absent: per-connection beats)."""
+    if message.get("peer") is None:
+        return None
+    return _process_channel(message, "peer")
 
 
 def _seconds(message: Mapping[str, Any], key: str) -> float:

@@ -13,9 +13,14 @@ Rules of this file:
   the ``connect``, the rest is pumped after the accept.
 - Every layer call made for a connection has a deadline from that connection's own budget
   (``within``): the pick-up has the pickup timeout, a frame to the Node the Node's heartbeat
-  window, a heartbeat its interval. Redis that stops answering (a partition: nothing refused,
-  nothing returned) then costs each request its own budget at most, never the client
-  library's socket timeout, and no request waits behind another one's call.
+  window. Redis that stops answering (a partition: nothing refused, nothing returned) then
+  costs each request its own budget at most, never the client library's socket timeout, and
+  no request waits behind another one's call.
+- Whether the Node is still there is the edge's business, not the connection's
+  (_liveness.py): one heartbeat per Node process and interval, and a Node silent for its
+  window ends every connection with it through ``peer_lost``. A connection awaits its reply
+  channel directly, under one interruptible deadline (``deadline_at``): the HTTP timeouts,
+  or now when a pump or the liveness watch ends the connection. No task per frame.
 - Two facts say who still has to hear what: ``disconnected`` (the client is gone: its
   disconnect came in) and ``node_done`` (the Node needs nothing more: it ended the connection,
   or has been told the client is gone). A connection that returns with neither the cycle
@@ -26,14 +31,14 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
+import math
 import secrets
 import time
 from typing import Any
 
-from distributed_asgi._aio import DeadlineExceeded, within
+from distributed_asgi._aio import DeadlineExceeded, Interruptible, deadline_at, within
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.frames import (
     Accept,
@@ -114,7 +119,10 @@ class EdgeConnection:
         self.pickup = PickUp(layer, settings, key, self.conn_id, scope)
         self.node_channel: str | None = None
         self.arrived = time.monotonic()
-        self.last_sent = self.arrived
+        # The Node process, as the edge's liveness watch names it (set at the accept), and the
+        # connection id to heartbeat when that Node beats per connection (None: it does not).
+        self.peer_key = ""
+        self.beat_id: str | None = None
         self.body_size = 0
         self.disconnected = False  # the client is gone: its disconnect message came in
         self.node_done = False  # the Node ended the connection or was told the client is gone
@@ -124,8 +132,10 @@ class EdgeConnection:
         # A WebSocket denial response being collected (start, body chunks) before delivery.
         self._held: list[Message] | None = None
         self._held_size = 0
-        # Set when a pump ends the connection early, with the outcome it ends it with.
-        self._stop: asyncio.Future[Outcome] | None = None
+        # Set when a pump or the liveness watch ends the connection early, with the outcome;
+        # ``_waiting`` is the deadline of the receive under way, brought to now to end it.
+        self._stop: Outcome | None = None
+        self._waiting: Interruptible | None = None
         # For the metrics: what the client was answered and why.
         self.status: int | None = None
         self.outcome = Outcome.SERVED
@@ -163,6 +173,7 @@ class EdgeConnection:
             initial.append(message)
             self._note_client_message(message)
         try:
+            self.pickup.peer = await self.registry.peer_channel()
             answer = await self.pickup.run(initial)
             if isinstance(answer, Refused):
                 self.outcome = answer.outcome
@@ -181,19 +192,20 @@ class EdgeConnection:
         """Pin the connection to the Node; True when the accept already finished it."""
         self.node_channel = accept.channel
         self.window = accept.heartbeat * self.settings.heartbeat_misses
+        self.peer_key = accept.peer or accept.channel
+        self.beat_id = None if accept.peer else self.conn_id
         return bool(accept.messages) and await self._to_client_all(accept.messages)
 
     async def _pump(self, first: asyncio.Future[Message] | None) -> None:
         self.registry.register(self)
-        self._stop = asyncio.get_running_loop().create_future()
         pump = asyncio.ensure_future(self._client_to_node(first))
         try:
-            await self._node_to_client(self.window)
+            await self._node_to_client()
         finally:
             pump.cancel()
             self.registry.unregister(self)
-            if self._stop.done() and self.outcome is Outcome.SERVED:
-                self.outcome = self._stop.result()
+            if self._stop is not None and self.outcome is Outcome.SERVED:
+                self.outcome = self._stop
             if not (self.cycle.finished or self.node_done):
                 # The edge is leaving (client gone, server shutting down): tell the Node so
                 # the application sees a disconnect instead of waiting for the heartbeat window.
@@ -267,43 +279,27 @@ class EdgeConnection:
                 if not retry:
                     return
                 raise
-            self.last_sent = time.monotonic()
             return
-
-    async def send_heartbeat(self) -> None:
-        if self.node_channel is None:
-            return
-        self.last_sent = time.monotonic()
-        # Bounded by the interval: one stuck heartbeat must not hold up the next round's.
-        with contextlib.suppress(ChannelFull, *_LAYER_FAILURES):
-            await within(
-                self.settings.heartbeat_interval,
-                self.layer.send(self.node_channel, encode(Heartbeat(self.conn_id))),
-            )
 
     # -- Node -> client ------------------------------------------------------------------------
 
-    async def _node_to_client(self, window: float) -> None:
-        assert self._stop is not None
-        while not self.cycle.finished:
-            receiving = asyncio.ensure_future(self.layer.receive(self.reply_channel))
-            waiting: set[asyncio.Future[Any]] = {receiving, self._stop}
-            timeout, expired = self._next_deadline(window)
-            done, _ = await asyncio.wait(
-                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            if receiving not in done:
-                receiving.cancel()
-                if self._stop.done():
-                    if self._stop.result() is Outcome.REDIS_DOWN:
-                        await self._upstream_failed()
-                    return
-                if expired is not None:
+    async def _node_to_client(self) -> None:
+        while not self.cycle.finished and self._stop is None:
+            when, expired = self._deadline()
+            try:
+                async with deadline_at(when) as self._waiting:
+                    raw = await self.layer.receive(self.reply_channel)
+            except TimeoutError:
+                if self._waiting is None or not self._waiting.expired():
+                    raise  # not ours: the layer's own
+                if self._stop is None and expired is not None:
                     await self._timed_out(expired)
-                else:
-                    await self._node_lost(window)
-                return
-            frame = self._decode(receiving.result())
+                    return
+                break
+            finally:
+                self._waiting = None
+            self.registry.heard(self.peer_key)
+            frame = self._decode(raw)
             if isinstance(frame, Asgi):
                 if await self._to_client_all(frame.messages):
                     return
@@ -323,6 +319,8 @@ class EdgeConnection:
                     type(frame).__name__,
                     self.reply_channel,
                 )
+        if not self.cycle.finished and self._stop in (Outcome.REDIS_DOWN, Outcome.NODE_LOST):
+            await self._upstream_failed()
 
     async def _to_client_all(self, messages: list[Message]) -> bool:
         """Pass messages on to the client; True once the application's side is finished."""
@@ -368,11 +366,14 @@ class EdgeConnection:
         """Something of the response reached the server (a held denial has not)."""
         return self.cycle.started and self._held is None
 
-    def _next_deadline(self, window: float) -> tuple[float, HTTPTimeout | None]:
+    def _deadline(self) -> tuple[float | None, HTTPTimeout | None]:
+        """When (loop time) an HTTP timeout ends the wait for the Node's next frame, and which
+        (None: none does; the Node's silence is the liveness watch's to judge)."""
         if not self.is_http:
-            return window, None
+            return None, None
         elapsed = time.monotonic() - self.arrived
-        return self.settings.next_deadline(window, elapsed, self.cycle.started)
+        timeout, which = self.settings.next_deadline(math.inf, elapsed, self.cycle.started)
+        return None if which is None else asyncio.get_running_loop().time() + timeout, which
 
     async def _timed_out(self, which: HTTPTimeout) -> None:
         logger.warning(
@@ -389,14 +390,14 @@ class EdgeConnection:
             await self._respond(504)
         # A response under way: returning unfinished makes the server close the connection.
 
-    async def _node_lost(self, window: float) -> None:
+    def peer_lost(self, window: float) -> None:
+        """The liveness watch heard nothing from this connection's Node for ``window``."""
         logger.warning(
             "the Node serving %s sent nothing for %.1fs: giving up on it",
             describe(self.scope),
             window,
         )
-        self.outcome = Outcome.NODE_LOST
-        await self._upstream_failed()
+        self._finish(Outcome.NODE_LOST)
 
     async def _upstream_failed(self) -> None:
         """The Node or Redis is gone mid-connection: 502 while the client has seen nothing."""
@@ -410,8 +411,12 @@ class EdgeConnection:
         # An HTTP response already under way: returning unfinished makes the server close it.
 
     def _finish(self, outcome: Outcome) -> None:
-        if self._stop is not None and not self._stop.done():
-            self._stop.set_result(outcome)
+        if self._stop is not None:
+            return
+        self._stop = outcome
+        waiting = self._waiting
+        if waiting is not None and not waiting.expired():
+            waiting.reschedule(-math.inf)  # at once: end the receive under way
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
+from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.outcomes import EdgeRecorder, Outcome
 from distributed_asgi.core.routing import RouteTable
 from distributed_asgi.core.types import Receive, Scope, Send
@@ -92,8 +93,9 @@ class Distributor:
     - ``no_worker_status`` (503) and ``retry_after`` (1 s): the answer when none does, or when
       the route channel is full.
     - ``max_body_size`` (100 MiB): larger request bodies get 413 and are not forwarded.
-    - ``heartbeat_interval`` (2 s) and ``heartbeat_misses`` (3): the edge tells idle Nodes it is
-      alive this often, and gives up on a Node silent for this many of *its* intervals.
+    - ``heartbeat_interval`` (2 s) and ``heartbeat_misses`` (3): the edge tells each Node process
+      it has connections with that it is alive this often (one frame per Node, whatever the
+      number of connections), and gives up on a Node silent for this many of *its* intervals.
     - ``metrics``: an ``EdgeRecorder`` (``ops.metrics.edge_metrics()``) to count connections in;
       None (the default) counts nothing.
     """
@@ -126,8 +128,9 @@ class Distributor:
             heartbeat_misses=heartbeat_misses,
         )
         self.metrics = metrics
-        self._connections: dict[str, EdgeConnection] = {}
-        self._heartbeats: asyncio.Task[None] | None = None
+        self.liveness: Liveness[EdgeConnection] = Liveness(
+            layer, "edge", self.settings.heartbeat_interval, EdgeConnection.peer_lost
+        )
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
@@ -184,11 +187,8 @@ class Distributor:
                 return
 
     async def aclose(self) -> None:
-        """Stop the heartbeat task and close the layer's connections in this event loop."""
-        if self._heartbeats is not None:
-            self._heartbeats.cancel()
-            await asyncio.gather(self._heartbeats, return_exceptions=True)
-            self._heartbeats = None
+        """Stop the liveness tasks and close the layer's connections in this event loop."""
+        await self.liveness.aclose()
         try:
             await self.layer.close()
         except Exception as exc:  # a failing close must not fail the server's shutdown
@@ -196,28 +196,20 @@ class Distributor:
                 "closing the channel layer failed: %s: %s", type(exc).__name__, exc
             )
 
-    # -- heartbeats: one task for all connections, so an idle Node knows the edge is alive ---------
+    # -- liveness: one heartbeat per Node process and interval (_liveness.py) -----------------
+
+    async def peer_channel(self) -> str:
+        return await self.liveness.channel()
 
     def register(self, connection: EdgeConnection) -> None:
-        self._connections[connection.conn_id] = connection
-        if self._heartbeats is None or self._heartbeats.done():
-            self._heartbeats = asyncio.get_running_loop().create_task(self._heartbeat_loop())
+        self.liveness.attach(connection, connection.peer_key, connection.window, connection.beat_id)
+        self.liveness.heard(connection.peer_key)  # its accept just came
 
     def unregister(self, connection: EdgeConnection) -> None:
-        self._connections.pop(connection.conn_id, None)
+        self.liveness.detach(connection, connection.peer_key)
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            interval = self.settings.heartbeat_interval
-            await asyncio.sleep(interval / 2)
-            due = time.monotonic() - interval
-            sends = [
-                c.send_heartbeat()
-                for c in list(self._connections.values())
-                if c.node_channel is not None and c.last_sent < due
-            ]
-            if sends:
-                await asyncio.gather(*sends)
+    def heard(self, key: str) -> None:
+        self.liveness.heard(key)
 
     def spawn(self, coroutine: Awaitable[Any]) -> None:
         """Run ``coroutine`` in the background, keeping a reference until it is done."""

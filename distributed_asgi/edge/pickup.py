@@ -57,6 +57,7 @@ class PickUp:
     conn_id: str
     scope: Scope
     reply_channel: str = ""
+    peer: str | None = None  # the edge's liveness channel, for the Node to send alive frames to
     queued: bool = False  # the layer confirmed the connect's send
     wait: float | None = None  # connect sent -> accept, for the metrics
 
@@ -103,6 +104,7 @@ class PickUp:
             time.time() + settings.pickup_timeout,
             settings.heartbeat_interval,
             initial,
+            self.peer,
         )
         sent = time.monotonic()
         await self.layer.send(self.key, encode(frame))

@@ -79,10 +79,15 @@ class EdgeSettings:
 
 
 class ConnectionRegistry(Protocol):
-    """What a connection asks of the edge that runs it: to be heartbeated while it is pinned
-    to a Node, and to run a last message to the Node after it has returned."""
+    """What a connection asks of the edge that runs it: the edge's liveness channel (for the
+    connect), to have its Node watched while it is pinned to it (``register``; ``heard`` for
+    each frame from it), and to run a last message to the Node after it has returned."""
+
+    async def peer_channel(self) -> str: ...
 
     def register(self, connection: EdgeConnection) -> None: ...
+
+    def heard(self, key: str) -> None: ...
 
     def unregister(self, connection: EdgeConnection) -> None: ...
 

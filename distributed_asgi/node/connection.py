@@ -10,8 +10,10 @@ Rules of this file:
   the same frame; bodies are cut into frames of at most ``MAX_BODY_FRAME``.
 - ``ChannelFull`` on the reply channel is flow control: wait and retry while the client is there.
 - Frames from the edge are read only once the edge can send them (after the accept), into an
-  inbox of at most ``INBOX_LIMIT`` messages; an edge silent for ``heartbeat_misses`` of its
-  heartbeat intervals is gone, and the application sees a disconnect.
+  inbox of at most ``INBOX_LIMIT`` messages, awaited directly (no deadline per frame). Whether
+  the edge is still there is the Node's business (_liveness.py: one heartbeat per edge
+  process and interval): an edge silent for ``heartbeat_misses`` of its heartbeat intervals is
+  gone, and ``edge_lost`` gives the application a disconnect.
 - After a disconnect, HTTP sends are ignored and WebSocket sends raise ``ClientDisconnected``,
   as uvicorn does. A WebSocket the application closes or refuses gives its next ``receive()``
   what uvicorn's default implementations give: ``websocket.disconnect`` with the close's own
@@ -31,7 +33,7 @@ from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 
-from distributed_asgi._aio import receive_within
+from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.frames import (
     PICKUP_GRACE,
@@ -82,8 +84,16 @@ class NodeConnection:
         heartbeat_interval: float,
         heartbeat_misses: int,
         on_done: Callable[[NodeConnection], None],
+        liveness: Liveness[NodeConnection],
+        peer: str | None,
     ) -> None:
         self.layer = layer
+        self.liveness = liveness
+        self.own_peer = peer  # the Node's liveness channel, told to the edge in the accept
+        # The edge process, as the liveness watch names it, and the connection id to heartbeat
+        # when that edge beats per connection (None: it does not).
+        self.peer_key = connect.peer or connect.reply_channel
+        self.beat_id = None if connect.peer else connect.conn_id
         self.heartbeat_interval = heartbeat_interval
         self.on_done = on_done
         self.route_key = ""  # the route channel it came from, for the Node's counters
@@ -101,7 +111,6 @@ class NodeConnection:
         self.inbox: deque[Message] = deque(connect.messages)
         self.channel = ""
         self.disconnected = False  # the client (or the edge) is gone
-        self.last_sent = time.monotonic()
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._send_lock = asyncio.Lock()
@@ -127,6 +136,7 @@ class NodeConnection:
             self.failed = self.started and not isinstance(exc, asyncio.CancelledError)
             raise
         finally:
+            self.liveness.detach(self, self.peer_key)
             if self._reader is not None:
                 self._reader.cancel()
             try:
@@ -142,7 +152,8 @@ class NodeConnection:
         in time) knows no application code ran: a Node that dies after this is a 502. It costs
         one frame more than an accept carrying the first response, one Redis write per request.
         """
-        frame = encode(Accept(self.conn_id, self.channel, self.heartbeat_interval))
+        accept = Accept(self.conn_id, self.channel, self.heartbeat_interval, peer=self.own_peer)
+        frame = encode(accept)
         try:
             await self.layer.send(self.reply_channel, frame)
         except _ACCEPT_ERRORS as exc:
@@ -154,7 +165,6 @@ class NodeConnection:
             )
             return False
         self.accepted = True
-        self.last_sent = time.monotonic()
         late = time.time() - self.deadline
         if late > ACCEPT_LATEST:
             logger.warning(
@@ -167,7 +177,9 @@ class NodeConnection:
             with contextlib.suppress(ChannelFull, LayerError):
                 await self._send_frame(encode(End(self.conn_id, error)), retry=False)
             return False
-        # Nothing can come from the edge before it has the accept.
+        # Nothing can come from the edge before it has the accept. Its connect was just heard.
+        self.liveness.attach(self, self.peer_key, self.edge_window, self.beat_id)
+        self.liveness.heard(self.peer_key)
         self._reader = asyncio.ensure_future(self._read_from_edge())
         return True
 
@@ -216,19 +228,7 @@ class NodeConnection:
     async def _read_from_edge(self) -> None:
         while True:
             try:
-                raw = await receive_within(self.layer, self.channel, self.edge_window)
-            except asyncio.TimeoutError:
-                logger.warning(
-                    "the edge of %s sent nothing for %.1fs: treating the client as gone",
-                    describe(self.scope),
-                    self.edge_window,
-                )
-                self._deliver(
-                    {"type": "http.disconnect"}
-                    if self.is_http
-                    else {"type": "websocket.disconnect", "code": 1006}
-                )
-                return
+                raw = await self.layer.receive(self.channel)
             except LayerError:  # the layer reconnects by itself; the window still counts
                 await asyncio.sleep(0.1)
                 continue
@@ -237,6 +237,7 @@ class NodeConnection:
             except FrameError as exc:
                 logger.warning("dropped a bad frame on %s: %s", self.channel, exc)
                 continue
+            self.liveness.heard(self.peer_key)
             if isinstance(frame, Heartbeat):
                 continue
             if not isinstance(frame, Asgi):
@@ -258,6 +259,23 @@ class NodeConnection:
             while len(self.inbox) >= INBOX_LIMIT:
                 self._room.clear()
                 await self._room.wait()
+
+    def edge_lost(self, window: float) -> None:
+        """The liveness watch heard nothing from this connection's edge for ``window``."""
+        if self.disconnected:
+            return
+        logger.warning(
+            "the edge of %s sent nothing for %.1fs: treating the client as gone",
+            describe(self.scope),
+            window,
+        )
+        if self._reader is not None:
+            self._reader.cancel()
+        self._deliver(
+            {"type": "http.disconnect"}
+            if self.is_http
+            else {"type": "websocket.disconnect", "code": 1006}
+        )
 
     def _deliver(self, message: Message) -> None:
         if isinstance(self.cycle, WebSocketCycle) and self.cycle.finished:
@@ -361,15 +379,7 @@ class NodeConnection:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _FULL_BACKOFF_MAX)
                 continue
-            self.last_sent = time.monotonic()
             return
-
-    async def send_heartbeat(self) -> None:
-        if not self.accepted:
-            return  # the edge only listens for an accept until then
-        self.last_sent = time.monotonic()
-        with contextlib.suppress(ChannelFull, LayerError):
-            await self.layer.send(self.reply_channel, encode(Heartbeat(self.conn_id)))
 
 
 def _plain_response_start(message: Message) -> Message:

@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
+import sys
 import time
 import traceback
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from asgiref.server import StatelessServer
 
+from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.frames import Connect, FrameError, decode_frame, describe
 from distributed_asgi.core.names import require_valid_channel_name
 from distributed_asgi.core.outcomes import NodeRecorder
@@ -60,7 +63,9 @@ class Node(StatelessServer):
     host/port/db/password; or a ready ``layer``. ``max_applications`` (1000) bounds concurrent
     connections; ``drain_timeout`` (30 s) bounds the graceful stop; ``lifespan`` is uvicorn's
     "auto"/"on"/"off". ``run()`` blocks and returns once stopped (raising ``LifespanFailed``
-    if startup failed); ``await arun()`` embeds it; ``stop()`` asks it to drain and stop.
+    if startup failed), in an event loop of the ``loop`` kind: "auto" (uvloop when installed,
+    as ``uvicorn.run``), "asyncio" or "uvloop"; ``await arun()`` embeds it in the running loop;
+    ``stop()`` asks it to drain and stop.
     """
 
     max_applications: int  # set by StatelessServer.__init__
@@ -86,6 +91,7 @@ class Node(StatelessServer):
         heartbeat_interval: float = 2.0,
         heartbeat_misses: int = 3,
         metrics: NodeRecorder | None = None,
+        loop: str = "auto",
     ) -> None:
         if (cls is None) == (app is None):
             raise ValueError("Node needs exactly one of cls= (ASGI 2 or 3) or app= (ASGI 3)")
@@ -103,6 +109,7 @@ class Node(StatelessServer):
             if "!" in name:
                 raise ValueError(f"invalid key {name!r}: a route key cannot contain '!'")
         require_capacity("max_applications", max_applications)
+        self.loop_factory = _loop_factory(loop)
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be one of 'auto', 'on', 'off', got {lifespan!r}")
         if (
@@ -144,12 +151,29 @@ class Node(StatelessServer):
             self.stats,
         )
         self.metrics = metrics
+        self.liveness: Liveness[NodeConnection] = Liveness(
+            self.layer, "node", self.heartbeat_interval, NodeConnection.edge_lost
+        )
 
     # -- running -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Serve until stopped (SIGTERM/SIGINT or ``stop()``); blocks."""
-        asyncio.run(self._run_with_signals())
+        """Serve until stopped (SIGTERM/SIGINT or ``stop()``); blocks. In a new event loop of
+        the ``loop`` kind (uvloop when "auto" and it is installed, as ``uvicorn.run``)."""
+        if self.loop_factory is None:
+            asyncio.run(self._run_with_signals())
+            return
+        if sys.version_info >= (3, 11):
+            with asyncio.Runner(loop_factory=self.loop_factory) as runner:
+                runner.run(self._run_with_signals())
+        else:  # pragma: no cover - Python 3.10
+            loop = self.loop_factory()
+            try:
+                asyncio.set_event_loop(loop)
+                loop.run_until_complete(self._run_with_signals())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
 
     async def _run_with_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -205,6 +229,7 @@ class Node(StatelessServer):
             self._stopping.set()
         self.lifespan = Lifespan(self.application, self.lifespan_mode, self.asgi_version)
         await self.lifespan.startup()
+        await self.liveness.channel()  # named in every accept
         checker = asyncio.ensure_future(self.application_checker())  # type: ignore[no-untyped-call]
         # In the background: a Redis that does not answer must not hold up the start.
         self._spawn(self.presence.publish(0))
@@ -240,6 +265,7 @@ class Node(StatelessServer):
             for task in (checker, heartbeats):
                 task.cancel()
             await asyncio.gather(checker, heartbeats, return_exceptions=True)
+            await self.liveness.aclose()
             # After a second signal nothing more is awaited: a hanging lifespan shutdown or
             # Redis is exactly what the user is cutting short.
             if self._signals < 2:
@@ -316,6 +342,8 @@ class Node(StatelessServer):
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_misses=self.heartbeat_misses,
             on_done=self.connection_done,
+            liveness=self.liveness,
+            peer=self.liveness.name,
         )
         connection.route_key = key
         self.connections[connection.conn_id] = connection
@@ -388,23 +416,30 @@ class Node(StatelessServer):
             ),
         )
 
-    # -- heartbeats: one task for all connections ----------------------------------------------
+    # -- presence: once per heartbeat interval (the edges' liveness is self.liveness's) ---------
 
     async def _heartbeat_loop(self) -> None:
-        published = time.monotonic()
         while True:
-            await asyncio.sleep(self.heartbeat_interval / 2)
-            stopping = self._stopping is not None and self._stopping.is_set()
-            if not stopping and time.monotonic() - published >= self.heartbeat_interval:
-                published = time.monotonic()
-                # Its own task: a slow Redis must not hold back the connections' heartbeats.
+            await asyncio.sleep(self.heartbeat_interval)
+            if self._stopping is None or not self._stopping.is_set():
+                # Its own task: a slow Redis must not delay the next publication.
                 self._spawn(self.presence.publish(len(self.connections)))
-            due = time.monotonic() - self.heartbeat_interval
-            beats = [
-                c.send_heartbeat() for c in list(self.connections.values()) if c.last_sent < due
-            ]
-            if beats:
-                await asyncio.gather(*beats)
+
+
+def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes ``run()``'s event loop: None for asyncio's own (``asyncio.run``)."""
+    if loop not in ("auto", "asyncio", "uvloop"):
+        raise ValueError(f"loop must be one of 'auto', 'asyncio', 'uvloop', got {loop!r}")
+    if loop == "asyncio":
+        return None
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        if loop == "uvloop":
+            raise ValueError("loop='uvloop' needs uvloop, which is not installed") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def _close_layer(layer: GatewayLayer) -> None:

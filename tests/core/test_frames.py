@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from distributed_asgi.core.frames import (
     Accept,
+    Alive,
     Asgi,
     Connect,
     End,
@@ -78,11 +79,14 @@ EVERY_KIND = [
         "c1", CANONICAL_SCOPE, "edge.x!y", 123.5, 2.0, [{"type": "http.request", "body": b"a"}]
     ),
     Connect("c1", CANONICAL_SCOPE, "edge.x!y", 123.5, 2.0),
+    Connect("c1", CANONICAL_SCOPE, "edge.x!y", 123.5, 2.0, peer="edge.x!1"),
     Accept("c", "node.a!b", 2.0),
+    Accept("c", "node.a!b", 2.0, peer="node.a!1"),
     Accept("c", "node.a!b", 2.0, [{"type": "http.response.start", "status": 200, "headers": []}]),
     Asgi("c", [{"type": "websocket.send", "bytes": b"\x00\xff"}]),
     Asgi("c", []),
     Heartbeat("c"),
+    Alive("edge.x!1"),
     End("c", "ValueError: x"),
     End("c"),
 ]

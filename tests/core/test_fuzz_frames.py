@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from distributed_asgi.core.frames import (
     Accept,
+    Alive,
     Asgi,
     Connect,
     End,
@@ -65,6 +66,8 @@ FRAME_VALUES: list[Frame] = [
     Accept("c1", "node.x!y", 2.0),
     Asgi("c1", [{"type": "http.response.body", "body": b"ok", "more_body": False}]),
     Heartbeat("c1"),
+    Alive("node.x!1"),
+    Accept("c1", "node.x!y", 2.0, peer="node.x!1"),
     End("c1", "ValueError: boom"),
     End("c1"),
 ]

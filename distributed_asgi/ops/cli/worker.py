@@ -127,6 +127,7 @@ def worker(
         drain_timeout=drain_timeout,
         lifespan=lifespan,
         metrics=metrics,
+        loop=loop,
     )
     log_startup(
         "distributed_asgi.node",
