@@ -60,11 +60,12 @@ class Backlog:
             if not reader.notify(channel):
                 self.detach(reader)
 
-    def take(self, channel: str, dropped: Callable[[str], None]) -> bytes | None:
-        """The oldest live entry of ``channel``; ``dropped(channel)`` for each expired one."""
+    def take(self, channel: str, dropped: Callable[[str, bytes], None]) -> bytes | None:
+        """The oldest live entry of ``channel``; ``dropped(channel, entry)`` for each expired
+        one."""
         if channel not in self._entries:  # the common case, without the lock
             return None
-        expired = 0
+        expired: list[bytes] = []
         entry = None
         cutoff = time.monotonic() - self.expiry
         with self._lock:
@@ -74,11 +75,11 @@ class Backlog:
                 if popped_at >= cutoff:
                     entry = candidate
                     break
-                expired += 1
+                expired.append(candidate)
             if buffer is not None and not buffer:
                 del self._entries[channel]
-        for _ in range(expired):
-            dropped(channel)
+        for gone in expired:
+            dropped(channel, gone)
         return entry
 
     def take_all(self) -> list[bytes]:
@@ -88,21 +89,20 @@ class Backlog:
             self._entries.clear()
         return entries
 
-    def sweep(self, dropped: Callable[[str], None]) -> None:
+    def sweep(self, dropped: Callable[[str, bytes], None]) -> None:
         """Forget entries nobody received before they expired (an inbox collects late replies
         for channels its process no longer reads)."""
         cutoff = time.monotonic() - self.expiry
-        expired: list[str] = []
+        expired: list[tuple[str, bytes]] = []
         with self._lock:
             for channel in list(self._entries):
                 buffer = self._entries[channel]
                 while buffer and buffer[0][0] < cutoff:
-                    buffer.popleft()
-                    expired.append(channel)
+                    expired.append((channel, buffer.popleft()[1]))
                 if not buffer:
                     del self._entries[channel]
-        for channel in expired:
-            dropped(channel)
+        for channel, entry in expired:
+            dropped(channel, entry)
 
     def clear(self) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ __all__ = [
     "WrongClientPrefix",
     "non_local_name",
     "require_own_channel",
+    "require_process_channel",
     "require_valid_channel_name",
     "require_valid_group_name",
     "require_valid_message",
@@ -75,6 +76,12 @@ class GatewayLayer(Protocol):
 
     async def send(self, channel: str, message: Message) -> None: ...
 
+    async def push(self, channel: str, message: Message) -> None:
+        """Send to a process-specific channel without capacity (for traffic flow-controlled
+        end to end): never ``ChannelFull``; ``LayerUnavailable``/``LayerRefused`` as ``send``;
+        ``ValueError`` for a normal channel. Lands in call order with this process's sends."""
+        ...
+
     async def receive(self, channel: str) -> Message: ...
 
     async def new_channel(self, prefix: str = "specific") -> str: ...
@@ -97,6 +104,16 @@ def non_local_name(channel: str) -> str:
     """
     bang = channel.find("!")
     return channel if bang < 0 else channel[: bang + 1]
+
+
+def require_process_channel(channel: str) -> str:
+    """``channel`` if it is process-specific (has a ``!``); ``ValueError`` naming it otherwise."""
+    if "!" not in channel:
+        raise ValueError(
+            f"push() is for process-specific channels (new_channel() names), not {channel!r}: "
+            "a normal channel keeps its capacity, use send()"
+        )
+    return channel
 
 
 def require_own_channel(channel: str, client_prefix: str) -> str:

@@ -3,7 +3,8 @@
 Every entry is this process's: it keeps several rounds in flight, written together, so a
 stream of messages costs a fraction of a write each. Its entries stay counted against their
 channel's capacity until ``receive()`` returns them (then they are ACKed), so buffering here
-never defeats capacity.
+never defeats capacity; a pushed entry (``push()``, keys.py's uncounted entry) took no capacity
+and is not ACKed.
 Its backlog is shared by the inbox readers of every loop of the layer.
 """
 
@@ -14,7 +15,7 @@ import time
 
 from .backlog import Backlog
 from .connection import DedicatedConnection, pack_commands
-from .keys import entry_payload
+from .keys import entry_counted, entry_payload
 from .queue_reader import LINGER, RECEIVE_ERRORS, QueueReader
 from .scripts import FORGET_IDLE
 from .shard import Shard
@@ -54,12 +55,13 @@ class InboxReader(QueueReader):
         self._last_forget = time.monotonic()
 
     def _delivered(self, channel: str, entry: bytes) -> bytes:
-        self._dropped(channel)
+        self._dropped(channel, entry)
         return entry_payload(entry)
 
-    def _dropped(self, channel: str) -> None:
-        self.shard.ack(self.counter_key, channel)
-        self._acked.add(channel)
+    def _dropped(self, channel: str, entry: bytes) -> None:
+        if entry_counted(entry):  # a pushed entry took no capacity: nothing to give back
+            self.shard.ack(self.counter_key, channel)
+            self._acked.add(channel)
 
     def _sweep(self) -> None:
         super()._sweep()

@@ -14,10 +14,16 @@ servers, ``{B}`` on a Redis Cluster, B the bucket of the routing name, see place
 - ``P:gi:TGROUP`` (cluster only) sorted set, bucket -> time of its last ``group_add``: the
   buckets a group has members in.
 - ``P:node:TID`` a Node's presence (node/presence.py).
-- A queue entry is ``TTTTTTTTTTTTT`` (13-digit send time in ms, Redis server clock) + channel
-  + ``\\n`` + payload. The time lets any reader drop expired entries without trusting its own
-  clock; the channel lets one inbox serve many process-specific channels. The Lua scripts write
-  and read the same header (scripts.py formats ``TIME_DIGITS`` into them).
+- A queue entry is ``TTTTTTTTTTTTT`` (13-digit send time in ms) + channel + ``\\n`` +
+  payload. The time lets any reader drop expired entries (against the Redis server's clock);
+  the channel lets one inbox serve many process-specific channels. ``send()`` writes the
+  server's time (its script reads ``TIME``), so no client clock matters for it.
+- An entry of ``push()`` (an *uncounted* entry: it took no capacity, so its receipt is not
+  acked) has ``UNCOUNTED`` (``~``, which no channel name contains) between the time and the
+  channel, and its time is the sender's wall clock: expiry of pushed entries assumes the
+  machines' clocks agree (as ``PICKUP_GRACE`` in core/frames.py already does).
+- The Lua scripts write and read the same header (scripts.py formats ``TIME_DIGITS`` and
+  ``UNCOUNTED`` into them).
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "TIME_DIGITS",
+    "UNCOUNTED",
     "KeySpace",
     "entry",
     "entry_channel",
+    "entry_counted",
     "entry_payload",
     "entry_sent",
     "hash_tag",
@@ -44,6 +52,11 @@ NODE = "node"
 # Digits of the send time at the head of every queue entry (ms since the epoch: 13 digits
 # until the year 2286).
 TIME_DIGITS = 13
+# Marks an entry that holds no capacity (``push()``): right after the time, where a counted
+# entry's channel name starts (core/names.py: a name never contains it).
+UNCOUNTED = "~"
+_UNCOUNTED = UNCOUNTED.encode()
+_UNCOUNTED_BYTE = _UNCOUNTED[0]
 
 
 def hash_tag(bucket: int) -> str:
@@ -97,9 +110,11 @@ class KeySpace:
         return name
 
 
-def entry(sent_ms: int, channel: str, payload: bytes) -> bytes:
-    """A queue entry as the scripts write it (for tools and tests that write one directly)."""
-    return b"%0*d" % (TIME_DIGITS, sent_ms) + channel.encode() + b"\n" + payload
+def entry(sent_ms: int, channel: str, payload: bytes, *, counted: bool = True) -> bytes:
+    """A queue entry as the layer writes it: ``push()``'s with ``counted=False``, and
+    ``send()``'s form for tools and tests that write one directly (its script writes it)."""
+    mark = b"" if counted else _UNCOUNTED
+    return b"%0*d" % (TIME_DIGITS, sent_ms) + mark + channel.encode() + b"\n" + payload
 
 
 def entry_sent(entry: bytes) -> int | None:
@@ -110,8 +125,14 @@ def entry_sent(entry: bytes) -> int | None:
     return int(sent)
 
 
+def entry_counted(entry: bytes) -> bool:
+    """Whether the entry holds capacity until it is received (``send()``'s, not ``push()``'s)."""
+    return len(entry) <= TIME_DIGITS or entry[TIME_DIGITS] != _UNCOUNTED_BYTE
+
+
 def entry_channel(entry: bytes) -> str:
-    return entry[TIME_DIGITS : entry.find(b"\n", TIME_DIGITS)].decode("ascii", "replace")
+    start = TIME_DIGITS if entry_counted(entry) else TIME_DIGITS + 1
+    return entry[start : entry.find(b"\n", TIME_DIGITS)].decode("ascii", "replace")
 
 
 def entry_payload(entry: bytes) -> bytes:

@@ -91,6 +91,11 @@ class RedisLocalChannelLayer:
         """Send to ``channel``: the local server for a normal channel, else the central one."""
         await self._for(channel).send(channel, message)
 
+    async def push(self, channel: str, message: Message) -> None:
+        """Push to a process-specific channel (central, as its inbox); see
+        ``RedisChannelLayer.push``."""
+        await self.central.push(channel, message)
+
     async def receive(self, channel: str) -> Message:
         return await self._for(channel).receive(channel)
 

@@ -19,6 +19,7 @@ from .base import (
     ChannelFull,
     Message,
     require_own_channel,
+    require_process_channel,
     require_valid_channel_name,
     require_valid_group_name,
     require_valid_message,
@@ -32,8 +33,15 @@ logger = logging.getLogger("distributed_asgi.layers")
 
 class _Channel:
     def __init__(self) -> None:
-        self.messages: deque[tuple[float, Message]] = deque()  # (expires at, message)
+        # (expires at, message, counted): pushed messages (counted False) hold no capacity.
+        self.messages: deque[tuple[float, Message, bool]] = deque()
+        self.counted = 0  # messages queued that hold capacity
         self.waiters: deque[asyncio.Future[None]] = deque()
+
+    def take(self) -> Message:
+        _, message, counted = self.messages.popleft()
+        self.counted -= counted
+        return message
 
     def wake_one(self) -> None:
         while self.waiters:
@@ -83,18 +91,25 @@ class InMemoryChannelLayer:
     def _expire(self, state: _Channel) -> None:
         now = time.monotonic()
         while state.messages and state.messages[0][0] <= now:
-            state.messages.popleft()
+            state.take()
 
     async def send(self, channel: str, message: Message) -> None:
         require_valid_channel_name(channel)
         self._send(channel, copy.deepcopy(require_valid_message(message)))
 
-    def _send(self, channel: str, message: Message) -> bool:
+    async def push(self, channel: str, message: Message) -> None:
+        """Send to a process-specific channel without the capacity check (see
+        ``RedisChannelLayer.push``); ``ValueError`` for a normal channel."""
+        require_process_channel(require_valid_channel_name(channel))
+        self._send(channel, copy.deepcopy(require_valid_message(message)), counted=False)
+
+    def _send(self, channel: str, message: Message, *, counted: bool = True) -> bool:
         state = self._channels.setdefault(channel, _Channel())
         self._expire(state)
-        if len(state.messages) >= self.capacity.for_channel(channel):
+        if counted and state.counted >= self.capacity.for_channel(channel):
             raise ChannelFull(channel)
-        state.messages.append((time.monotonic() + self.expiry, message))
+        state.messages.append((time.monotonic() + self.expiry, message, counted))
+        state.counted += counted
         state.wake_one()
         return True
 
@@ -107,7 +122,7 @@ class InMemoryChannelLayer:
         while True:
             self._expire(state)
             if state.messages:
-                _, message = state.messages.popleft()
+                message = state.take()
                 if state.messages:
                     state.wake_one()
                 elif not state.waiters:

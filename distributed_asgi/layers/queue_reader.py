@@ -133,8 +133,8 @@ class QueueReader:
     def _delivered(self, channel: str, entry: bytes) -> bytes:
         return entry_payload(entry)
 
-    def _dropped(self, channel: str) -> None:
-        """An entry of ``channel`` expired in the backlog."""
+    def _dropped(self, channel: str, entry: bytes) -> None:
+        """An entry of ``channel`` expired (in Redis or in the backlog)."""
 
     def _take_buffered(self, channel: str) -> bytes | None:
         return self.backlog.take(channel, self._dropped)
@@ -184,7 +184,7 @@ class QueueReader:
             if sent is None:
                 logger.warning("dropped a malformed entry from %s", self.queue_key)
             elif sent < cutoff:
-                self._dropped(entry_channel(entry))
+                self._dropped(entry_channel(entry), entry)
             else:
                 live.append(entry)
         return live

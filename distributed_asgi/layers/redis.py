@@ -1,14 +1,14 @@
 """``RedisChannelLayer``: the Django Channels layer API over one or more Redis servers.
 
 Every operation is one script call where its name's keys live (``group_send``: one per place
-that may hold members, concurrently), batched with whatever else the process is sending at that
-moment. Where keys live is the placement's (placement.py): a ring of shards, or a Redis
-Cluster's slots (cluster.py), chosen from ``hosts``; key names are keys.py's. State that
-belongs to an event loop (connections, reader tasks) is kept per loop and torn down when the
-loop ends (see loops.py), so the layer also works from ``async_to_sync`` in threads, which run
-a new loop per call. What must outlive a loop is kept by the layer: the entries popped and not
-yet received (one ``Backlog`` per queue), and by the placement: the acks not yet written (one
-``AckLedger`` per server).
+that may hold members, concurrently; ``push``: two plain commands, no script), batched with
+whatever else the process is sending at that moment. Where keys live is the placement's
+(placement.py): a ring of shards, or a Redis Cluster's slots (cluster.py), chosen from
+``hosts``; key names are keys.py's. State that belongs to an event loop (connections, reader
+tasks) is kept per loop and torn down when the loop ends (see loops.py), so the layer also
+works from ``async_to_sync`` in threads, which run a new loop per call. What must outlive a
+loop is kept by the layer: the entries popped and not yet received (one ``Backlog`` per
+queue), and by the placement: the acks not yet written (one ``AckLedger`` per server).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import itertools
 import logging
 import re
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from .base import (
     Message,
     non_local_name,
     require_own_channel,
+    require_process_channel,
     require_valid_channel_name,
     require_valid_group_name,
     require_valid_message,
@@ -35,14 +37,14 @@ from .channel_reader import ChannelReader
 from .hashring import HashRing
 from .hosts import HostSpec, parse_hosts, single_host
 from .inbox_reader import InboxReader
-from .keys import KeySpace
+from .keys import KeySpace, entry
 from .options import LayerOptions
 from .placement import Placement, RingPlacement
 from .queue_reader import QueueReader
 from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND
 from .serialization import BadMessage
 from .server import Server
-from .shard import translated
+from .shard import COMMANDS, translated
 
 __all__ = ["RedisChannelLayer"]
 
@@ -163,6 +165,28 @@ class RedisChannelLayer:
         )
         if not sent:
             raise ChannelFull(channel)
+
+    async def push(self, channel: str, message: Message) -> None:
+        """Send to a process-specific channel without capacity: never ``ChannelFull``.
+
+        For traffic whose flow is controlled end to end (the gateway's credit window per
+        connection), which needs no capacity in Redis: two plain commands (``RPUSH``,
+        ``PEXPIRE`` of the inbox), batched in call order with this process's other calls, so a
+        push and a send issued one after the other land in that order. The entry is marked
+        uncounted (keys.py) and stamped with this machine's clock; it expires like any other.
+        A normal channel is a ``ValueError``: route channels keep their capacity (``send``).
+        """
+        require_process_channel(require_valid_channel_name(channel))
+        payload = self.serializer.serialize(require_valid_message(message))
+        place, keys = self._queue_keys(channel)
+        queue = keys[0]
+        pushed = entry(int(time.time() * 1000), channel, payload, counted=False)
+        await self.placement.call(
+            place,
+            COMMANDS,
+            (),
+            [("RPUSH", queue, pushed), ("PEXPIRE", queue, self.options.expiry_ms)],
+        )
 
     async def receive(self, channel: str) -> Message:
         """The next message on ``channel``, waiting for one to arrive.

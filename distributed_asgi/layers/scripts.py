@@ -2,7 +2,9 @@
 
 Key names and the queue entry header are keys.py's: the scripts get every key (or, for
 ``group_send``, the heads member keys start with) from their caller, and the header's time width
-is formatted in from ``keys.TIME_DIGITS``.
+and the mark of an uncounted (pushed) entry are formatted in from ``keys.TIME_DIGITS`` and
+``keys.UNCOUNTED``. The scripts write counted entries only; ``push()`` writes its own with plain
+commands (redis.py).
 
 A group's keys live on the shard of each member channel (one set per shard), so ``group_send``
 is one script per shard and every message is written where its receiver reads.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from .keys import TIME_DIGITS
+from .keys import TIME_DIGITS, UNCOUNTED
 
 __all__ = [
     "ACK",
@@ -39,13 +41,16 @@ class LuaScript:
 
 
 _COMMON = (
-    r"""
+    (
+        r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 local function uncount(n, entry)
+  -- A pushed entry took no capacity: nothing to count off.
+  if string.sub(entry, DIGITS + 1, DIGITS + 1) == 'UNCOUNTED_MARK' then return end
   local nl = string.find(entry, '\n', DIGITS + 1, true)
   if not nl then return end
   local channel = string.sub(entry, DIGITS + 1, nl - 1)
@@ -88,7 +93,10 @@ local function push(q, n, channel, payload, capacity, expiry, now)
   return 1
 end
 """
-).replace("DIGITS", str(TIME_DIGITS))
+    )
+    .replace("DIGITS", str(TIME_DIGITS))
+    .replace("UNCOUNTED_MARK", UNCOUNTED)
+)
 
 # KEYS: queue [, inbox counters]   ARGV: channel, payload, capacity, expiry_ms
 SEND = LuaScript(

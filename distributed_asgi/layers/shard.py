@@ -39,6 +39,7 @@ from .hosts import HostSpec
 from .scripts import ACK, LuaScript
 
 __all__ = [
+    "COMMANDS",
     "CONNECTION_ERRORS",
     "HEALTH_HOOKS",
     "AckLedger",
@@ -110,8 +111,11 @@ HEALTH_HOOKS: list[Callable[[str, bool], None]] = []
 
 # (script, keys, args, future); script None is an ack: keys is [counter key] and args holds one
 # Counter of channel -> messages received, taken from the ledger for this batch; script
-# COMMAND is a plain command: args is the command.
+# COMMAND is a plain command: args is the command; script COMMANDS is several plain commands
+# written together in this batch (args holds them), answered with the list of their replies,
+# or with the first error reply among them.
 COMMAND = LuaScript("command", "")
+COMMANDS = LuaScript("commands", "")
 _Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any]"]
 # How long close() spends writing acks that are still in the ledger.
 ACK_WRITE_TIMEOUT = 1.0
@@ -201,6 +205,12 @@ class Shard:
         """One plain command (``CLIENT UNBLOCK``), batched like ``call()``: no connection of
         its own."""
         return await self.call(COMMAND, (), args)
+
+    async def commands(self, *commands: Sequence[Any]) -> list[Any]:
+        """Plain commands written one after the other in one batch, with one future: their
+        replies, or the first error reply raised."""
+        replies: list[Any] = await self.call(COMMANDS, (), commands)
+        return replies
 
     async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -343,22 +353,27 @@ class Shard:
                 future.cancel()
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
-        commands = [
-            _ack_command(keys[0], args[0])
-            if script is None
-            else tuple(args)
-            if script is COMMAND
-            else ("EVALSHA", script.sha, len(keys), *keys, *args)
-            for script, keys, args, _ in batch
-        ]
+        commands: list[Sequence[Any]] = []
+        grouped = False
+        for script, keys, args, _ in batch:
+            if script is None:
+                commands.append(_ack_command(keys[0], args[0]))
+            elif script is COMMAND:
+                commands.append(args)
+            elif script is COMMANDS:
+                commands.extend(args)
+                grouped = True
+            else:
+                commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
         try:
-            return await self._send_and_read(commands)
+            replies = await self._send_and_read(commands)
         except CONNECTION_ERRORS:
             # A pooled connection goes stale when the server restarts; a restarted server ran
             # none of these commands, so one immediate retry on a fresh connection is safe.
-            return await self._send_and_read(commands)
+            replies = await self._send_and_read(commands)
+        return _regroup(batch, replies) if grouped else replies
 
-    async def _send_and_read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _send_and_read(self, commands: list[Sequence[Any]]) -> list[Any]:
         await self._batch_connection.send(commands)
         self._written = True
         return await self._batch_connection.read(len(commands))
@@ -385,6 +400,22 @@ def is_noscript(result: object) -> bool:
     return isinstance(result, NoScriptError) or (
         isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT")
     )
+
+
+def _regroup(batch: list[_Call], replies: list[Any]) -> list[Any]:
+    """One result per call of ``batch``: a COMMANDS call's replies gathered into one."""
+    results: list[Any] = []
+    at = 0
+    for script, _, args, _ in batch:
+        if script is COMMANDS:
+            group = replies[at : at + len(args)]
+            at += len(args)
+            error = next((r for r in group if isinstance(r, Exception)), None)
+            results.append(group if error is None else error)
+        else:
+            results.append(replies[at])
+            at += 1
+    return results
 
 
 def _ack_command(counter_key: str, counts: Counter[str]) -> tuple[Any, ...]:

@@ -14,6 +14,7 @@ from distributed_asgi.layers.keys import (
     KeySpace,
     entry,
     entry_channel,
+    entry_counted,
     entry_payload,
     entry_sent,
     hash_tag,
@@ -43,6 +44,16 @@ def test_entry_header_round_trip_and_malformed_entries() -> None:
     assert entry_sent(b"12345") is None
     assert entry_sent(b"170000000012xchan\npayload") is None
     assert entry_sent(b"1700000000123chan-without-newline") is None
+    assert entry_counted(packed)
+
+
+def test_an_uncounted_entry_is_marked_after_the_time() -> None:
+    pushed = entry(1_700_000_000_123, "chan!x", b"M\x80", counted=False)
+    assert pushed == b"1700000000123~chan!x\nM\x80"
+    assert not entry_counted(pushed)
+    assert entry_sent(pushed) == 1_700_000_000_123
+    assert entry_channel(pushed) == "chan!x"
+    assert entry_payload(pushed) == b"M\x80"
 
 
 async def test_the_scripts_write_what_keys_py_reads(redis_url: str, prefix: str) -> None:
