@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 __all__ = [
@@ -120,3 +121,19 @@ else:  # pragma: no cover - Python 3.10
     async def wait_event(event: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(event.wait(), seconds)
+
+
+def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes ````Node.run()``'s event loop: None for asyncio's own (``asyncio.run``)."""
+    if loop not in ("auto", "asyncio", "uvloop"):
+        raise ValueError(f"loop must be one of 'auto', 'asyncio', 'uvloop', got {loop!r}")
+    if loop == "asyncio":
+        return None
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        if loop == "uvloop":
+            raise ValueError("loop='uvloop' needs uvloop, which is not installed") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

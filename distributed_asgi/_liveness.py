@@ -15,6 +15,14 @@ Rules of this file:
   it is given up (``on_lost``), by the one timer of this process, never a timer per connection.
   A peer is beaten only while there are connections with it; one left without any is
   forgotten after its window.
+- Each ``alive`` frame names the connections the sender holds with that peer (and, at the edge,
+  those still being picked up, whose Node is not known yet), and the number of its round. A
+  connection is judged only by rounds after the one current when it was made (the number its
+  ``connect`` or ``accept`` carried), which list it for as long as the sender holds it. A
+  connection such a round does not list is gone on the other side (its frames were lost, by a
+  Redis restart say, while both processes stayed alive): ``on_dropped`` is told. Frames of a
+  connection and the ``alive`` frames of the same sender share one inbox and one ordered
+  batch, so everything the peer sent for a connection before letting go of it comes first.
 - A peer that named no liveness channel heartbeats each connection: that connection is its own
   peer (named by the channel this side sends it frames on), and is sent a ``heartbeat`` frame
   with its id each interval, as that peer expects.
@@ -51,7 +59,8 @@ class _Peer(Generic[_C]):
         self.heard = time.monotonic()
         # What to send it each interval: None for the ``alive`` of this process.
         self.beat = beat
-        self.connections: set[_C] = set()
+        # connection -> (its id, the peer's round it is judged after; None: never judged)
+        self.connections: dict[_C, tuple[str, int | None]] = {}
 
 
 class Liveness(Generic[_C]):
@@ -63,13 +72,16 @@ class Liveness(Generic[_C]):
         prefix: str,
         interval: float,
         on_lost: Callable[[_C, float], None],
+        on_dropped: Callable[[_C], None],
     ) -> None:
         self.layer = layer
         self.prefix = prefix
         self.interval = interval
         self.on_lost = on_lost
+        self.on_dropped = on_dropped
+        self._round = 0  # alive rounds begun
+        self._held: set[str] = set()  # connections held with no peer yet (being picked up)
         self._channel: str | None = None
-        self._alive: Message | None = None
         self._peers: dict[str, _Peer[_C]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,33 +99,54 @@ class Liveness(Generic[_C]):
             channel = await self.layer.new_channel(self.prefix)
             if self._channel is None:  # another connection may have made it meanwhile
                 self._channel = channel
-                self._alive = encode(Alive(channel))
                 self._tasks = [
                     asyncio.ensure_future(self._read()),
                     asyncio.ensure_future(self._watch()),
                 ]
         return self._channel
 
-    def attach(self, connection: _C, key: str, window: float, conn_id: str | None) -> None:
-        """Watch ``connection``'s peer ``key``; ``conn_id`` for a peer that beats per
-        connection (``key`` is then that connection's channel)."""
+    @property
+    def round(self) -> int:
+        """The alive round under way: a connection made now is judged by later rounds."""
+        return self._round
+
+    def hold(self, conn_id: str) -> None:
+        """List ``conn_id`` to every peer until ``let_go`` (a connection not yet attached)."""
+        self._held.add(conn_id)
+
+    def let_go(self, conn_id: str) -> None:
+        self._held.discard(conn_id)
+
+    def attach(
+        self,
+        connection: _C,
+        key: str,
+        window: float,
+        conn_id: str,
+        *,
+        after: int | None,
+        beats_per_connection: bool = False,
+    ) -> None:
+        """Watch ``connection`` (id ``conn_id``) and its peer ``key``, judged by the peer's
+        rounds after ``after`` (None: the peer lists nothing). ``beats_per_connection`` for a
+        peer without a liveness channel (``key`` is then that connection's channel)."""
         peer = self._peers.get(key)
         if peer is None:
-            beat = None if conn_id is None else encode(Heartbeat(conn_id))
+            beat = encode(Heartbeat(conn_id)) if beats_per_connection else None
             peer = self._peers[key] = _Peer(key, window, beat)
             self._wake.set()  # its window may end before the timer's next round
         elif not peer.connections:
             now = peer.heard = time.monotonic()  # a new connection is news from it
             if self._wake_at > now + self.interval:
                 self._wake.set()  # beaten again from now on: within the interval
-        peer.connections.add(connection)
+        peer.connections[connection] = (conn_id, after)
 
     def detach(self, connection: _C, key: str) -> None:
         # A peer left without connections stays known for its window (the timer forgets it
         # then): a process whose connections come and go one at a time costs no churn here.
         peer = self._peers.get(key)
         if peer is not None:
-            peer.connections.discard(connection)
+            peer.connections.pop(connection, None)
 
     def heard(self, key: str) -> None:
         peer = self._peers.get(key)
@@ -137,6 +170,7 @@ class Liveness(Generic[_C]):
             active = [peer for peer in self._peers.values() if peer.connections]
             if active and now >= next_beat:
                 next_beat = now + self.interval
+                self._round += 1
                 # Its own task, bounded by the interval: a slow Redis must not delay the check.
                 if self._beating is None or self._beating.done():
                     self._beating = asyncio.ensure_future(self._beat(active))
@@ -160,9 +194,15 @@ class Liveness(Generic[_C]):
     async def _beat(self, peers: list[_Peer[_C]]) -> None:
         await asyncio.gather(*(self._send(peer) for peer in peers))
 
+    def _alive(self, peer: _Peer[_C]) -> Message:
+        assert self._channel is not None
+        held = [conn_id for conn_id, _ in peer.connections.values()]
+        held.extend(self._held)
+        return encode(Alive(self._channel, self._round, tuple(held)))
+
     async def _send(self, peer: _Peer[_C]) -> None:
-        frame = peer.beat if peer.beat is not None else self._alive
-        assert frame is not None
+        # Built now, not when the round began: it lists what is held as it leaves.
+        frame = peer.beat if peer.beat is not None else self._alive(peer)
         # A beat lost (full channel, Redis away) is a miss the peer's window allows for.
         with contextlib.suppress(ChannelFull, DeadlineExceeded, LayerError):
             await within(self.interval, self.layer.send(peer.channel, frame))
@@ -184,9 +224,20 @@ class Liveness(Generic[_C]):
                 continue
             if isinstance(frame, Alive):
                 self.heard(frame.sender)
+                self._judge(frame)
             else:
                 logger.warning(
                     "dropped a %s frame on %s: expected alive",
                     type(frame).__name__,
                     self._channel,
                 )
+
+    def _judge(self, alive: Alive) -> None:
+        """Tell ``on_dropped`` of the connections a round made after them does not list."""
+        peer = self._peers.get(alive.sender)
+        if peer is None or alive.held is None:
+            return
+        held = set(alive.held)
+        for connection, (conn_id, after) in list(peer.connections.items()):
+            if after is not None and alive.round > after and conn_id not in held:
+                self.on_dropped(connection)

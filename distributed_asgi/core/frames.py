@@ -82,6 +82,9 @@ class Connect:
     # The edge's liveness channel (``alive`` frames to it say the Node is alive); None from an
     # edge that heartbeats each connection instead.
     peer: str | None = None
+    # The edge's alive round when it made this connection: its later rounds list it while the
+    # edge holds it.
+    round: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class Accept:
     messages: list[Message] = field(default_factory=list)
     # The Node's liveness channel; None from a Node that heartbeats each connection instead.
     peer: str | None = None
+    # The Node's alive round when it took this connection (see Connect.round).
+    round: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,9 +124,12 @@ class Heartbeat:
 class Alive:
     """Either way, to the peer's liveness channel: the process behind ``sender`` (its own
     liveness channel) is alive. One per peer process and interval, whatever the number of
-    connections between the two."""
+    connections between the two. ``held`` lists the ids of the connections the sender holds
+    with the receiver (None: it does not say); ``round`` numbers the sender's rounds."""
 
     sender: str
+    round: int = 0
+    held: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,10 @@ def encode(frame: Frame) -> Message:
     if isinstance(frame, Heartbeat):
         return {"v": FRAME_VERSION, "t": "heartbeat", "id": frame.conn_id}
     if isinstance(frame, Alive):
-        return {"v": FRAME_VERSION, "t": "alive", "from": frame.sender}
+        alive: Message = {"v": FRAME_VERSION, "t": "alive", "from": frame.sender, "n": frame.round}
+        if frame.held is not None:
+            alive["held"] = list(frame.held)
+        return alive
     if isinstance(frame, Accept):
         wire: Message = {
             "v": FRAME_VERSION,
@@ -161,6 +172,8 @@ def encode(frame: Frame) -> Message:
             wire["m"] = list(frame.messages)
         if frame.peer is not None:
             wire["peer"] = frame.peer
+        if frame.round is not None:
+            wire["n"] = frame.round
         return wire
     if isinstance(frame, End):
         return {"v": FRAME_VERSION, "t": "end", "id": frame.conn_id, "error": frame.error}
@@ -176,6 +189,8 @@ def encode(frame: Frame) -> Message:
     }
     if frame.peer is not None:
         connect["peer"] = frame.peer
+    if frame.round is not None:
+        connect["n"] = frame.round
     return connect
 
 
@@ -191,7 +206,7 @@ def decode_frame(message: object) -> Frame:
         raise FrameError(f"unsupported frame version {version!r} (this side speaks 1)")
     kind = message.get("t")
     if kind == "alive":  # the one frame of a process, not of a connection: no id
-        return Alive(_process_channel(message, "from"))
+        return Alive(_process_channel(message, "from"), _round(message) or 0, _held(message))
     conn_id = _str(message, "id")
     if kind == "asgi":
         return Asgi(conn_id, _messages(message.get("m")))
@@ -204,6 +219,7 @@ def decode_frame(message: object) -> Frame:
             _seconds(message, "hb"),
             _messages(message.get("m", [])),
             _peer(message),
+            _round(message),
         )
     if kind == "end":
         error = message.get("error")
@@ -231,6 +247,7 @@ def decode_frame(message: object) -> Frame:
             _seconds(message, "hb"),
             first,
             _peer(message),
+            _round(message),
         )
     raise FrameError(f"unknown frame kind {kind!r}")
 
@@ -257,6 +274,24 @@ def _process_channel(message: Mapping[str, Any], key: str) -> str:
     if "!" not in value:
         raise FrameError(f"frame field {key!r} must be a process-specific channel, got {value!r}")
     return value
+
+
+def _round(message: Mapping[str, Any]) -> int | None:
+    value = message.get("n")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FrameError(f"frame field 'n' must be an int >= 0, got {value!r}")
+    return value
+
+
+def _held(message: Mapping[str, Any]) -> tuple[str, ...] | None:
+    value = message.get("held")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise FrameError(f"frame field 'held' must be a list of str, got {value!r:.80}")
+    return tuple(value)
 
 
 def _peer(message: Mapping[str, Any]) -> str | None:

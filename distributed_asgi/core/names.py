@@ -6,13 +6,16 @@ layers without its names meaning something else. Standard library only.
 
 from __future__ import annotations
 
+import itertools
 import re
+import secrets
 
 __all__ = [
     "CHANNEL_NAME",
     "GROUP_NAME",
     "MAX_NAME_LENGTH",
     "ROUTE_KEY",
+    "new_connection_id",
     "require_valid_channel_name",
     "require_valid_group_name",
 ]
@@ -49,3 +52,13 @@ def require_valid_channel_name(name: object) -> str:
 
 def require_valid_group_name(name: object) -> str:
     return _require_valid_name("Group", name, GROUP_NAME)
+
+
+# Connection ids only need to be unique (they name connections in frames and logs): a random
+# per-process part and a counter, without a getrandom() call per connection.
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
+
+
+def new_connection_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"

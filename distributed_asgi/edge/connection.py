@@ -31,10 +31,8 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
-import secrets
 import time
 from typing import Any
 
@@ -50,14 +48,15 @@ from distributed_asgi.core.frames import (
     describe,
     encode,
 )
+from distributed_asgi.core.names import new_connection_id
 from distributed_asgi.core.outcomes import HTTPTimeout, Outcome
 from distributed_asgi.core.types import Message, Receive, Scope, Send
 from distributed_asgi.edge.pickup import PickUp, Refused
 from distributed_asgi.edge.refusal import (
     RemoteApplicationError,
     declared_length,
+    edge_answer,
     has_body,
-    refusal_messages,
 )
 from distributed_asgi.edge.settings import ConnectionRegistry, EdgeSettings
 from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
@@ -83,16 +82,6 @@ DENIAL_HOLD_LIMIT = 1024 * 1024
 _LAYER_FAILURES: tuple[type[Exception], ...] = (DeadlineExceeded, LayerError)
 
 
-# Connection ids only need to be unique (they name connections in frames and logs): a random
-# per-process part and a counter, without a getrandom() call per request.
-_ID_PREFIX = secrets.token_hex(4)
-_ID_COUNTER = itertools.count(1)
-
-
-def _next_conn_id() -> str:
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
-
-
 class EdgeConnection:
     """One client connection at the edge: uvicorn's cycle, with a Node instead of an app."""
 
@@ -113,7 +102,7 @@ class EdgeConnection:
         self.receive = receive
         self.client_send = send
         self.key = key
-        self.conn_id = _next_conn_id()
+        self.conn_id = new_connection_id()
         self.is_http = scope["type"] == "http"
         self.cycle: HTTPCycle | WebSocketCycle = cycle_for(scope)
         self.pickup = PickUp(layer, settings, key, self.conn_id, scope)
@@ -123,6 +112,7 @@ class EdgeConnection:
         # connection id to heartbeat when that Node beats per connection (None: it does not).
         self.peer_key = ""
         self.beat_id: str | None = None
+        self.node_round: int | None = None  # the Node's alive round at the accept
         self.body_size = 0
         self.disconnected = False  # the client is gone: its disconnect message came in
         self.node_done = False  # the Node ended the connection or was told the client is gone
@@ -174,6 +164,7 @@ class EdgeConnection:
             self._note_client_message(message)
         try:
             self.pickup.peer = await self.registry.peer_channel()
+            self.pickup.round = self.registry.holding(self.conn_id)
             answer = await self.pickup.run(initial)
             if isinstance(answer, Refused):
                 self.outcome = answer.outcome
@@ -181,11 +172,15 @@ class EdgeConnection:
                 first.cancel()
                 return
             if await self._accepted(answer):  # a whole short response came with the accept
+                self.registry.unregister(self)
                 first.cancel()
                 return
         except BaseException:
             first.cancel()
+            self.registry.unregister(self)
             raise
+        finally:
+            self.registry.release(self.conn_id)  # registered (or refused) by now
         await self._pump(None if initial else first)
 
     async def _accepted(self, accept: Accept) -> bool:
@@ -194,10 +189,11 @@ class EdgeConnection:
         self.window = accept.heartbeat * self.settings.heartbeat_misses
         self.peer_key = accept.peer or accept.channel
         self.beat_id = None if accept.peer else self.conn_id
+        self.node_round = accept.round
+        self.registry.register(self)  # before anything awaits: always listed to a Node
         return bool(accept.messages) and await self._to_client_all(accept.messages)
 
     async def _pump(self, first: asyncio.Future[Message] | None) -> None:
-        self.registry.register(self)
         pump = asyncio.ensure_future(self._client_to_node(first))
         try:
             await self._node_to_client()
@@ -399,6 +395,15 @@ class EdgeConnection:
         )
         self._finish(Outcome.NODE_LOST)
 
+    def peer_dropped(self) -> None:
+        """The Node's alive frame did not list this connection: it let go of it (its frames
+        were lost). Acted on only while waiting for a frame, as every frame the Node sent
+        before letting go has been taken by then."""
+        if self._waiting is None or self._waiting.expired():
+            return  # busy with a frame: the Node's next alive frame tells again
+        logger.warning("the Node serving %s no longer has it: giving up", describe(self.scope))
+        self._finish(Outcome.NODE_LOST)
+
     async def _upstream_failed(self) -> None:
         """The Node or Redis is gone mid-connection: 502 while the client has seen nothing."""
         if not self._client_saw_response:
@@ -433,17 +438,11 @@ class EdgeConnection:
         return {"type": "websocket.disconnect", "code": 1006}
 
     async def _respond(self, status: int, *, retry_after: bool = False) -> None:
-        headers = []
-        if retry_after:
-            headers.append((b"retry-after", str(self.settings.retry_after).encode()))
-        if status == 413:
-            # The rest of the body is unread: close rather than keep a half-read connection
-            # alive (RFC 9110 15.5.14), which also spares the server from draining it.
-            headers.append((b"connection", b"close"))
         # An edge answer replaces whatever was under way; it goes through a fresh cycle so
         # that anything the Node still sends afterwards is recognised as too late.
         self.status = status
         self.cycle = cycle_for(self.scope)
-        for message in refusal_messages(self.scope, status, headers):
+        wait = self.settings.retry_after if retry_after else None
+        for message in edge_answer(self.scope, status, wait):
             self.cycle.on_send(message)
             await self.client_send(message)

@@ -129,7 +129,11 @@ class Distributor:
         )
         self.metrics = metrics
         self.liveness: Liveness[EdgeConnection] = Liveness(
-            layer, "edge", self.settings.heartbeat_interval, EdgeConnection.peer_lost
+            layer,
+            "edge",
+            self.settings.heartbeat_interval,
+            EdgeConnection.peer_lost,
+            EdgeConnection.peer_dropped,
         )
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -201,8 +205,24 @@ class Distributor:
     async def peer_channel(self) -> str:
         return await self.liveness.channel()
 
+    def holding(self, conn_id: str) -> int:
+        self.liveness.hold(conn_id)
+        return self.liveness.round
+
+    def release(self, conn_id: str) -> None:
+        self.liveness.let_go(conn_id)
+
     def register(self, connection: EdgeConnection) -> None:
-        self.liveness.attach(connection, connection.peer_key, connection.window, connection.beat_id)
+        self.liveness.attach(
+            connection,
+            connection.peer_key,
+            connection.window,
+            connection.conn_id,
+            after=connection.node_round,
+            beats_per_connection=connection.beat_id is not None,
+        )
+        # Listed to its Node as one of its connections from now on, not to every Node.
+        self.liveness.let_go(connection.conn_id)
         self.liveness.heard(connection.peer_key)  # its accept just came
 
     def unregister(self, connection: EdgeConnection) -> None:

@@ -58,6 +58,7 @@ class PickUp:
     scope: Scope
     reply_channel: str = ""
     peer: str | None = None  # the edge's liveness channel, for the Node to send alive frames to
+    round: int | None = None  # the edge's alive round when the connection was made
     queued: bool = False  # the layer confirmed the connect's send
     wait: float | None = None  # connect sent -> accept, for the metrics
 
@@ -105,6 +106,7 @@ class PickUp:
             settings.heartbeat_interval,
             initial,
             self.peer,
+            self.round,
         )
         sent = time.monotonic()
         await self.layer.send(self.key, encode(frame))

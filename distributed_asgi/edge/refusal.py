@@ -8,7 +8,7 @@ import http
 
 from distributed_asgi.core.types import Message, Scope, Send
 
-__all__ = ["RemoteApplicationError", "refusal_messages", "refuse"]
+__all__ = ["RemoteApplicationError", "edge_answer", "refusal_messages", "refuse"]
 
 
 class RemoteApplicationError(Exception):
@@ -45,6 +45,19 @@ def refusal_messages(
             {"type": "websocket.http.response.body", "body": body},
         ]
     return [{"type": "websocket.close", "code": 1013}]
+
+
+def edge_answer(scope: Scope, status: int, retry_after: int | None) -> list[Message]:
+    """The edge's answer to a connection: ``Retry-After`` when given (no Node took it), and
+    ``Connection: close`` for a 413, as the rest of the body is unread: closing rather than
+    keeping a half-read connection alive (RFC 9110 15.5.14) also spares the server from
+    draining it."""
+    headers = []
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    if status == 413:
+        headers.append((b"connection", b"close"))
+    return refusal_messages(scope, status, headers)
 
 
 def has_body(scope: Scope) -> bool:

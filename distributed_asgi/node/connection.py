@@ -94,6 +94,7 @@ class NodeConnection:
         # when that edge beats per connection (None: it does not).
         self.peer_key = connect.peer or connect.reply_channel
         self.beat_id = None if connect.peer else connect.conn_id
+        self.edge_round = connect.round  # the edge's alive round at the connect
         self.heartbeat_interval = heartbeat_interval
         self.on_done = on_done
         self.route_key = ""  # the route channel it came from, for the Node's counters
@@ -118,6 +119,7 @@ class NodeConnection:
         self._flushing: asyncio.Task[None] | None = None
         self.accepted = False
         self._reader: asyncio.Task[None] | None = None
+        self._reading = False  # the reader waits for the edge's next frame
         for message in connect.messages:
             self.cycle.on_receive(message)
 
@@ -152,7 +154,19 @@ class NodeConnection:
         in time) knows no application code ran: a Node that dies after this is a 502. It costs
         one frame more than an accept carrying the first response, one Redis write per request.
         """
-        accept = Accept(self.conn_id, self.channel, self.heartbeat_interval, peer=self.own_peer)
+        if self.beat_id is None:
+            # Listed to the edge from before the accept on: its alive rounds after the accept
+            # then say whether this Node still holds the connection.
+            self.liveness.attach(
+                self, self.peer_key, self.edge_window, self.conn_id, after=self.edge_round
+            )
+        accept = Accept(
+            self.conn_id,
+            self.channel,
+            self.heartbeat_interval,
+            peer=self.own_peer,
+            round=self.liveness.round,
+        )
         frame = encode(accept)
         try:
             await self.layer.send(self.reply_channel, frame)
@@ -178,7 +192,15 @@ class NodeConnection:
                 await self._send_frame(encode(End(self.conn_id, error)), retry=False)
             return False
         # Nothing can come from the edge before it has the accept. Its connect was just heard.
-        self.liveness.attach(self, self.peer_key, self.edge_window, self.beat_id)
+        if self.beat_id is not None:
+            self.liveness.attach(
+                self,
+                self.peer_key,
+                self.edge_window,
+                self.conn_id,
+                after=None,
+                beats_per_connection=True,
+            )
         self.liveness.heard(self.peer_key)
         self._reader = asyncio.ensure_future(self._read_from_edge())
         return True
@@ -228,10 +250,13 @@ class NodeConnection:
     async def _read_from_edge(self) -> None:
         while True:
             try:
+                self._reading = True
                 raw = await self.layer.receive(self.channel)
             except LayerError:  # the layer reconnects by itself; the window still counts
                 await asyncio.sleep(0.1)
                 continue
+            finally:
+                self._reading = False
             try:
                 frame = decode_frame(raw)
             except FrameError as exc:
@@ -269,6 +294,21 @@ class NodeConnection:
             describe(self.scope),
             window,
         )
+        if self._reader is not None:
+            self._reader.cancel()
+        self._deliver(
+            {"type": "http.disconnect"}
+            if self.is_http
+            else {"type": "websocket.disconnect", "code": 1006}
+        )
+
+    def edge_dropped(self) -> None:
+        """The edge's alive frame did not list this connection: the edge let go of it (its
+        frames were lost). Acted on only while waiting for a frame from it, as every frame
+        the edge sent before letting go has been taken by then."""
+        if self.disconnected or not self._reading:
+            return  # busy with a frame: the edge's next alive frame tells again
+        logger.warning("the edge of %s no longer has it: the client is gone", describe(self.scope))
         if self._reader is not None:
             self._reader.cancel()
         self._deliver(

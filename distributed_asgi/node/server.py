@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 from asgiref.server import StatelessServer
 
+from distributed_asgi._aio import loop_factory
 from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.frames import Connect, FrameError, decode_frame, describe
 from distributed_asgi.core.names import require_valid_channel_name
@@ -109,7 +109,7 @@ class Node(StatelessServer):
             if "!" in name:
                 raise ValueError(f"invalid key {name!r}: a route key cannot contain '!'")
         require_capacity("max_applications", max_applications)
-        self.loop_factory = _loop_factory(loop)
+        self.loop_factory = loop_factory(loop)
         if lifespan not in ("auto", "on", "off"):
             raise ValueError(f"lifespan must be one of 'auto', 'on', 'off', got {lifespan!r}")
         if (
@@ -152,7 +152,11 @@ class Node(StatelessServer):
         )
         self.metrics = metrics
         self.liveness: Liveness[NodeConnection] = Liveness(
-            self.layer, "node", self.heartbeat_interval, NodeConnection.edge_lost
+            self.layer,
+            "node",
+            self.heartbeat_interval,
+            NodeConnection.edge_lost,
+            NodeConnection.edge_dropped,
         )
 
     # -- running -------------------------------------------------------------------------------
@@ -424,22 +428,6 @@ class Node(StatelessServer):
             if self._stopping is None or not self._stopping.is_set():
                 # Its own task: a slow Redis must not delay the next publication.
                 self._spawn(self.presence.publish(len(self.connections)))
-
-
-def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """What makes ``run()``'s event loop: None for asyncio's own (``asyncio.run``)."""
-    if loop not in ("auto", "asyncio", "uvloop"):
-        raise ValueError(f"loop must be one of 'auto', 'asyncio', 'uvloop', got {loop!r}")
-    if loop == "asyncio":
-        return None
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        if loop == "uvloop":
-            raise ValueError("loop='uvloop' needs uvloop, which is not installed") from None
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 async def _close_layer(layer: GatewayLayer) -> None:

@@ -67,6 +67,7 @@ FRAME_VALUES: list[Frame] = [
     Asgi("c1", [{"type": "http.response.body", "body": b"ok", "more_body": False}]),
     Heartbeat("c1"),
     Alive("node.x!1"),
+    Alive("node.x!1", 2, ("c1",)),
     Accept("c1", "node.x!y", 2.0, peer="node.x!1"),
     End("c1", "ValueError: boom"),
     End("c1"),

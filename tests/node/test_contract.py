@@ -86,6 +86,11 @@ class _SlowAccepts:
             await asyncio.sleep(self.delay)
         await self.layer.send(channel, message)
 
+    async def push(self, channel: str, message: dict[str, Any]) -> None:
+        if message.get("t") == "accept":
+            await asyncio.sleep(self.delay)
+        await self.layer.push(channel, message)
+
     async def receive(self, channel: str) -> dict[str, Any]:
         return await self.layer.receive(channel)
 
