@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import socket
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+
+from .resp import ReplyReader
 
 __all__ = ["DedicatedConnection", "pack_commands"]
 
@@ -58,6 +60,19 @@ class DedicatedConnection:
         self._pool = client.connection_pool
         self._connection: AbstractConnection | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._replies: ReplyReader | None = None  # of the connection's current stream
+
+    def _reply_reader(self, connection: AbstractConnection) -> ReplyReader:
+        replies = self._replies
+        stream = getattr(connection, "_reader", None)
+        if replies is not None and replies.belongs_to(stream):
+            return replies
+        if not isinstance(stream, asyncio.StreamReader):
+            raise RedisConnectionError("Connection closed by server.")
+        parser = getattr(connection, "_parser", None)
+        parse_error = getattr(parser, "parse_error", None) or ResponseError
+        self._replies = replies = ReplyReader(stream, parse_error)
+        return replies
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` in one write and read one reply each, in order.
@@ -92,48 +107,42 @@ class DedicatedConnection:
             raise
 
     async def read(self, count: int) -> list[Any]:
-        connection = await self.connect()
-        replies: list[Any] = []
+        connection = self._connection or await self.connect()
         try:
-            for index in range(count):
-                try:
-                    # Replies written together arrive together: only the first wait needs the
-                    # socket timeout (whose bookkeeping is not free).
-                    timeout = None if index == 0 else math.inf
-                    replies.append(
-                        await connection.read_response(timeout=timeout, disconnect_on_error=False)
-                    )
-                except ResponseError as exc:
-                    replies.append(exc)
+            replies = self._reply_reader(connection)
+            # Replies written together arrive together: only the first wait needs the socket
+            # timeout (whose bookkeeping is not free).
+            timeout = connection.socket_timeout
+            out: list[Any] = []
+            for _ in range(count):
+                out.append(await replies.read(timeout))
+                timeout = None
         except GeneratorExit:
             raise
         except BaseException:
             # Cancelled or failed between a write and its replies: the stream is out of step.
             await connection.disconnect(nowait=True)
             raise
-        return replies
+        return out
 
     async def read_into(self, replies: list[Any], count: int) -> None:
         """Read replies (a command's error reply as a ``ResponseError``) into ``replies`` until
         it holds ``count``.
 
         Unlike ``read()``, a cancelled call keeps the connection: the replies read so far stay
-        in ``replies``, and redis-py's parsers keep what had arrived of the next one, so calling
-        again with the same list goes on in step. A queue reader relies on it to read back the
-        pops still on the wire when its event loop ends.
+        in ``replies``, and the reply reader keeps what had arrived of the next ones (resp.py),
+        so calling again with the same list goes on in step. A queue reader relies on it to
+        read back the pops still on the wire when its event loop ends.
         """
         connection = self._connection or await self.connect()
         try:
+            reader = self._reply_reader(connection)
+            # Replies written together arrive together: only the first wait needs the socket
+            # timeout (whose bookkeeping is not free).
+            timeout = None if replies else connection.socket_timeout
             while len(replies) < count:
-                # Replies written together arrive together: only the first wait needs the
-                # socket timeout (whose bookkeeping is not free).
-                timeout = None if not replies else math.inf
-                try:
-                    replies.append(
-                        await connection.read_response(timeout=timeout, disconnect_on_error=False)
-                    )
-                except ResponseError as exc:
-                    replies.append(exc)
+                replies.append(await reader.read(timeout))
+                timeout = None
         except (asyncio.CancelledError, GeneratorExit):
             raise  # in step (or destroyed with its closed loop: no I/O is possible)
         except BaseException:

@@ -1,0 +1,190 @@
+"""``ReplyReader``: Redis replies parsed from one buffer, for the layer's dedicated connections.
+
+redis-py's parser awaits a stream read per line of a reply and wraps every reply in a socket
+timeout; on the layer's hot paths (a send's reply, a reader's round of three replies) that
+costs more than the loopback round trip. This reads what has arrived in one call and parses
+every reply it holds synchronously.
+
+Rules of this file:
+
+- The only suspension is the read of more bytes from the connection's stream. Parsing never
+  suspends, and a reply leaves the buffer only once it is complete: a cancelled read loses
+  nothing, and the next read goes on from the same bytes (the queue readers rely on it, see
+  queue_reader.py).
+- Completeness is checked without building anything (``_scan``), so a large reply arriving in
+  many chunks is built once, not once per chunk.
+- Error replies become redis-py's exception classes (its parser's ``parse_error``), returned in
+  place of their reply; one that means the connection is unusable (``LOADING``, a redis-py
+  ``ConnectionError``) is raised, as redis-py does. RESP2 and RESP3 replies are understood.
+- The stream is the connection's: a reader made for one stream is dropped when the connection
+  reconnects (``DedicatedConnection`` makes a new one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout
+else:  # pragma: no cover - redis-py installs async-timeout on these versions
+    from async_timeout import timeout as _timeout  # type: ignore[import-not-found,no-redef,unused-ignore]
+
+__all__ = ["ReplyReader"]
+
+READ_SIZE = 65536
+_CLOSED = "Connection closed by server."
+
+# RESP type bytes.
+_BULK, _ARRAY, _INT, _SIMPLE, _ERROR = 36, 42, 58, 43, 45  # $ * : + -
+_NULL, _DOUBLE, _BOOL, _BIG, _VERBATIM, _BULK_ERROR = 95, 44, 35, 40, 61, 33  # _ , # ( = !
+_MAP, _SET, _PUSH, _ATTRIBUTE = 37, 126, 62, 124  # % ~ > |
+_AGGREGATES = {_ARRAY: 1, _SET: 1, _PUSH: 1, _MAP: 2, _ATTRIBUTE: 2}
+_BLOBS = (_BULK, _VERBATIM, _BULK_ERROR)
+
+
+def _scan(buf: bytes | bytearray, pos: int) -> int:
+    """The end of the reply at ``pos``, or minus the buffer length it needs at least."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return -(len(buf) + 1)
+    kind = buf[pos]
+    if kind in _BLOBS:
+        size = int(buf[pos + 1 : end])
+        if size < 0:
+            return end + 2
+        stop = end + 2 + size + 2
+        return stop if stop <= len(buf) else -stop
+    multiple = _AGGREGATES.get(kind)
+    if multiple is None:
+        return end + 2
+    count = int(buf[pos + 1 : end])
+    at = end + 2
+    for _ in range(max(count, 0) * multiple):
+        at = _scan(buf, at)
+        if at < 0:
+            return at
+    if kind == _ATTRIBUTE:  # metadata before the reply it belongs to
+        return _scan(buf, at)
+    return at
+
+
+class ReplyReader:
+    __slots__ = ("_buffer", "_need", "_parse_error", "_pos", "_stream")
+
+    def __init__(self, stream: asyncio.StreamReader, parse_error: Callable[[str], Any]) -> None:
+        self._stream = stream
+        self._parse_error = parse_error
+        self._buffer = bytearray()
+        self._pos = 0
+        self._need = 0  # the buffer length below which the next reply cannot be complete
+
+    def belongs_to(self, stream: object) -> bool:
+        return stream is self._stream
+
+    def take(self) -> tuple[bool, Any]:
+        """(True, the next reply) when it has fully arrived, else (False, None)."""
+        buf = self._buffer
+        if len(buf) < self._need or self._pos >= len(buf):
+            return False, None
+        end = _scan(buf, self._pos)
+        if end < 0:
+            self._need = -end
+            return False, None
+        reply, at = self._build(buf, self._pos)
+        if at >= len(buf):
+            buf.clear()  # the common case: everything read is used up
+            self._pos = 0
+        else:
+            self._pos = at
+        self._need = 0
+        if isinstance(reply, RedisConnectionError):
+            raise reply
+        return True, reply
+
+    async def read(self, timeout: float | None) -> Any:
+        """The next reply, waiting for it (at most ``timeout`` seconds when not None)."""
+        ready, reply = self.take()
+        while not ready:
+            if timeout is None:
+                await self.fill()
+            else:
+                try:
+                    async with _timeout(timeout):
+                        await self.fill()
+                except asyncio.TimeoutError:
+                    raise RedisTimeoutError("Timeout reading from Redis") from None
+                timeout = None  # only the first wait: what follows arrives with it
+            ready, reply = self.take()
+        return reply
+
+    async def fill(self) -> None:
+        """Read what has arrived (waiting for at least one byte) into the buffer."""
+        buf = self._buffer
+        if self._pos:
+            del buf[: self._pos]  # cheap: a bytearray drops its head without moving the rest
+            self._need -= self._pos
+            self._pos = 0
+        try:
+            data = await self._stream.read(max(READ_SIZE, self._need - len(buf)))
+        except OSError as exc:
+            raise RedisConnectionError(f"Error while reading from Redis: {exc.args}") from exc
+        if not data:
+            raise RedisConnectionError(_CLOSED)
+        buf += data
+
+    def _build(self, buf: bytearray, pos: int) -> tuple[Any, int]:
+        end = buf.find(b"\r\n", pos)
+        kind = buf[pos]
+        if kind == _BULK:
+            size = int(buf[pos + 1 : end])
+            if size < 0:
+                return None, end + 2
+            start = end + 2
+            return bytes(buf[start : start + size]), start + size + 2
+        if kind in (_ARRAY, _SET, _PUSH):
+            count = int(buf[pos + 1 : end])
+            if count < 0:
+                return None, end + 2
+            at = end + 2
+            items = []
+            for _ in range(count):
+                item, at = self._build(buf, at)
+                items.append(item)
+            return items, at
+        if kind in (_INT, _BIG):
+            return int(buf[pos + 1 : end]), end + 2
+        if kind == _SIMPLE:
+            return bytes(buf[pos + 1 : end]), end + 2
+        if kind == _ERROR:
+            return self._parse_error(buf[pos + 1 : end].decode("utf-8", "replace")), end + 2
+        if kind == _NULL:
+            return None, end + 2
+        if kind == _DOUBLE:
+            return float(buf[pos + 1 : end]), end + 2
+        if kind == _BOOL:
+            return buf[pos + 1 : end] == b"t", end + 2
+        if kind in (_VERBATIM, _BULK_ERROR):
+            start = end + 2
+            stop = start + int(buf[pos + 1 : end])
+            text = bytes(buf[start:stop])
+            if kind == _VERBATIM:
+                return text[4:], stop + 2  # drops the "txt:" format prefix
+            return self._parse_error(text.decode("utf-8", "replace")), stop + 2
+        if kind in (_MAP, _ATTRIBUTE):
+            at = end + 2
+            pairs = {}
+            for _ in range(int(buf[pos + 1 : end])):
+                key, at = self._build(buf, at)
+                value, at = self._build(buf, at)
+                pairs[key if not isinstance(key, list) else tuple(key)] = value
+            if kind == _ATTRIBUTE:
+                return self._build(buf, at)
+            return pairs, at
+        raise InvalidResponse(f"Protocol Error: {bytes(buf[pos:end])!r}")

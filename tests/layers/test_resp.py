@@ -1,0 +1,117 @@
+"""resp.py: replies parsed from one buffer, whole or in pieces, and nothing lost on a cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from distributed_asgi.layers.connection import DedicatedConnection
+from distributed_asgi.layers.resp import ReplyReader
+
+
+def _parse_error(text: str) -> Exception:
+    return BusyLoadingError(text) if text.startswith("LOADING") else ResponseError(text)
+
+
+async def _read_all(data: bytes, count: int, pieces: int = 1) -> list[object]:
+    stream = asyncio.StreamReader()
+    reader = ReplyReader(stream, _parse_error)
+    size = max(1, len(data) // pieces)
+    for start in range(0, len(data), size):
+        stream.feed_data(data[start : start + size])
+    return [await reader.read(1.0) for _ in range(count)]
+
+
+REPLIES = (
+    b"+OK\r\n:42\r\n$5\r\nhello\r\n$-1\r\n*-1\r\n*0\r\n"
+    b"*3\r\n$1\r\na\r\n*2\r\n:1\r\n$0\r\n\r\n$-1\r\n-ERR bad thing\r\n"
+    b"_\r\n,1.5\r\n#t\r\n(12345678901234567890\r\n=7\r\ntxt:abc\r\n%1\r\n+k\r\n:2\r\n~1\r\n:3\r\n"
+)
+EXPECTED = [
+    b"OK",
+    42,
+    b"hello",
+    None,
+    None,
+    [],
+    [b"a", [1, b""], None],
+    "error",
+    None,
+    1.5,
+    True,
+    12345678901234567890,
+    b"abc",
+    {b"k": 2},
+    [3],
+]
+
+
+@pytest.mark.parametrize("pieces", [1, 7, len(REPLIES)])
+async def test_every_reply_type_whole_or_in_pieces(pieces: int) -> None:
+    replies = await _read_all(REPLIES, len(EXPECTED), pieces)
+    error = replies[7]
+    assert isinstance(error, ResponseError) and str(error) == "ERR bad thing"
+    assert [r for i, r in enumerate(replies) if i != 7] == [
+        e for i, e in enumerate(EXPECTED) if i != 7
+    ]
+
+
+async def test_a_large_reply_in_many_chunks_is_read_whole() -> None:
+    entries = [bytes([65 + i]) * 300_000 for i in range(5)]
+    data = b"*5\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(e), e) for e in entries) + b":7\r\n"
+    assert await _read_all(data, 2, pieces=400) == [entries, 7]
+
+
+async def test_a_cancelled_read_keeps_what_had_arrived() -> None:
+    stream = asyncio.StreamReader()
+    reader = ReplyReader(stream, _parse_error)
+    stream.feed_data(b"*2\r\n$3\r\nabc\r\n$3\r\nd")  # the reply is cut in the middle
+    waiting = asyncio.ensure_future(reader.read(None))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    stream.feed_data(b"ef\r\n:1\r\n")
+    assert await reader.read(None) == [b"abc", b"def"]
+    assert await reader.read(None) == 1
+
+
+async def test_connection_errors_timeouts_and_a_closed_stream_raise() -> None:
+    with pytest.raises(BusyLoadingError):
+        await _read_all(b"-LOADING Redis is loading the dataset in memory\r\n", 1)
+    stream = asyncio.StreamReader()
+    reader = ReplyReader(stream, _parse_error)
+    with pytest.raises(RedisTimeoutError):
+        await reader.read(0.05)
+    stream.feed_data(b"$5\r\nhel")
+    stream.feed_eof()
+    with pytest.raises(RedisConnectionError):
+        await reader.read(1.0)
+
+
+async def test_a_dedicated_connection_reads_real_replies(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async with DedicatedConnection(client) as connection:
+            key = f"{prefix}:resp"
+            replies = await connection.execute(
+                [
+                    ("RPUSH", key, b"x" * 200_000, "y"),
+                    ("LPOP", key, 5),
+                    ("HINCRBY", key, "f", 1),
+                    ("TIME",),
+                    ("GET", f"{prefix}:missing"),
+                ]
+            )
+            assert replies[:3] == [2, [b"x" * 200_000, b"y"], 1]
+            assert len(replies[3]) == 2 and replies[4] is None
+            await client.set(key, "s")
+            (wrong,) = await connection.execute([("LPUSH", key, "v")])
+            assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
+    finally:
+        await client.aclose()
