@@ -72,6 +72,9 @@ class QueueReader:
         self.backlog = backlog if backlog is not None else Backlog(expiry)
         self.loop = asyncio.get_running_loop()
         self._waiters: dict[str, deque[asyncio.Future[bytes]]] = {}
+        # Waiters not yet given an entry nor cancelled: kept as a count, as the reader asks on
+        # every round (a count of 10,000 waiting connections must not cost 10,000 steps).
+        self._live = 0
         self._task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._last_sweep = time.monotonic()
@@ -94,6 +97,7 @@ class QueueReader:
             future: asyncio.Future[bytes] = self.loop.create_future()
             waiters = self._waiters.setdefault(channel, deque())
             waiters.append(future)
+            self._live += 1
             self._wakeup.set()
             if self._task is None or self._task.done():
                 self._task = self.loop.create_task(self._run())
@@ -104,6 +108,8 @@ class QueueReader:
                     self.backlog.put(channel, future.result(), self, front=True)
                 raise
             finally:
+                if future.cancelled():  # else the reader resolved it, and counted it off
+                    self._live -= 1
                 if future in waiters:
                     waiters.remove(future)
                 if not waiters and self._waiters.get(channel) is waiters:
@@ -129,6 +135,7 @@ class QueueReader:
             if entry is None:
                 return
             waiters.popleft().set_result(entry)
+            self._live -= 1
 
     def _delivered(self, channel: str, entry: bytes) -> bytes:
         return entry_payload(entry)
@@ -140,7 +147,7 @@ class QueueReader:
         return self.backlog.take(channel, self._dropped)
 
     def _waiting(self) -> int:
-        return sum(1 for ws in self._waiters.values() for f in ws if not f.done())
+        return self._live
 
     async def _run(self) -> None:
         raise NotImplementedError
@@ -196,6 +203,7 @@ class QueueReader:
             future = waiters.popleft()
             if not future.done():
                 future.set_result(entry)
+                self._live -= 1
                 return
         self.backlog.put(channel, entry, self)
 

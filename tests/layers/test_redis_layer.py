@@ -257,3 +257,24 @@ async def test_a_foreign_process_channel_is_refused_before_any_redis_call(host: 
             await asyncio.wait_for(layer.receive("specific.xyz!abc"), 1)
     finally:
         await layer.close()
+
+
+async def test_the_inbox_reader_counts_its_waiters_through_cancels(
+    layer: RedisChannelLayer,
+) -> None:
+    """Waiters given a message and waiters cancelled both leave the reader's count: one still
+    waiting after the others are gone keeps the reader serving past its linger time."""
+    channels = [await layer.new_channel() for _ in range(60)]
+    waiters = [asyncio.ensure_future(layer.receive(c)) for c in channels]
+    await asyncio.sleep(0.2)
+    for waiter in waiters[:20]:
+        waiter.cancel()
+    for channel in channels[20:40]:
+        await layer.send(channel, {"n": 1})
+    assert await asyncio.wait_for(asyncio.gather(*waiters[20:40]), 5) == [{"n": 1}] * 20
+    await asyncio.sleep(2.5)  # past LINGER: a reader that lost count would have stopped
+    for channel in channels[40:]:
+        await layer.send(channel, {"n": 2})
+    assert await asyncio.wait_for(asyncio.gather(*waiters[40:]), 5) == [{"n": 2}] * 20
+    reader = next(iter(layer.placement.readers().values()))
+    assert reader._waiting() == 0
