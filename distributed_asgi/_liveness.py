@@ -205,7 +205,7 @@ class Liveness(Generic[_C]):
         frame = peer.beat if peer.beat is not None else self._alive(peer)
         # A beat lost (full channel, Redis away) is a miss the peer's window allows for.
         with contextlib.suppress(ChannelFull, DeadlineExceeded, LayerError):
-            await within(self.interval, self.layer.send(peer.channel, frame))
+            await within(self.interval, self.layer.push(peer.channel, frame))
 
     # -- the reader --------------------------------------------------------------------------
 

@@ -5,13 +5,13 @@ Rules of this file:
 - On the wire a frame is a dict the channel layer carries as msgpack: only dict, list, str,
   bytes, int, float, bool and None inside. Every frame has ``"v": 1`` (the version) and
   ``"t"`` (its kind).
-- A frame is a value (``Connect``, ``Accept``, ``Asgi``, ``Heartbeat``, ``Alive``, ``End``)
-  both ways:
+- A frame is a value (``Connect``, ``Accept``, ``Asgi``, ``Credit``, ``Heartbeat``, ``Alive``,
+  ``End``) both ways:
   ``encode(frame)`` gives its wire dict; ``decode_frame`` is the one way back and validates
   everything the I/O layer relies on. Anything malformed raises ``FrameError`` with a message
   saying what was wrong; callers log it and drop the frame, never crash on it.
-- Scopes cross the wire through ``scope_to_wire`` / ``scope_from_wire``: tuples become lists on
-  the way out and tuples again on the way in, so an application sees what uvicorn would give it.
+- Scopes cross the wire through ``scope_to_wire`` / ``scope_from_wire`` (core/scopes.py): tuples become
+  lists on the way out and tuples again on the way in, so an application sees what uvicorn gives.
 
 docs/PROTOCOL.md describes the frames and the conversation they make.
 """
@@ -23,10 +23,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from distributed_asgi.core.errors import FrameError
 from distributed_asgi.core.names import require_valid_channel_name
+from distributed_asgi.core.scopes import (
+    SUPPORTED_EXTENSIONS,
+    describe,
+    scope_from_wire,
+    scope_to_wire,
+)
 from distributed_asgi.core.types import Message, Scope
 
 __all__ = [
+    "CREDIT_WINDOW",
     "FRAME_VERSION",
     "PICKUP_GRACE",
     "SUPPORTED_EXTENSIONS",
@@ -34,6 +42,7 @@ __all__ = [
     "Alive",
     "Asgi",
     "Connect",
+    "Credit",
     "End",
     "Frame",
     "FrameError",
@@ -54,19 +63,11 @@ FRAME_VERSION = 1
 # (It also absorbs small clock differences between machines; keep their clocks in sync.)
 PICKUP_GRACE = 0.5
 
-# Scope extensions every hop can honour. Others (trailers, server push, zero-copy or path
-# sends, early hints) need the edge server to act on something only the Node has, so they are
-# not advertised to the application even when the edge server offers them.
-SUPPORTED_EXTENSIONS = frozenset({"websocket.http.response", "tls"})
-
-# Scope keys that cannot cross: the edge's lifespan state is not the Node's, and extensions are
-# re-advertised from SUPPORTED_EXTENSIONS.
-_LOCAL_SCOPE_KEYS = frozenset({"state", "extensions", "app"})
-_SCOPE_TYPES = frozenset({"http", "websocket"})
-
-
-class FrameError(ValueError):
-    """A frame that is not version 1 of this protocol, or is malformed."""
+# Flow control of a connection is end to end, not in Redis: each side may have this many
+# ``asgi`` frames on their way to the other that it has not been given back as ``credit``. The
+# receiver gives credit back as its application (at the Node) or its client (at the edge) has
+# taken the frames, in steps of half the window, so a short exchange sends no credit at all.
+CREDIT_WINDOW = 32
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,15 @@ class Asgi:
 
 
 @dataclass(frozen=True)
+class Credit:
+    """Either way, on the connection's channel: the receiver has taken ``frames`` more of the
+    sender's ``asgi`` frames, which the sender may now replace (see ``CREDIT_WINDOW``)."""
+
+    conn_id: str
+    frames: int
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     """Either way: the sender is alive and still has the connection."""
 
@@ -143,7 +153,7 @@ class End:
     error: str | None = None
 
 
-Frame = Connect | Accept | Asgi | Heartbeat | Alive | End
+Frame = Connect | Accept | Asgi | Credit | Heartbeat | Alive | End
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -153,6 +163,8 @@ def encode(frame: Frame) -> Message:
     """The wire form of ``frame``: what ``decode_frame`` turns back into an equal frame."""
     if isinstance(frame, Asgi):
         return {"v": FRAME_VERSION, "t": "asgi", "id": frame.conn_id, "m": list(frame.messages)}
+    if isinstance(frame, Credit):
+        return {"v": FRAME_VERSION, "t": "credit", "id": frame.conn_id, "n": frame.frames}
     if isinstance(frame, Heartbeat):
         return {"v": FRAME_VERSION, "t": "heartbeat", "id": frame.conn_id}
     if isinstance(frame, Alive):
@@ -210,6 +222,11 @@ def decode_frame(message: object) -> Frame:
     conn_id = _str(message, "id")
     if kind == "asgi":
         return Asgi(conn_id, _messages(message.get("m")))
+    if kind == "credit":
+        frames = _round(message)
+        if not frames:
+            raise FrameError(f"credit frame 'n' must be an int > 0, got {message.get('n')!r}")
+        return Credit(conn_id, frames)
     if kind == "heartbeat":
         return Heartbeat(conn_id)
     if kind == "accept":
@@ -356,95 +373,3 @@ def check_client_message(scope_type: str, message: Mapping[str, Any]) -> None:
             raise FrameError(f"{kind} message field {name!r} has the wrong type: {value!r:.80}")
     if kind == "websocket.receive" and message.get("bytes") is None and message.get("text") is None:
         raise FrameError("websocket.receive message with neither 'bytes' nor 'text'")
-
-
-# -- scopes --------------------------------------------------------------------------------------
-
-
-def scope_to_wire(scope: Mapping[str, Any]) -> dict[str, Any]:
-    """A msgpack-safe copy of an http or websocket scope, for the Node to rebuild."""
-    wire = {key: value for key, value in scope.items() if key not in _LOCAL_SCOPE_KEYS}
-    wire["headers"] = [[name, value] for name, value in scope.get("headers", ())]
-    for key in ("client", "server"):
-        address = scope.get(key)
-        wire[key] = None if address is None else list(address)
-    if "subprotocols" in scope:
-        wire["subprotocols"] = list(scope["subprotocols"])
-    offered = scope.get("extensions") or {}
-    kept = {name: offered[name] for name in SUPPORTED_EXTENSIONS if name in offered}
-    if kept:
-        wire["extensions"] = kept
-    return wire
-
-
-def scope_from_wire(wire: object) -> dict[str, Any]:
-    """The scope an application sees, validated; ``FrameError`` if it is malformed."""
-    if not isinstance(wire, dict):
-        raise FrameError(f"scope must be a dict, got {type(wire).__name__}")
-    kind = wire.get("type")
-    # isinstance first: an unhashable value (a forged dict or list) would make ``in`` raise.
-    if not isinstance(kind, str) or kind not in _SCOPE_TYPES:
-        raise FrameError(f"scope type must be 'http' or 'websocket', got {kind!r}")
-    scope = dict(wire)
-    for key, expected in _SCOPE_FIELDS:
-        if key in scope and not isinstance(scope[key], expected):
-            raise FrameError(f"scope[{key!r}] must be {_type_names(expected)}, got {scope[key]!r}")
-    if not isinstance(scope.get("path"), str):
-        raise FrameError(f"scope['path'] must be a str, got {scope.get('path')!r}")
-    headers = scope.get("headers", [])
-    if not isinstance(headers, list):
-        raise FrameError("scope['headers'] must be a list of [name, value] pairs")
-    pairs: list[tuple[bytes, bytes]] = []
-    for header in headers:
-        if (
-            not isinstance(header, list)
-            or len(header) != 2
-            or not isinstance(header[0], bytes)
-            or not isinstance(header[1], bytes)
-        ):
-            raise FrameError(f"scope header must be a [bytes, bytes] pair, got {header!r}")
-        pairs.append((header[0], header[1]))
-    scope["headers"] = pairs
-    for key in ("client", "server"):
-        scope[key] = _address(scope.get(key), key)
-    if kind == "websocket":
-        subprotocols = scope.get("subprotocols", [])
-        if not isinstance(subprotocols, list) or not all(isinstance(s, str) for s in subprotocols):
-            raise FrameError(f"scope['subprotocols'] must be a list of str, got {subprotocols!r}")
-    return scope
-
-
-_SCOPE_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("asgi", dict),
-    ("http_version", str),
-    ("method", str),
-    ("scheme", str),
-    ("root_path", str),
-    ("raw_path", (bytes, type(None))),
-    ("query_string", bytes),
-    ("extensions", dict),
-)
-
-
-def _type_names(expected: type | tuple[type, ...]) -> str:
-    types = expected if isinstance(expected, tuple) else (expected,)
-    return " or ".join(t.__name__ for t in types)
-
-
-def _address(value: object, key: str) -> tuple[str, int | None] | None:
-    if value is None:
-        return None
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[0], str)
-        and (value[1] is None or isinstance(value[1], int))
-    ):
-        return (value[0], value[1])
-    raise FrameError(f"scope[{key!r}] must be a [host, port] pair or None, got {value!r}")
-
-
-def describe(scope: Mapping[str, Any]) -> str:
-    """``GET /path`` or ``WebSocket /path``: a connection as the logs name it."""
-    kind = "WebSocket" if scope.get("type") == "websocket" else scope.get("method", "HTTP")
-    return f"{kind} {scope.get('path', '?')}"

@@ -10,17 +10,17 @@ Rules of this file:
   came from the Node or is the edge's own answer (404, 413, 502, 503), so nothing is sent after
   the response is complete.
 - The edge never waits for a client before a Node is asked: a body already there travels with
-  the ``connect``, the rest is pumped after the accept.
+  the ``connect``, the rest is pumped after the accept, pushed (no capacity in Redis) within
+  the Node's credit (core/frames.py ``CREDIT_WINDOW``), given back to it as the client takes.
 - Every layer call made for a connection has a deadline from that connection's own budget
   (``within``): the pick-up has the pickup timeout, a frame to the Node the Node's heartbeat
   window. Redis that stops answering (a partition: nothing refused, nothing returned) then
   costs each request its own budget at most, never the client library's socket timeout, and
   no request waits behind another one's call.
-- Whether the Node is still there is the edge's business, not the connection's
-  (_liveness.py): one heartbeat per Node process and interval, and a Node silent for its
-  window ends every connection with it through ``peer_lost``. A connection awaits its reply
-  channel directly, under one interruptible deadline (``deadline_at``): the HTTP timeouts,
-  or now when a pump or the liveness watch ends the connection. No task per frame.
+- Whether the Node is still there is the edge's business (_liveness.py: one beat per Node
+  process and interval; ``peer_lost``, ``peer_dropped``). A connection awaits its reply channel
+  directly, under one interruptible deadline (``deadline_at``): the HTTP timeouts, or now when
+  a pump or the liveness watch ends it. No task per frame.
 - Two facts say who still has to hear what: ``disconnected`` (the client is gone: its
   disconnect came in) and ``node_done`` (the Node needs nothing more: it ended the connection,
   or has been told the client is gone). A connection that returns with neither the cycle
@@ -31,6 +31,7 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -39,8 +40,10 @@ from typing import Any
 from distributed_asgi._aio import DeadlineExceeded, Interruptible, deadline_at, within
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.frames import (
+    CREDIT_WINDOW,
     Accept,
     Asgi,
+    Credit,
     End,
     FrameError,
     Heartbeat,
@@ -51,6 +54,7 @@ from distributed_asgi.core.frames import (
 from distributed_asgi.core.names import new_connection_id
 from distributed_asgi.core.outcomes import HTTPTimeout, Outcome
 from distributed_asgi.core.types import Message, Receive, Scope, Send
+from distributed_asgi.edge.denial import HeldDenial
 from distributed_asgi.edge.pickup import PickUp, Refused
 from distributed_asgi.edge.refusal import (
     RemoteApplicationError,
@@ -59,24 +63,12 @@ from distributed_asgi.edge.refusal import (
     has_body,
 )
 from distributed_asgi.edge.settings import ConnectionRegistry, EdgeSettings
-from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
+from distributed_asgi.layers import GatewayLayer, LayerError
 
 __all__ = ["EdgeConnection", "RemoteApplicationError"]
 
 logger = logging.getLogger("distributed_asgi.distributor")
 
-
-# ChannelFull on a connection's channel is flow control (the other side is slower): retry with
-# a short, growing pause rather than fail.
-_FULL_BACKOFF_START = 0.002
-_FULL_BACKOFF_MAX = 0.1
-
-
-# A WebSocket denial response is handed to the server only once its body is complete (start
-# and every chunk back to back): uvicorn's legacy ``websockets`` implementation answers the
-# handshake as soon as the loop turns after the start, and loses body chunks that come later.
-# Past this many body bytes the rest streams (that implementation then cuts the body there).
-DENIAL_HOLD_LIMIT = 1024 * 1024
 
 # A layer call for a connection failed or did not answer in time.
 _LAYER_FAILURES: tuple[type[Exception], ...] = (DeadlineExceeded, LayerError)
@@ -120,11 +112,15 @@ class EdgeConnection:
         # sent to it.
         self.window = settings.window
         # A WebSocket denial response being collected (start, body chunks) before delivery.
-        self._held: list[Message] | None = None
-        self._held_size = 0
+        self._held: HeldDenial | None = None
         # Set when a pump or the liveness watch ends the connection early, with the outcome;
         # ``_waiting`` is the deadline of the receive under way, brought to now to end it.
         self._stop: Outcome | None = None
+        # Flow control (core/frames.py CREDIT_WINDOW): frames the Node may still be sent, and
+        # the Node's frames taken by the client and not yet given back as credit.
+        self._credit = CREDIT_WINDOW
+        self._credited = asyncio.Event()
+        self._untold = 0
         self._waiting: Interruptible | None = None
         # For the metrics: what the client was answered and why.
         self.status: int | None = None
@@ -257,25 +253,25 @@ class EdgeConnection:
         self.registry.spawn(self._send_to_node([self._disconnect_message()], retry=False))
 
     async def _send_to_node(self, messages: list[Message], *, retry: bool = True) -> None:
+        """One ``asgi`` frame to the Node; ``retry=False`` for a last word, which neither
+        waits for credit nor fails."""
         assert self.node_channel is not None
-        frame = encode(Asgi(self.conn_id, messages))
-        delay = _FULL_BACKOFF_START
-        while True:
-            try:
-                # A Redis that cannot take a frame within the Node's window has lost this
-                # connection as surely as a silent Node.
-                await within(self.window, self.layer.send(self.node_channel, frame))
-            except ChannelFull:
-                if not retry:
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _FULL_BACKOFF_MAX)
-                continue
-            except _LAYER_FAILURES:
-                if not retry:
-                    return
+        if retry:
+            while self._credit <= 0:  # the application is slower than the client: wait
+                self._credited.clear()
+                await self._credited.wait()
+            self._credit -= 1
+        try:
+            # A Redis that cannot take a frame within the Node's window has lost this
+            # connection as surely as a silent Node.
+            await within(self.window, self._push(Asgi(self.conn_id, messages)))
+        except _LAYER_FAILURES:
+            if retry:
                 raise
-            return
+
+    async def _push(self, frame: Asgi | Credit) -> None:
+        assert self.node_channel is not None
+        await self.layer.push(self.node_channel, encode(frame))
 
     # -- Node -> client ------------------------------------------------------------------------
 
@@ -299,6 +295,12 @@ class EdgeConnection:
             if isinstance(frame, Asgi):
                 if await self._to_client_all(frame.messages):
                     return
+                self._untold += 1
+                if self._untold >= CREDIT_WINDOW // 2:
+                    await self._give_credit()
+            elif isinstance(frame, Credit):
+                self._credit += frame.frames
+                self._credited.set()
             elif isinstance(frame, End):
                 self.node_done = True
                 if frame.error is None:
@@ -339,22 +341,17 @@ class EdgeConnection:
         elif kind == "websocket.accept":
             self.status = 101
         if kind == "websocket.http.response.start":
-            self._held, self._held_size = [message], 0
-            return
-        if self._held is not None:
-            self._held.append(message)
-            self._held_size += len(message.get("body", b""))
-            if message.get("more_body", False) and self._held_size <= DENIAL_HOLD_LIMIT:
-                return
+            self._held = HeldDenial(message)
+        elif self._held is None:
+            await self.client_send(message)
+        elif self._held.add(message):
             await self._release_held()
-            return
-        await self.client_send(message)
 
     async def _release_held(self) -> None:
         """Hand the denial response collected so far to the server, back to back (no await
         in between yields to the server's handshake)."""
         held, self._held = self._held, None
-        for message in held or ():
+        for message in held.messages if held is not None else ():
             await self.client_send(message)
 
     @property
@@ -431,6 +428,11 @@ class EdgeConnection:
         except FrameError as exc:
             logger.warning("dropped a bad frame on %s: %s", self.reply_channel, exc)
             return None
+
+    async def _give_credit(self) -> None:
+        frames, self._untold = self._untold, 0
+        with contextlib.suppress(*_LAYER_FAILURES):  # lost: the Node's liveness judges the rest
+            await within(self.window, self._push(Credit(self.conn_id, frames)))
 
     def _disconnect_message(self) -> Message:
         if self.is_http:

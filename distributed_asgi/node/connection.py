@@ -8,9 +8,13 @@ Rules of this file:
   ``asgi`` frames on the edge's reply channel.
 - ``http.response.start`` is held for one loop turn so a body sent right after it travels in
   the same frame; bodies are cut into frames of at most ``MAX_BODY_FRAME``.
-- ``ChannelFull`` on the reply channel is flow control: wait and retry while the client is there.
-- Frames from the edge are read only once the edge can send them (after the accept), into an
-  inbox of at most ``INBOX_LIMIT`` messages, awaited directly (no deadline per frame). Whether
+- Frames go to the edge with ``push`` (no capacity in Redis): flow control is end to end.
+  At most ``CREDIT_WINDOW`` ``asgi`` frames are on their way without the edge's ``credit``
+  for them; the application's ``send()`` waits for credit while the client is there.
+- Frames from the edge are read only once the edge can send them (after the accept), always
+  (credit frames must get through to a sender that waits), awaited directly (no deadline per
+  frame); the edge's own window bounds the inbox, and credit for its frames goes back as the
+  application takes their messages. Whether
   the edge is still there is the Node's business (_liveness.py: one heartbeat per edge
   process and interval): an edge silent for ``heartbeat_misses`` of its heartbeat intervals is
   gone, and ``edge_lost`` gives the application a disconnect.
@@ -36,10 +40,12 @@ from uvicorn.protocols.utils import ClientDisconnected
 from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.frames import (
+    CREDIT_WINDOW,
     PICKUP_GRACE,
     Accept,
     Asgi,
     Connect,
+    Credit,
     End,
     FrameError,
     Heartbeat,
@@ -49,27 +55,22 @@ from distributed_asgi.core.frames import (
     encode,
 )
 from distributed_asgi.core.types import Message
-from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
+from distributed_asgi.layers import GatewayLayer, LayerError
 
-__all__ = ["ACCEPT_LATEST", "INBOX_LIMIT", "MAX_BODY_FRAME", "NodeConnection"]
+__all__ = ["ACCEPT_LATEST", "MAX_BODY_FRAME", "NodeConnection"]
 
 logger = logging.getLogger("distributed_asgi.node")
 
 # Response bodies are cut into frames of at most this size, so a slow client holds at most
 # capacity x this much in Redis and no single Redis value grows with the response.
 MAX_BODY_FRAME = 128 * 1024
-# Messages from the edge held for an application that is not calling receive(); beyond it the
-# Node stops reading the connection's channel and the edge waits (flow control).
-INBOX_LIMIT = 16
 # How far past a connect's deadline its accept may land and the application still start. The
 # edge listens PICKUP_GRACE past the deadline; half of it is left for the edge's own pop and
 # for the two clocks' difference, so an accept the edge may have missed (it answered 503)
 # never starts the application.
 ACCEPT_LATEST = PICKUP_GRACE / 2
 # What makes an accept fail without starting the application (the edge answers 503).
-_ACCEPT_ERRORS: tuple[type[Exception], ...] = (ChannelFull, LayerError)
-_FULL_BACKOFF_START = 0.002
-_FULL_BACKOFF_MAX = 0.1
+_ACCEPT_ERRORS: tuple[type[Exception], ...] = (LayerError,)
 
 
 class NodeConnection:
@@ -113,7 +114,9 @@ class NodeConnection:
         self.channel = ""
         self.disconnected = False  # the client (or the edge) is gone
         self._arrived = asyncio.Event()
-        self._room = asyncio.Event()
+        self._credit = CREDIT_WINDOW  # asgi frames the edge may still be sent
+        self._credited = asyncio.Event()  # credit came (or the client left)
+        self._untold = 0  # frames of the edge read and not yet given back as credit
         self._send_lock = asyncio.Lock()
         self._pending_start: Message | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -169,7 +172,7 @@ class NodeConnection:
         )
         frame = encode(accept)
         try:
-            await self.layer.send(self.reply_channel, frame)
+            await self.layer.push(self.reply_channel, frame)
         except _ACCEPT_ERRORS as exc:
             logger.warning(
                 "could not accept %s (%s: %s): not starting the application",
@@ -188,8 +191,8 @@ class NodeConnection:
                 late,
             )
             error = f"not started: accepted too late ({late:.2f}s past the pick-up deadline)"
-            with contextlib.suppress(ChannelFull, LayerError):
-                await self._send_frame(encode(End(self.conn_id, error)), retry=False)
+            with contextlib.suppress(LayerError):
+                await self._send_frame(encode(End(self.conn_id, error)))
             return False
         # Nothing can come from the edge before it has the accept. Its connect was just heard.
         if self.beat_id is not None:
@@ -228,8 +231,8 @@ class NodeConnection:
         if error is None and isinstance(self.cycle, HTTPCycle):
             logger.error("ASGI callable returned without completing response.")
         text = None if error is None else f"{type(error).__name__}: {error}"
-        with contextlib.suppress(ChannelFull, LayerError):
-            await self._send_frame(encode(End(self.conn_id, text)), retry=False)
+        with contextlib.suppress(LayerError):
+            await self._send_frame(encode(End(self.conn_id, text)))
 
     # -- receive ---------------------------------------------------------------------------------
 
@@ -239,7 +242,8 @@ class NodeConnection:
                 return {"type": "http.disconnect"}  # as uvicorn: nothing more to read
             if self.inbox:
                 message = self.inbox.popleft()
-                self._room.set()
+                if self._untold >= CREDIT_WINDOW // 2 and len(self.inbox) < CREDIT_WINDOW // 2:
+                    await self._give_credit()
                 return message
             if isinstance(self.cycle, WebSocketCycle) and self.cycle.finished:
                 # uvicorn's next message once its connection is lost after a close.
@@ -263,11 +267,15 @@ class NodeConnection:
                 logger.warning("dropped a bad frame on %s: %s", self.channel, exc)
                 continue
             self.liveness.heard(self.peer_key)
+            if isinstance(frame, Credit):
+                self._credit += frame.frames
+                self._credited.set()
+                continue
             if isinstance(frame, Heartbeat):
                 continue
             if not isinstance(frame, Asgi):
                 logger.warning(
-                    "dropped a %s frame on %s: expected asgi or heartbeat",
+                    "dropped a %s frame on %s: expected asgi, credit or heartbeat",
                     type(frame).__name__,
                     self.channel,
                 )
@@ -279,11 +287,9 @@ class NodeConnection:
                     logger.warning("dropped a message on %s: %s", self.channel, exc)
                     continue
                 self._deliver(message)
+            self._untold += 1
             if self.disconnected:
                 return
-            while len(self.inbox) >= INBOX_LIMIT:
-                self._room.clear()
-                await self._room.wait()
 
     def edge_lost(self, window: float) -> None:
         """The liveness watch heard nothing from this connection's edge for ``window``."""
@@ -325,6 +331,8 @@ class NodeConnection:
             self.disconnected = True
         self.inbox.append(message)
         self._arrived.set()
+        if self.disconnected:
+            self._credited.set()  # a send waiting for credit gives up
 
     # -- send --------------------------------------------------------------------------------
 
@@ -401,25 +409,23 @@ class NodeConnection:
 
     async def _send_messages(self, messages: list[Message]) -> None:
         async with self._send_lock:
-            await self._push(encode(Asgi(self.conn_id, messages)), retry=True)
-
-    async def _send_frame(self, frame: Message, *, retry: bool = True) -> None:
-        async with self._send_lock:
-            await self._push(frame, retry=retry)
-
-    async def _push(self, frame: Message, *, retry: bool) -> None:
-        delay = _FULL_BACKOFF_START
-        while True:
-            try:
-                await self.layer.send(self.reply_channel, frame)
-            except ChannelFull:
+            while self._credit <= 0 and not self.disconnected:
                 # The edge is slower than the application: wait for it (flow control).
-                if not retry or self.disconnected:
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _FULL_BACKOFF_MAX)
-                continue
-            return
+                self._credited.clear()
+                await self._credited.wait()
+            if self.disconnected:
+                return
+            self._credit -= 1
+            await self.layer.push(self.reply_channel, encode(Asgi(self.conn_id, messages)))
+
+    async def _send_frame(self, frame: Message) -> None:
+        async with self._send_lock:
+            await self.layer.push(self.reply_channel, frame)
+
+    async def _give_credit(self) -> None:
+        frames, self._untold = self._untold, 0
+        with contextlib.suppress(LayerError):  # lost: the edge's liveness judges the rest
+            await self.layer.push(self.reply_channel, encode(Credit(self.conn_id, frames)))
 
 
 def _plain_response_start(message: Message) -> Message:

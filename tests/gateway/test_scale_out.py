@@ -166,7 +166,7 @@ def test_gateway_with_local_and_central_servers(
     # 10 requests and a WebSocket: connects and request bodies locally, replies centrally.
     assert local_calls.get("evalsha", 0) - before_local.get("evalsha", 0) >= 10
     assert local_calls.get("lpop", 0) - before_local.get("lpop", 0) >= 10
-    assert central_calls.get("evalsha", 0) - before_central.get("evalsha", 0) >= 20
+    assert central_calls.get("rpush", 0) - before_central.get("rpush", 0) >= 20
 
 
 def test_gateway_http_and_websocket_on_valkey(
