@@ -10,8 +10,8 @@ Rules of this file:
   ``encode(frame)`` gives its wire dict; ``decode_frame`` is the one way back and validates
   everything the I/O layer relies on. Anything malformed raises ``FrameError`` with a message
   saying what was wrong; callers log it and drop the frame, never crash on it.
-- Scopes cross the wire through ``scope_to_wire`` / ``scope_from_wire`` (core/scopes.py): tuples become
-  lists on the way out and tuples again on the way in, so an application sees what uvicorn gives.
+- Scopes cross the wire through ``scope_to_wire`` / ``scope_from_wire`` (core/scopes.py):
+  tuples become lists on the way out and tuples again on the way in, as uvicorn gives them.
 
 docs/PROTOCOL.md describes the frames and the conversation they make.
 """
