@@ -71,7 +71,12 @@ class DedicatedConnection:
             raise RedisConnectionError("Connection closed by server.")
         parser = getattr(connection, "_parser", None)
         parse_error = getattr(parser, "parse_error", None) or ResponseError
-        self._replies = replies = ReplyReader(stream, parse_error)
+        writer = getattr(connection, "_writer", None)
+        transport = writer.transport if writer is not None else None
+        if transport is None:  # pragma: no cover - a redis-py without the stream writer
+            self._replies = replies = ReplyReader(stream, parse_error)
+        else:
+            self._replies = replies = ReplyReader(stream, parse_error, transport.abort)
         return replies
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:

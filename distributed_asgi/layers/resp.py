@@ -17,24 +17,20 @@ Rules of this file:
   place of their reply; one that means the connection is unusable (``LOADING``, a redis-py
   ``ConnectionError``) is raised, as redis-py does. RESP2 and RESP3 replies are understood.
 - The stream is the connection's: a reader made for one stream is dropped when the connection
-  reconnects (``DedicatedConnection`` makes a new one).
+  reconnects (``DedicatedConnection`` makes a new one). A wait with a timeout that outlives it
+  aborts the connection (one timer per connection, re-armed when it fires, not one per wait)
+  and raises redis-py's ``TimeoutError``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as _timeout
-else:  # pragma: no cover - redis-py installs async-timeout on these versions
-    from async_timeout import timeout as _timeout  # type: ignore[import-not-found,no-redef,unused-ignore]
 
 __all__ = ["ReplyReader"]
 
@@ -76,11 +72,34 @@ def _scan(buf: bytes | bytearray, pos: int) -> int:
 
 
 class ReplyReader:
-    __slots__ = ("_buffer", "_need", "_parse_error", "_pos", "_stream")
+    __slots__ = (
+        "_abort",
+        "_buffer",
+        "_deadline",
+        "_loop",
+        "_need",
+        "_parse_error",
+        "_pos",
+        "_stream",
+        "_timed_out",
+        "_watchdog",
+    )
 
-    def __init__(self, stream: asyncio.StreamReader, parse_error: Callable[[str], Any]) -> None:
+    def __init__(
+        self,
+        stream: asyncio.StreamReader,
+        parse_error: Callable[[str], Any],
+        abort: Callable[[], object] = lambda: None,
+    ) -> None:
+        """``abort`` closes the connection at once (its transport's ``abort``): how a wait
+        that outlived its timeout is ended."""
         self._stream = stream
         self._parse_error = parse_error
+        self._abort = abort
+        self._loop = asyncio.get_running_loop()
+        self._deadline: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._timed_out = False
         self._buffer = bytearray()
         self._pos = 0
         self._need = 0  # the buffer length below which the next reply cannot be complete
@@ -112,32 +131,51 @@ class ReplyReader:
         """The next reply, waiting for it (at most ``timeout`` seconds when not None)."""
         ready, reply = self.take()
         while not ready:
-            if timeout is None:
-                await self.fill()
-            else:
-                try:
-                    async with _timeout(timeout):
-                        await self.fill()
-                except asyncio.TimeoutError:
-                    raise RedisTimeoutError("Timeout reading from Redis") from None
-                timeout = None  # only the first wait: what follows arrives with it
+            await self.fill(timeout)
+            timeout = None  # only the first wait: what follows arrives with it
             ready, reply = self.take()
         return reply
 
-    async def fill(self) -> None:
-        """Read what has arrived (waiting for at least one byte) into the buffer."""
+    async def fill(self, timeout: float | None = None) -> None:
+        """Read what has arrived (waiting for at least one byte) into the buffer; a wait longer
+        than ``timeout`` seconds aborts the connection and raises redis-py's TimeoutError."""
         buf = self._buffer
         if self._pos:
             del buf[: self._pos]  # cheap: a bytearray drops its head without moving the rest
             self._need -= self._pos
             self._pos = 0
+        if timeout is not None:
+            # One timer per connection, re-armed only when it fires, instead of a timeout
+            # context (a timer made and cancelled) around every wait.
+            self._deadline = deadline = self._loop.time() + timeout
+            if self._watchdog is None:
+                self._watchdog = self._loop.call_at(deadline, self._check)
         try:
             data = await self._stream.read(max(READ_SIZE, self._need - len(buf)))
         except OSError as exc:
+            self._raise_timed_out()
             raise RedisConnectionError(f"Error while reading from Redis: {exc.args}") from exc
+        finally:
+            self._deadline = None
         if not data:
+            self._raise_timed_out()
             raise RedisConnectionError(_CLOSED)
         buf += data
+
+    def _check(self) -> None:
+        self._watchdog = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # no wait with a deadline now: the next one arms a timer again
+        if self._loop.time() >= deadline - 0.001:  # timers may fire a clock tick early
+            self._timed_out = True
+            self._abort()  # the wait ends with the connection; fill() says why
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check)
+
+    def _raise_timed_out(self) -> None:
+        if self._timed_out:
+            raise RedisTimeoutError("Timeout reading from Redis")
 
     def _build(self, buf: bytearray, pos: int) -> tuple[Any, int]:
         end = buf.find(b"\r\n", pos)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -10,8 +14,10 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from distributed_asgi.layers import LayerUnavailable, RedisChannelLayer
 from distributed_asgi.layers.connection import DedicatedConnection
 from distributed_asgi.layers.resp import ReplyReader
+from distributed_asgi.ops.redis_process import RedisProcess
 
 
 def _parse_error(text: str) -> Exception:
@@ -85,9 +91,11 @@ async def test_connection_errors_timeouts_and_a_closed_stream_raise() -> None:
     with pytest.raises(BusyLoadingError):
         await _read_all(b"-LOADING Redis is loading the dataset in memory\r\n", 1)
     stream = asyncio.StreamReader()
-    reader = ReplyReader(stream, _parse_error)
+    reader = ReplyReader(stream, _parse_error, abort=stream.feed_eof)
     with pytest.raises(RedisTimeoutError):
-        await reader.read(0.05)
+        await asyncio.wait_for(reader.read(0.05), 5)
+    stream = asyncio.StreamReader()
+    reader = ReplyReader(stream, _parse_error)
     stream.feed_data(b"$5\r\nhel")
     stream.feed_eof()
     with pytest.raises(RedisConnectionError):
@@ -115,3 +123,26 @@ async def test_a_dedicated_connection_reads_real_replies(redis_url: str, prefix:
             assert isinstance(wrong, ResponseError) and "WRONGTYPE" in str(wrong)
     finally:
         await client.aclose()
+
+
+async def test_a_server_that_stops_answering_times_out_then_recovers(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    """A frozen server (SIGSTOP): a send fails with LayerUnavailable after the socket timeout,
+    not never; once it answers again, the next send works."""
+    server = redis_factory()
+    layer = RedisChannelLayer(hosts=[{"address": server.url, "socket_timeout": 1}])
+    assert server.process is not None
+    try:
+        await layer.send("test.frozen", {"n": 1})
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(LayerUnavailable, match="Timeout"):
+                await asyncio.wait_for(layer.send("test.frozen", {"n": 2}), 10)
+            assert 0.9 < time.monotonic() - started < 5
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await asyncio.wait_for(layer.send("test.frozen", {"n": 3}), 10)
+    finally:
+        await layer.close()
