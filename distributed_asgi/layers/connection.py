@@ -45,13 +45,25 @@ def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
     small commands, and the layer sends nothing but these few argument types.
     """
     out: list[bytes] = []
+    append = out.append
     for command in commands:
-        out.append(b"*%d\r\n" % len(command))
+        append(b"*%d\r\n" % len(command))
         for value in command:
-            data = _arg(value)
-            out.append(b"$%d\r\n" % len(data))
-            out.append(data)
-            out.append(b"\r\n")
+            kind = type(value)  # exact types first: the common ones without a call
+            if kind is bytes:
+                data = value
+            elif kind is str:
+                data = value.encode()
+            elif kind is int:
+                data = b"%d" % value
+            else:
+                data = _arg(value)
+            if len(data) < 4096:  # one small copy beats three list items
+                append(b"$%d\r\n%b\r\n" % (len(data), data))
+            else:
+                append(b"$%d\r\n" % len(data))
+                append(data)
+                append(b"\r\n")
     return b"".join(out)
 
 
@@ -91,7 +103,7 @@ class DedicatedConnection:
     async def send(self, commands: Sequence[Sequence[Any]] | bytes) -> None:
         """Write ``commands`` (or their ``pack_commands`` bytes) without reading; ``read()``
         their replies later, in order."""
-        connection = await self.connect()
+        connection = self._connection or await self.connect()
         packed = commands if isinstance(commands, bytes) else pack_commands(commands)
         try:
             if not connection.is_connected:
@@ -119,9 +131,13 @@ class DedicatedConnection:
             # timeout (whose bookkeeping is not free).
             timeout = connection.socket_timeout
             out: list[Any] = []
-            for _ in range(count):
-                out.append(await replies.read(timeout))
-                timeout = None
+            while len(out) < count:
+                ready, reply = replies.take()
+                if ready:
+                    out.append(reply)
+                else:
+                    await replies.fill(timeout)
+                    timeout = None
         except GeneratorExit:
             raise
         except BaseException:
@@ -146,8 +162,12 @@ class DedicatedConnection:
             # timeout (whose bookkeeping is not free).
             timeout = None if replies else connection.socket_timeout
             while len(replies) < count:
-                replies.append(await reader.read(timeout))
-                timeout = None
+                ready, reply = reader.take()
+                if ready:
+                    replies.append(reply)
+                else:
+                    await reader.fill(timeout)
+                    timeout = None
         except (asyncio.CancelledError, GeneratorExit):
             raise  # in step (or destroyed with its closed loop: no I/O is possible)
         except BaseException:

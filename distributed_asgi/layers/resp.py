@@ -110,22 +110,51 @@ class ReplyReader:
     def take(self) -> tuple[bool, Any]:
         """(True, the next reply) when it has fully arrived, else (False, None)."""
         buf = self._buffer
-        if len(buf) < self._need or self._pos >= len(buf):
+        pos = self._pos
+        size = len(buf)
+        if size < self._need or pos >= size:
             return False, None
-        end = _scan(buf, self._pos)
-        if end < 0:
-            self._need = -end
-            return False, None
-        reply, at = self._build(buf, self._pos)
-        if at >= len(buf):
+        kind = buf[pos]
+        if kind in (_INT, _BULK, _SIMPLE):
+            # The usual replies (a send's, an ack's, a wait's), built at once.
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                self._need = size + 1
+                return False, None
+            at = end + 2
+            if kind == _INT:
+                reply: Any = int(buf[pos + 1 : end])
+            elif kind == _SIMPLE:
+                reply = bytes(buf[pos + 1 : end])
+            else:
+                length = int(buf[pos + 1 : end])
+                if length < 0:
+                    reply = None
+                else:
+                    at += length + 2
+                    if at > size:
+                        self._need = at
+                        return False, None
+                    reply = bytes(buf[end + 2 : at - 2])
+        else:
+            at = _scan(buf, pos)
+            if at < 0:
+                self._need = -at
+                return False, None
+            reply, at = self._build(buf, pos)
+            if isinstance(reply, RedisConnectionError):
+                self._consumed(buf, at, size)
+                raise reply
+        self._consumed(buf, at, size)
+        return True, reply
+
+    def _consumed(self, buf: bytearray, at: int, size: int) -> None:
+        if at >= size:
             buf.clear()  # the common case: everything read is used up
             self._pos = 0
         else:
             self._pos = at
         self._need = 0
-        if isinstance(reply, RedisConnectionError):
-            raise reply
-        return True, reply
 
     async def read(self, timeout: float | None) -> Any:
         """The next reply, waiting for it (at most ``timeout`` seconds when not None)."""
