@@ -131,6 +131,8 @@ class InboxReader(QueueReader):
             self._sweep()
             if entries:
                 self._depth = min(self._depth * 2, INBOX_DEPTH)
-                # Let the receivers just woken run (and write their sends) before this task
-                # writes its next rounds.
-                await asyncio.sleep(0)
+                if self._in_flight <= 1:
+                    # Let the receivers just woken run (and write their sends) before this
+                    # task writes its next rounds (with rounds left in flight it writes
+                    # nothing next, so it goes on to read without giving up its turn).
+                    await asyncio.sleep(0)

@@ -116,7 +116,8 @@ HEALTH_HOOKS: list[Callable[[str, bool], None]] = []
 # or with the first error reply among them.
 COMMAND = LuaScript("command", "")
 COMMANDS = LuaScript("commands", "")
-_Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any]"]
+# A call nobody waits for (an ack, a post) has no future: a failure is logged instead.
+_Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any] | None"]
 # How long close() spends writing acks that are still in the ledger.
 ACK_WRITE_TIMEOUT = 1.0
 
@@ -251,7 +252,7 @@ class Shard:
 
     def post(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Queue a script call whose result nobody waits for (failures are logged)."""
-        self._enqueue((script, keys, list(args), _ignored_future()))
+        self._enqueue((script, keys, list(args), None))
 
     def _enqueue(self, call: _Call) -> None:
         self._pending.append(call)
@@ -272,7 +273,7 @@ class Shard:
         if not self.ledger:  # the common case, without the ledger's lock
             return []
         return [
-            (None, [counter_key], [counts], _ignored_future())
+            (None, [counter_key], [counts], None)
             for counter_key, counts in self.ledger.take().items()
         ]
 
@@ -318,9 +319,13 @@ class Shard:
             if isinstance(exc, CONNECTION_ERRORS):
                 self.failed(exc)
             self._keep_unwritten_acks(batch)
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(translate(exc))
+            error = translate(exc)
+            for kind, _, _, future in batch:
+                if future is None:
+                    if kind is not None or self._written:  # else back in the ledger
+                        _report_failure(error)
+                elif not future.done():
+                    future.set_exception(error)
             return self._written
         except GeneratorExit:
             raise  # destroyed with its closed loop: its futures cannot be told any more
@@ -328,14 +333,17 @@ class Shard:
             # Cancelled mid-batch: whether the commands ran is unknown, so say so to the waiters.
             self._keep_unwritten_acks(batch)
             for *_, future in batch:
-                if not future.done():
+                if future is not None and not future.done():
                     future.cancel()
             raise
         self.succeeded()
         for (*_, future), result in zip(batch, results, strict=True):
-            if future.done():
+            if future is None:
+                if isinstance(result, Exception):
+                    _report_failure(_reply_error(result))
+            elif future.done():
                 continue
-            if isinstance(result, Exception):
+            elif isinstance(result, Exception):
                 future.set_exception(_reply_error(result))
             else:
                 future.set_result(result)
@@ -347,10 +355,9 @@ class Shard:
         channel hold more than its capacity)."""
         if self._written:
             return
-        for script, keys, args, future in batch:
+        for script, keys, args, _ in batch:
             if script is None:
                 self.ledger.restore(keys[0], args[0])
-                future.cancel()
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         commands: list[Sequence[Any]] = []
@@ -426,13 +433,6 @@ def _ack_command(counter_key: str, counts: Counter[str]) -> tuple[Any, ...]:
     return ("EVALSHA", ACK.sha, 1, counter_key, *flat)
 
 
-def _ignored_future() -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.add_done_callback(_report_failure)
-    return future
-
-
-def _report_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        # A lost ack costs capacity until the inbox's counters expire (after `expiry` idle).
-        logger.warning("background Redis call failed: %s", future.exception())
+def _report_failure(error: BaseException) -> None:
+    # A lost ack costs capacity until the inbox's counters expire (after `expiry` idle).
+    logger.warning("background Redis call failed: %s", error)
