@@ -53,6 +53,8 @@ logger = logging.getLogger("distributed_asgi.layers")
 # How long one blocking wait lasts before the reader checks in; kept under any socket timeout
 # so an idle receive() is never mistaken for a dead connection.
 DEFAULT_BLOCK_TIMEOUT = 5.0
+# Channel routes remembered (see RedisChannelLayer._routes).
+ROUTES_KEPT = 10_000
 
 
 class RedisChannelLayer:
@@ -114,6 +116,9 @@ class RedisChannelLayer:
         # Outlives any one event loop: entries popped and not yet received, per queue key. A
         # process inbox's backlog is shared by the readers of every loop.
         self._backlogs: dict[str, Backlog] = {}
+        # channel -> (place, keys, capacity) of the valid names used lately: where a send goes
+        # is the same every time, and working it out costs more than the rest of send().
+        self._routes: dict[str, tuple[int, list[str], int]] = {}
 
     def _placement(self, specs: Sequence[HostSpec]) -> Placement:
         # A Redis Cluster entry in hosts (parse_hosts allows it only alone) selects the slot
@@ -139,6 +144,18 @@ class RedisChannelLayer:
             backlog = self._backlogs.setdefault(queue_key, Backlog(self.expiry))
         return backlog
 
+    def _route(self, channel: str) -> tuple[int, list[str], int]:
+        """(place, queue keys, capacity) of ``channel``; ``TypeError`` for a bad name."""
+        route = self._routes.get(channel)
+        if route is None:
+            require_valid_channel_name(channel)
+            place, keys = self._queue_keys(channel)
+            route = (place, keys, self.capacity.for_channel(channel))
+            if len(self._routes) >= ROUTES_KEPT:
+                self._routes.clear()  # names come and go (a channel per request): start over
+            self._routes[channel] = route
+        return route
+
     def _queue_keys(self, channel: str) -> tuple[int, list[str]]:
         """(place, [queue key, counter key for a process inbox]) of ``channel``."""
         placement = self.placement
@@ -154,14 +171,10 @@ class RedisChannelLayer:
 
     async def send(self, channel: str, message: Message) -> None:
         """Send ``message`` to ``channel``; raise ``ChannelFull`` if it is at capacity."""
-        require_valid_channel_name(channel)
+        place, keys, capacity = self._route(channel)
         payload = self.serializer.serialize(require_valid_message(message))
-        place, keys = self._queue_keys(channel)
         sent = await self.placement.call(
-            place,
-            SEND,
-            keys,
-            [channel, payload, self.capacity.for_channel(channel), self.options.expiry_ms],
+            place, SEND, keys, [channel, payload, capacity, self.options.expiry_ms]
         )
         if not sent:
             raise ChannelFull(channel)
@@ -176,9 +189,9 @@ class RedisChannelLayer:
         uncounted (keys.py) and stamped with this machine's clock; it expires like any other.
         A normal channel is a ``ValueError``: route channels keep their capacity (``send``).
         """
-        require_process_channel(require_valid_channel_name(channel))
+        place, keys, _ = self._route(channel)
+        require_process_channel(channel)
         payload = self.serializer.serialize(require_valid_message(message))
-        place, keys = self._queue_keys(channel)
         queue = keys[0]
         pushed = entry(int(time.time() * 1000), channel, payload, counted=False)
         await self.placement.call(
@@ -196,8 +209,8 @@ class RedisChannelLayer:
         its messages belong to the instance that reads that inbox. Refused before anything
         waits for a server.
         """
-        require_own_channel(require_valid_channel_name(channel), self.client_prefix)
-        place, keys = self._queue_keys(channel)
+        place, keys, _ = self._route(channel)
+        require_own_channel(channel, self.client_prefix)
         reader = self.placement.readers().get(keys[0])
         if reader is None:
             reader = await self._reader(place, keys)

@@ -35,6 +35,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 __all__ = ["ReplyReader"]
 
 READ_SIZE = 65536
+# Replies in a buffer up to this size are built in one pass even when they turn out to be
+# incomplete (the work is then done again); larger ones are scanned for completeness first.
+_SMALL = 16384
 _CLOSED = "Connection closed by server."
 
 # RESP type bytes.
@@ -69,6 +72,37 @@ def _scan(buf: bytes | bytearray, pos: int) -> int:
     if kind == _ATTRIBUTE:  # metadata before the reply it belongs to
         return _scan(buf, at)
     return at
+
+
+def _bulk_array(buf: bytearray, pos: int, size: int) -> tuple[Any, int] | None:
+    """(the array of bulk strings at ``pos``, its end), or (None, minus the buffer length it
+    needs) when incomplete; None when it holds anything but bulk strings."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return None, -(size + 1)
+    count = int(buf[pos + 1 : end])
+    at = end + 2
+    if count < 0:
+        return None, at
+    items: list[bytes | None] = []
+    for _ in range(count):
+        if at >= size:
+            return None, -(size + 1)
+        if buf[at] != _BULK:
+            return None
+        end = buf.find(b"\r\n", at)
+        if end < 0:
+            return None, -(size + 1)
+        length = int(buf[at + 1 : end])
+        if length < 0:
+            items.append(None)
+            at = end + 2
+            continue
+        at = end + 2 + length + 2
+        if at > size:
+            return None, -at
+        items.append(bytes(buf[end + 2 : at - 2]))
+    return items, at
 
 
 class ReplyReader:
@@ -137,6 +171,16 @@ class ReplyReader:
                         return False, None
                     reply = bytes(buf[end + 2 : at - 2])
         else:
+            if kind == _ARRAY and size - pos <= _SMALL:
+                # A pop's entries, TIME's two numbers: an array of bulk strings, in one pass.
+                found = _bulk_array(buf, pos, size)
+                if found is not None:
+                    reply, at = found
+                    if at < 0:
+                        self._need = -at
+                        return False, None
+                    self._consumed(buf, at, size)
+                    return True, reply
             at = _scan(buf, pos)
             if at < 0:
                 self._need = -at
