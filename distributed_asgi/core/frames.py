@@ -51,6 +51,8 @@ __all__ = [
     "decode_frame",
     "describe",
     "encode",
+    "plain_message",
+    "plain_response_start",
     "scope_from_wire",
     "scope_to_wire",
 ]
@@ -373,3 +375,27 @@ def check_client_message(scope_type: str, message: Mapping[str, Any]) -> None:
             raise FrameError(f"{kind} message field {name!r} has the wrong type: {value!r:.80}")
     if kind == "websocket.receive" and message.get("bytes") is None and message.get("text") is None:
         raise FrameError("websocket.receive message with neither 'bytes' nor 'text'")
+
+
+# -- messages an application sends, as frames carry them --------------------------------------
+
+
+def plain_response_start(message: Message) -> Message:
+    """A msgpack-safe ``http.response.start`` with only the fields every hop honours."""
+    return {
+        "type": "http.response.start",
+        "status": int(message["status"]),
+        "headers": [[bytes(k), bytes(v)] for k, v in message.get("headers", ())],
+        **({"trailers": True} if message.get("trailers") else {}),
+    }
+
+
+def plain_message(message: Message) -> Message:
+    """A msgpack-safe copy (headers as lists of bytes, bytearray as bytes)."""
+    plain = dict(message)
+    if "headers" in plain:
+        plain["headers"] = [[bytes(k), bytes(v)] for k, v in plain["headers"]]
+    for key in ("bytes", "body"):
+        if isinstance(plain.get(key), (bytearray, memoryview)):
+            plain[key] = bytes(plain[key])
+    return plain

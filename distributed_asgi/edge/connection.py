@@ -39,8 +39,8 @@ from typing import Any
 
 from distributed_asgi._aio import DeadlineExceeded, Interruptible, deadline_at, within
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
+from distributed_asgi.core.flow import CreditWindow
 from distributed_asgi.core.frames import (
-    CREDIT_WINDOW,
     Accept,
     Asgi,
     Credit,
@@ -69,6 +69,9 @@ __all__ = ["EdgeConnection", "RemoteApplicationError"]
 
 logger = logging.getLogger("distributed_asgi.distributor")
 
+
+# How long a response to a whole request may take before the client's disconnect is watched.
+WATCH_DISCONNECT_AFTER = 0.05
 
 # A layer call for a connection failed or did not answer in time.
 _LAYER_FAILURES: tuple[type[Exception], ...] = (DeadlineExceeded, LayerError)
@@ -116,23 +119,12 @@ class EdgeConnection:
         # Set when a pump or the liveness watch ends the connection early, with the outcome;
         # ``_waiting`` is the deadline of the receive under way, brought to now to end it.
         self._stop: Outcome | None = None
-        # Flow control (core/frames.py CREDIT_WINDOW): frames the Node may still be sent, and
-        # the Node's frames taken by the client and not yet given back as credit.
-        self._credit = CREDIT_WINDOW
-        self._credited = asyncio.Event()
-        self._untold = 0
+        self.flow = CreditWindow()  # frames to the Node, and the Node's frames taken
+        self._client_pump: asyncio.Task[None] | None = None
         self._waiting: Interruptible | None = None
         # For the metrics: what the client was answered and why.
         self.status: int | None = None
         self.outcome = Outcome.SERVED
-
-    @property
-    def reply_channel(self) -> str:
-        return self.pickup.reply_channel
-
-    @property
-    def pickup_wait(self) -> float | None:
-        return self.pickup.wait
 
     async def run(self) -> None:
         if self.is_http and declared_length(self.scope) > self.settings.max_body_size:
@@ -177,7 +169,9 @@ class EdgeConnection:
             raise
         finally:
             self.registry.release(self.conn_id)  # registered (or refused) by now
-        await self._pump(None if initial else first)
+        # A whole request came with the connect: only the client's disconnect can follow.
+        whole = self.is_http and bool(initial) and not initial[-1].get("more_body", False)
+        await self._pump(None if initial else first, watch_later=whole)
 
     async def _accepted(self, accept: Accept) -> bool:
         """Pin the connection to the Node; True when the accept already finished it."""
@@ -189,12 +183,20 @@ class EdgeConnection:
         self.registry.register(self)  # before anything awaits: always listed to a Node
         return bool(accept.messages) and await self._to_client_all(accept.messages)
 
-    async def _pump(self, first: asyncio.Future[Message] | None) -> None:
-        pump = asyncio.ensure_future(self._client_to_node(first))
+    async def _pump(self, first: asyncio.Future[Message] | None, *, watch_later: bool) -> None:
+        # Only the client's disconnect can come after a whole request: watched for once the
+        # response takes a while (most are done by then), which spares a task per request.
+        loop = asyncio.get_running_loop()
+        later = watch_later and loop.call_later(WATCH_DISCONNECT_AFTER, self._pump_client, first)
+        if not later:
+            self._pump_client(first)
         try:
             await self._node_to_client()
         finally:
-            pump.cancel()
+            if later:
+                later.cancel()
+            if self._client_pump is not None:
+                self._client_pump.cancel()
             self.registry.unregister(self)
             if self._stop is not None and self.outcome is Outcome.SERVED:
                 self.outcome = self._stop
@@ -204,6 +206,9 @@ class EdgeConnection:
                 self._tell_node_gone()
 
     # -- client -> Node ----------------------------------------------------------------------
+
+    def _pump_client(self, first: asyncio.Future[Message] | None) -> None:
+        self._client_pump = asyncio.ensure_future(self._client_to_node(first))
 
     async def _client_to_node(self, first: asyncio.Future[Message] | None) -> None:
         try:
@@ -257,10 +262,7 @@ class EdgeConnection:
         waits for credit nor fails."""
         assert self.node_channel is not None
         if retry:
-            while self._credit <= 0:  # the application is slower than the client: wait
-                self._credited.clear()
-                await self._credited.wait()
-            self._credit -= 1
+            await self.flow.take()  # the application may be slower than the client
         try:
             # A Redis that cannot take a frame within the Node's window has lost this
             # connection as surely as a silent Node.
@@ -280,7 +282,7 @@ class EdgeConnection:
             when, expired = self._deadline()
             try:
                 async with deadline_at(when) as self._waiting:
-                    raw = await self.layer.receive(self.reply_channel)
+                    raw = await self.layer.receive(self.pickup.reply_channel)
             except TimeoutError:
                 if self._waiting is None or not self._waiting.expired():
                     raise  # not ours: the layer's own
@@ -295,12 +297,11 @@ class EdgeConnection:
             if isinstance(frame, Asgi):
                 if await self._to_client_all(frame.messages):
                     return
-                self._untold += 1
-                if self._untold >= CREDIT_WINDOW // 2:
-                    await self._give_credit()
+                self.flow.consumed()
+                if frames := self.flow.due():
+                    await self._give_credit(frames)
             elif isinstance(frame, Credit):
-                self._credit += frame.frames
-                self._credited.set()
+                self.flow.granted(frame.frames)
             elif isinstance(frame, End):
                 self.node_done = True
                 if frame.error is None:
@@ -315,7 +316,7 @@ class EdgeConnection:
                 logger.warning(
                     "dropped an unexpected %s frame on %s (a running connection)",
                     type(frame).__name__,
-                    self.reply_channel,
+                    self.pickup.reply_channel,
                 )
         if not self.cycle.finished and self._stop in (Outcome.REDIS_DOWN, Outcome.NODE_LOST):
             await self._upstream_failed()
@@ -426,11 +427,10 @@ class EdgeConnection:
         try:
             return decode_frame(raw)
         except FrameError as exc:
-            logger.warning("dropped a bad frame on %s: %s", self.reply_channel, exc)
+            logger.warning("dropped a bad frame on %s: %s", self.pickup.reply_channel, exc)
             return None
 
-    async def _give_credit(self) -> None:
-        frames, self._untold = self._untold, 0
+    async def _give_credit(self, frames: int) -> None:
         with contextlib.suppress(*_LAYER_FAILURES):  # lost: the Node's liveness judges the rest
             await within(self.window, self._push(Credit(self.conn_id, frames)))
 

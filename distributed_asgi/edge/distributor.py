@@ -175,7 +175,7 @@ class Distributor:
                 connection.status,
                 connection.outcome,
                 time.monotonic() - connection.arrived,
-                connection.pickup_wait,
+                connection.pickup.wait,
             )
 
     # -- lifespan ----------------------------------------------------------------------------------

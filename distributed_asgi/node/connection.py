@@ -11,11 +11,12 @@ Rules of this file:
 - Frames go to the edge with ``push`` (no capacity in Redis): flow control is end to end.
   At most ``CREDIT_WINDOW`` ``asgi`` frames are on their way without the edge's ``credit``
   for them; the application's ``send()`` waits for credit while the client is there.
-- Frames from the edge are read only once the edge can send them (after the accept), always
-  (credit frames must get through to a sender that waits), awaited directly (no deadline per
-  frame); the edge's own window bounds the inbox, and credit for its frames goes back as the
-  application takes their messages. Whether
-  the edge is still there is the Node's business (_liveness.py: one heartbeat per edge
+- Frames from the edge are read once the edge can send them (after the accept) and something
+  waits for them (``_start_reader``), from then on always (credit frames must get through to a
+  sender that waits), awaited directly (no deadline per frame); the edge's own window bounds
+  the inbox, and credit for its frames goes back as the application takes their messages. A
+  WebSocket's are read from the accept on (a send-only application must hear the client left).
+  Whether the edge is still there is the Node's business (_liveness.py: one heartbeat per edge
   process and interval): an edge silent for ``heartbeat_misses`` of its heartbeat intervals is
   gone, and ``edge_lost`` gives the application a disconnect.
 - After a disconnect, HTTP sends are ignored and WebSocket sends raise ``ClientDisconnected``,
@@ -39,6 +40,7 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
+from distributed_asgi.core.flow import CreditWindow
 from distributed_asgi.core.frames import (
     CREDIT_WINDOW,
     PICKUP_GRACE,
@@ -53,6 +55,8 @@ from distributed_asgi.core.frames import (
     decode_frame,
     describe,
     encode,
+    plain_message,
+    plain_response_start,
 )
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import GatewayLayer, LayerError
@@ -114,9 +118,7 @@ class NodeConnection:
         self.channel = ""
         self.disconnected = False  # the client (or the edge) is gone
         self._arrived = asyncio.Event()
-        self._credit = CREDIT_WINDOW  # asgi frames the edge may still be sent
-        self._credited = asyncio.Event()  # credit came (or the client left)
-        self._untold = 0  # frames of the edge read and not yet given back as credit
+        self.flow = CreditWindow()  # frames to the edge, and the edge's frames read
         self._send_lock = asyncio.Lock()
         self._pending_start: Message | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -205,8 +207,17 @@ class NodeConnection:
                 beats_per_connection=True,
             )
         self.liveness.heard(self.peer_key)
-        self._reader = asyncio.ensure_future(self._read_from_edge())
+        if not self.is_http:
+            self._start_reader()
         return True
+
+    def _start_reader(self) -> None:
+        """Read the edge's frames from now on: started by the first wait for them (a
+        ``receive()`` with nothing in the inbox, a send waiting for credit), so a request
+        that came whole with its connect and is answered without waiting costs no reader.
+        Frames that came before wait in the layer for it."""
+        if self._reader is None and self.accepted and not self.disconnected:
+            self._reader = asyncio.ensure_future(self._read_from_edge())
 
     async def _finish(self, error: BaseException | None) -> None:
         await self._flush_start()
@@ -242,12 +253,13 @@ class NodeConnection:
                 return {"type": "http.disconnect"}  # as uvicorn: nothing more to read
             if self.inbox:
                 message = self.inbox.popleft()
-                if self._untold >= CREDIT_WINDOW // 2 and len(self.inbox) < CREDIT_WINDOW // 2:
-                    await self._give_credit()
+                if len(self.inbox) < CREDIT_WINDOW // 2 and (frames := self.flow.due()):
+                    await self._give_credit(frames)
                 return message
             if isinstance(self.cycle, WebSocketCycle) and self.cycle.finished:
                 # uvicorn's next message once its connection is lost after a close.
                 return {"type": "websocket.disconnect", "code": 1005}
+            self._start_reader()
             self._arrived.clear()
             await self._arrived.wait()
 
@@ -268,8 +280,7 @@ class NodeConnection:
                 continue
             self.liveness.heard(self.peer_key)
             if isinstance(frame, Credit):
-                self._credit += frame.frames
-                self._credited.set()
+                self.flow.granted(frame.frames)
                 continue
             if isinstance(frame, Heartbeat):
                 continue
@@ -287,7 +298,7 @@ class NodeConnection:
                     logger.warning("dropped a message on %s: %s", self.channel, exc)
                     continue
                 self._deliver(message)
-            self._untold += 1
+            self.flow.consumed()
             if self.disconnected:
                 return
 
@@ -312,7 +323,7 @@ class NodeConnection:
         """The edge's alive frame did not list this connection: the edge let go of it (its
         frames were lost). Acted on only while waiting for a frame from it, as every frame
         the edge sent before letting go has been taken by then."""
-        if self.disconnected or not self._reading:
+        if self.disconnected or (self._reader is not None and not self._reading):
             return  # busy with a frame: the edge's next alive frame tells again
         logger.warning("the edge of %s no longer has it: the client is gone", describe(self.scope))
         if self._reader is not None:
@@ -332,7 +343,7 @@ class NodeConnection:
         self.inbox.append(message)
         self._arrived.set()
         if self.disconnected:
-            self._credited.set()  # a send waiting for credit gives up
+            self.flow.release()  # a send waiting for credit gives up
 
     # -- send --------------------------------------------------------------------------------
 
@@ -349,7 +360,7 @@ class NodeConnection:
         kind = message["type"]
         if kind == "http.response.start":
             # Held for one loop turn: a body sent right after travels in the same frame.
-            self._pending_start = _plain_response_start(message)
+            self._pending_start = plain_response_start(message)
             asyncio.get_running_loop().call_soon(self._schedule_flush)
             return
         if kind == "http.response.body":
@@ -358,7 +369,7 @@ class NodeConnection:
                 self._arrived.set()
             return
         await self._flush_start()
-        await self._send_messages([_plain_message(message)])
+        await self._send_messages([plain_message(message)])
 
     def _closed_by_application(self, message: Message, before: WebSocketState) -> None:
         """Queue what uvicorn's default implementations queue when the application closes."""
@@ -409,40 +420,16 @@ class NodeConnection:
 
     async def _send_messages(self, messages: list[Message]) -> None:
         async with self._send_lock:
-            while self._credit <= 0 and not self.disconnected:
-                # The edge is slower than the application: wait for it (flow control).
-                self._credited.clear()
-                await self._credited.wait()
-            if self.disconnected:
+            if self.flow.available <= 0:
+                self._start_reader()  # the edge is slower than the application: wait for it
+            if not await self.flow.take(lambda: self.disconnected):
                 return
-            self._credit -= 1
             await self.layer.push(self.reply_channel, encode(Asgi(self.conn_id, messages)))
 
     async def _send_frame(self, frame: Message) -> None:
         async with self._send_lock:
             await self.layer.push(self.reply_channel, frame)
 
-    async def _give_credit(self) -> None:
-        frames, self._untold = self._untold, 0
+    async def _give_credit(self, frames: int) -> None:
         with contextlib.suppress(LayerError):  # lost: the edge's liveness judges the rest
             await self.layer.push(self.reply_channel, encode(Credit(self.conn_id, frames)))
-
-
-def _plain_response_start(message: Message) -> Message:
-    return {
-        "type": "http.response.start",
-        "status": int(message["status"]),
-        "headers": [[bytes(k), bytes(v)] for k, v in message.get("headers", ())],
-        **({"trailers": True} if message.get("trailers") else {}),
-    }
-
-
-def _plain_message(message: Message) -> Message:
-    """A msgpack-safe copy (headers as lists of bytes, bytearray as bytes)."""
-    plain = dict(message)
-    if "headers" in plain:
-        plain["headers"] = [[bytes(k), bytes(v)] for k, v in plain["headers"]]
-    for key in ("bytes", "body"):
-        if isinstance(plain.get(key), (bytearray, memoryview)):
-            plain[key] = bytes(plain[key])
-    return plain
