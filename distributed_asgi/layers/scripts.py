@@ -81,15 +81,25 @@ local function over(q, n, channel, capacity)
 end
 
 -- Expired entries are trimmed only when a channel looks full: until then they cost nothing
--- (readers drop them by their time), and the common send stays at a handful of calls.
+-- (readers drop them by their time), and the common send stays at a handful of calls. A
+-- normal channel is counted by the length RPUSH returns: an entry over capacity is taken back
+-- at once (RPOP takes it: the script runs alone), so the common send needs no LLEN.
 local function push(q, n, channel, payload, capacity, expiry, now)
-  if over(q, n, channel, capacity) then
-    trim(q, n, now - expiry)
-    if over(q, n, channel, capacity) then return 0 end
+  local entry = string.format('%0DIGITSd', now) .. channel .. '\n' .. payload
+  if n then
+    if over(q, n, channel, capacity) then
+      trim(q, n, now - expiry)
+      if over(q, n, channel, capacity) then return 0 end
+    end
+    redis.call('RPUSH', q, entry)
+    redis.call('PEXPIRE', n, expiry)
+  elseif redis.call('RPUSH', q, entry) > capacity then
+    redis.call('RPOP', q)
+    trim(q, nil, now - expiry)
+    if redis.call('LLEN', q) >= capacity then return 0 end
+    redis.call('RPUSH', q, entry)
   end
-  redis.call('RPUSH', q, string.format('%0DIGITSd', now) .. channel .. '\n' .. payload)
   redis.call('PEXPIRE', q, expiry)
-  if n then redis.call('PEXPIRE', n, expiry) end
   return 1
 end
 """
