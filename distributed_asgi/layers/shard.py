@@ -173,6 +173,7 @@ class Shard:
         self._flusher: asyncio.Task[None] | None = None
         self._active = False  # a batch is being executed (by a caller or the flusher)
         self._written = False  # the batch being executed has been written to the socket
+        self._acks_task: asyncio.Task[None] | None = None  # _write_acks, not yet started
         self._down_since: float | None = None
 
     # -- health: log the start and end of an outage once each, not every failed call -----------
@@ -248,7 +249,23 @@ class Shard:
         sent from here) sees the freed capacity.
         """
         self.ledger.add(counter_key, channel)
-        self._start_flusher()
+        self._forget_dead_flusher()
+        pending = self._acks_task
+        if not self._active and (pending is None or pending.done()):
+            # (done here only if it was cancelled before it started)
+            self._acks_task = asyncio.get_running_loop().create_task(self._write_acks())
+
+    async def _write_acks(self) -> None:
+        """The acks' own batch, one loop turn after they were made, unless a call took them
+        along meanwhile: a receiver that sends right after it received (a reply, the next
+        ping) writes its call with the acks at once, instead of queueing behind a flusher
+        that was started for the acks alone."""
+        self._acks_task = None
+        if self._active or not self.ledger:
+            return  # taken along by a call (or a call now in flight takes them next)
+        self._active = True
+        self._flusher = asyncio.current_task()
+        await self._flush()
 
     def post(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Queue a script call whose result nobody waits for (failures are logged)."""
