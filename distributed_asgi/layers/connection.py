@@ -100,6 +100,19 @@ class DedicatedConnection:
         await self.send(commands)
         return await self.read(len(commands))
 
+    def write_now(self, packed: bytes) -> bool:
+        """Write ``packed`` at once if the connection is up and its buffer has room, without a
+        coroutine; False to leave it to ``send()``."""
+        connection = self._connection
+        writer = getattr(connection, "_writer", None)
+        if writer is None or connection is None or not connection.is_connected:
+            return False
+        transport = writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+            return False
+        writer.write(packed)
+        return True
+
     async def send(self, commands: Sequence[Sequence[Any]] | bytes) -> None:
         """Write ``commands`` (or their ``pack_commands`` bytes) without reading; ``read()``
         their replies later, in order."""

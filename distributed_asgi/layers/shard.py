@@ -33,7 +33,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .connection import DedicatedConnection
+from .connection import DedicatedConnection, pack_commands
 from .errors import LayerError, LayerRefused, LayerUnavailable
 from .hosts import HostSpec
 from .scripts import ACK, LuaScript
@@ -389,18 +389,20 @@ class Shard:
                 grouped = True
             else:
                 commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+        packed = pack_commands(commands)
+        connection = self._batch_connection
         try:
-            replies = await self._send_and_read(commands)
+            if not connection.write_now(packed):
+                await connection.send(packed)
+            self._written = True
+            replies = await connection.read(len(commands))
         except CONNECTION_ERRORS:
             # A pooled connection goes stale when the server restarts; a restarted server ran
             # none of these commands, so one immediate retry on a fresh connection is safe.
-            replies = await self._send_and_read(commands)
+            await connection.send(packed)
+            self._written = True
+            replies = await connection.read(len(commands))
         return _regroup(batch, replies) if grouped else replies
-
-    async def _send_and_read(self, commands: list[Sequence[Any]]) -> list[Any]:
-        await self._batch_connection.send(commands)
-        self._written = True
-        return await self._batch_connection.read(len(commands))
 
     async def settle(self) -> None:
         """Wait until every queued call (acks and posts included) has been sent."""
