@@ -311,13 +311,7 @@ class NodeConnection:
             describe(self.scope),
             window,
         )
-        if self._reader is not None:
-            self._reader.cancel()
-        self._deliver(
-            {"type": "http.disconnect"}
-            if self.is_http
-            else {"type": "websocket.disconnect", "code": 1006}
-        )
+        self._edge_gone()
 
     def edge_dropped(self) -> None:
         """The edge's alive frame did not list this connection: the edge let go of it (its
@@ -326,6 +320,10 @@ class NodeConnection:
         if self.disconnected or (self._reader is not None and not self._reading):
             return  # busy with a frame: the edge's next alive frame tells again
         logger.warning("the edge of %s no longer has it: the client is gone", describe(self.scope))
+        self._edge_gone()
+
+    def _edge_gone(self) -> None:
+        """The application hears what uvicorn gives it when its client is lost."""
         if self._reader is not None:
             self._reader.cancel()
         self._deliver(
