@@ -4,9 +4,10 @@ Concurrent ``call()``s are written as one pipeline: while a batch is on the wire
 queue up and go together in the next, so N concurrent sends cost about one round trip instead
 of N, with no added latency when there is no concurrency.
 
-Acks (messages received, to count off their channel's capacity) wait in an ``AckLedger`` that
-belongs to the layer, not to the loop: one a loop did not get to write before it ended goes
-out with the next write to that server from any loop (and ``close()`` writes what is left).
+Acks (messages received, to count off their channel's capacity) wait in an ``AckLedger``
+(acks.py) that belongs to the layer, not to the loop: one a loop did not get to write before
+it ended goes out with the next write to that server from any loop (and ``close()`` writes
+what is left).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +33,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .acks import AckLedger
 from .connection import DedicatedConnection, pack_commands
 from .errors import LayerError, LayerRefused, LayerUnavailable
 from .hosts import HostSpec
@@ -120,47 +121,6 @@ COMMANDS = LuaScript("commands", "")
 _Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any] | None"]
 # How long close() spends writing acks that are still in the ledger.
 ACK_WRITE_TIMEOUT = 1.0
-
-
-class AckLedger:
-    """Acks for one server not yet written to it: counter key -> channel -> messages received.
-
-    Shared by the shards of every event loop (and so thread-safe): acks merge here while they
-    wait for a batch, and whichever loop writes to the server next takes them all.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, Counter[str]] = {}
-
-    def add(self, counter_key: str, channel: str) -> None:
-        with self._lock:
-            counts = self._counts.get(counter_key)
-            if counts is None:
-                counts = self._counts[counter_key] = Counter()
-            counts[channel] += 1
-
-    def take(self) -> dict[str, Counter[str]]:
-        with self._lock:
-            taken, self._counts = self._counts, {}
-        return taken
-
-    def restore(self, counter_key: str, counts: Counter[str]) -> None:
-        """Give back acks taken for a batch that was never written."""
-        with self._lock:
-            self._counts.setdefault(counter_key, Counter()).update(counts)
-
-    def discard(self, counter_key: str) -> None:
-        """Forget the acks of a counter that is being deleted (they would re-create it)."""
-        with self._lock:
-            self._counts.pop(counter_key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-    def __bool__(self) -> bool:
-        return bool(self._counts)
 
 
 class Shard:
