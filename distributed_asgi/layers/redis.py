@@ -285,23 +285,23 @@ class RedisChannelLayer:
         expiry, group_expiry = self.options.expiry_ms, self.options.group_expiry_ms
         placement = self.placement
         places = await placement.group_places(group, group_expiry)
-        results = await asyncio.gather(
-            *(
-                placement.call(
-                    place,
-                    GROUP_SEND,
-                    self.keys.group(group, placement.tag(place)),
-                    [
-                        self.keys.queue("", placement.tag(place)),
-                        self.keys.counters("", placement.tag(place)),
-                        payload,
-                        expiry,
-                        group_expiry,
-                    ],
-                )
-                for place in places
+        calls = [
+            placement.call(
+                place,
+                GROUP_SEND,
+                self.keys.group(group, placement.tag(place)),
+                [
+                    self.keys.queue("", placement.tag(place)),
+                    self.keys.counters("", placement.tag(place)),
+                    payload,
+                    expiry,
+                    group_expiry,
+                ],
             )
-        )
+            for place in places
+        ]
+        # One place (one server): awaited here, without the task gather() would wrap it in.
+        results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         _log_full_members(group, results)
 
     async def flush(self) -> None:
