@@ -132,7 +132,7 @@ def entry_counted(entry: bytes) -> bool:
 
 def entry_channel(entry: bytes) -> str:
     start = TIME_DIGITS if entry_counted(entry) else TIME_DIGITS + 1
-    return entry[start : entry.find(b"\n", TIME_DIGITS)].decode("ascii", "replace")
+    return entry[start : entry.find(b"\n", TIME_DIGITS)].decode("utf-8", "replace")
 
 
 def entry_payload(entry: bytes) -> bytes:

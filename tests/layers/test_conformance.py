@@ -61,6 +61,20 @@ async def test_messages_arrive_in_order(make_layer: LayerFactory) -> None:
     assert [(await layer.receive("test.order"))["i"] for _ in range(200)] == list(range(200))
 
 
+async def test_a_process_channel_with_non_ascii_letters_delivers_and_keeps_capacity(
+    make_layer: LayerFactory,
+) -> None:
+    layer = make_layer(capacity=2)
+    channel = await layer.new_channel() + "é"
+    await layer.send(channel, {"i": 1})
+    await layer.send(channel, {"i": 2})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"i": 3})
+    assert [(await asyncio.wait_for(layer.receive(channel), 5))["i"] for _ in range(2)] == [1, 2]
+    await layer.send(channel, {"i": 4})  # received messages gave their capacity back
+    assert (await asyncio.wait_for(layer.receive(channel), 5))["i"] == 4
+
+
 async def test_concurrent_sends_keep_their_order_per_sender(make_layer: LayerFactory) -> None:
     layer = make_layer(capacity=1000)
     channel = await layer.new_channel()

@@ -47,6 +47,12 @@ def test_entry_header_round_trip_and_malformed_entries() -> None:
     assert entry_counted(packed)
 
 
+def test_a_channel_name_with_non_ascii_letters_survives_the_header() -> None:
+    # Channel names allow any word character after the "!" (Django Channels' rule), and
+    # the header carries the name as UTF-8.
+    assert entry_channel(entry(1, "specific.ab!é1", b"x")) == "specific.ab!é1"
+
+
 def test_an_uncounted_entry_is_marked_after_the_time() -> None:
     pushed = entry(1_700_000_000_123, "chan!x", b"M\x80", counted=False)
     assert pushed == b"1700000000123~chan!x\nM\x80"
