@@ -2,7 +2,8 @@
 
 Concurrent ``call()``s are written as one pipeline: while a batch is on the wire, new calls
 queue up and go together in the next, so N concurrent sends cost about one round trip instead
-of N, with no added latency when there is no concurrency.
+of N, with no added latency when there is no concurrency. Pushes to one queue that follow each
+other in a batch are written as one ``RPUSH`` of all their entries and one ``PEXPIRE``.
 
 Acks (messages received, to count off their channel's capacity) wait in an ``AckLedger``
 (acks.py) that belongs to the layer, not to the loop: one a loop did not get to write before
@@ -338,17 +339,34 @@ class Shard:
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         commands: list[Sequence[Any]] = []
-        grouped = False
-        for script, keys, args, _ in batch:
-            if script is None:
+        spans: list[tuple[int, int]] = []  # per call: its first reply, how many
+        at = 0
+        while at < len(batch):
+            script, keys, args, _ = batch[at]
+            start = len(commands)
+            if script is COMMANDS:
+                queue = _pushed_to(args)
+                if queue is not None:
+                    # Pushes to one queue written one after the other are one RPUSH of all
+                    # their entries and one PEXPIRE: the same effect, in the same order.
+                    run = [args[0][2]]
+                    for following, _, more, _ in batch[at + 1 :]:
+                        if following is not COMMANDS or _pushed_to(more) != queue:
+                            break
+                        run.append(more[0][2])
+                    commands += [("RPUSH", queue, *run), args[1]]
+                    spans += [(start, 2)] * len(run)
+                    at += len(run)
+                    continue
+                commands.extend(args)
+            elif script is None:
                 commands.append(_ack_command(keys[0], args[0]))
             elif script is COMMAND:
                 commands.append(args)
-            elif script is COMMANDS:
-                commands.extend(args)
-                grouped = True
             else:
                 commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
+            spans.append((start, len(commands) - start if script is COMMANDS else 1))
+            at += 1
         packed = pack_commands(commands)
         connection = self._batch_connection
         try:
@@ -362,7 +380,7 @@ class Shard:
             await connection.send(packed)
             self._written = True
             replies = await connection.read(len(commands))
-        return _regroup(batch, replies) if grouped else replies
+        return _regroup(batch, spans, replies)
 
     async def settle(self) -> None:
         """Wait until every queued call (acks and posts included) has been sent."""
@@ -388,19 +406,25 @@ def is_noscript(result: object) -> bool:
     )
 
 
-def _regroup(batch: list[_Call], replies: list[Any]) -> list[Any]:
-    """One result per call of ``batch``: a COMMANDS call's replies gathered into one."""
+def _pushed_to(args: Sequence[Any]) -> str | None:
+    """The queue of a push's commands (``RPUSH q entry``, ``PEXPIRE q ms``); None for others."""
+    if len(args) == 2 and len(args[0]) == 3 and args[0][0] == "RPUSH" and args[1][0] == "PEXPIRE":
+        queue: str = args[0][1]
+        return queue if args[1][1] == queue else None
+    return None
+
+
+def _regroup(batch: list[_Call], spans: list[tuple[int, int]], replies: list[Any]) -> list[Any]:
+    """One result per call of ``batch``: a COMMANDS call's replies gathered into one (the
+    first error reply instead, if any)."""
     results: list[Any] = []
-    at = 0
-    for script, _, args, _ in batch:
-        if script is COMMANDS:
-            group = replies[at : at + len(args)]
-            at += len(args)
-            error = next((r for r in group if isinstance(r, Exception)), None)
-            results.append(group if error is None else error)
-        else:
-            results.append(replies[at])
-            at += 1
+    for (script, *_), (start, count) in zip(batch, spans, strict=True):
+        if script is not COMMANDS:
+            results.append(replies[start])
+            continue
+        group = replies[start : start + count]
+        error = next((r for r in group if isinstance(r, Exception)), None)
+        results.append(group if error is None else error)
     return results
 
 

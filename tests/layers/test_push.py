@@ -252,6 +252,32 @@ async def test_a_push_is_two_plain_commands_and_its_receipt_writes_nothing(
         await admin.aclose()
 
 
+async def test_pushes_to_one_inbox_written_together_are_one_rpush_in_their_order(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    server = redis_factory()
+    sender, receiver = RedisChannelLayer(hosts=[server.url]), RedisChannelLayer(hosts=[server.url])
+    admin = aioredis.Redis.from_url(server.url)
+    try:
+        channels = [await receiver.new_channel() for _ in range(2)]
+        await sender.push(channels[0], {"warm": True})
+        assert await _receive(receiver, channels[0], 1) == [{"warm": True}]
+        before = await _calls(admin)
+        # Concurrent pushes ride in few batches; each batch's run of pushes to the inbox is
+        # one RPUSH and one PEXPIRE.
+        await asyncio.gather(*(sender.push(channels[i % 2], {"i": i}) for i in range(60)))
+        after = await _calls(admin)
+        rpush, pexpire = (after[n] - before.get(n, 0) for n in ("rpush", "pexpire"))
+        assert rpush == pexpire and rpush < 30, (rpush, pexpire)
+        for first in range(2):
+            received = await _receive(receiver, channels[first], 30)
+            assert [m["i"] for m in received] == list(range(first, 60, 2))
+    finally:
+        await sender.close()
+        await receiver.close()
+        await admin.aclose()
+
+
 async def test_a_refused_push_raises_layer_refused(make_layer: LayerFactory) -> None:
     layer = make_layer()
     channel = await layer.new_channel()
