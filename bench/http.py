@@ -520,7 +520,10 @@ class Outcome:
         def at_most(value: float | None, limit: float, unit: str = "x") -> tuple[str, bool]:
             if value is None:
                 return "not measured", False
-            return f"{value:.2f}{unit}", value <= limit
+            # Judged as shown (two decimals): Redis counts the commands of the requests still
+            # in flight when the window closes (up to one per connection), wrk does not count
+            # those requests, so a per-request figure is a few tenths of a percent high.
+            return f"{value:.2f}{unit}", round(value, 2) <= limit
 
         out = [
             (
