@@ -9,8 +9,9 @@ on receipt, so ``send()`` capacity of the same channel stays exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -221,13 +222,26 @@ async def _calls(client: aioredis.Redis) -> dict[str, int]:
     return {name[len("cmdstat_") :]: int(value["calls"]) for name, value in stats.items()}
 
 
-async def test_a_push_is_two_plain_commands_and_its_receipt_writes_nothing(
+@contextlib.asynccontextmanager
+async def _sender_receiver_admin(
     redis_factory: Callable[..., RedisProcess],
-) -> None:
+) -> AsyncIterator[tuple[RedisChannelLayer, RedisChannelLayer, aioredis.Redis]]:
+    """Two layers on a fresh server (so its command counts are theirs) and a plain client."""
     server = redis_factory()
     sender, receiver = RedisChannelLayer(hosts=[server.url]), RedisChannelLayer(hosts=[server.url])
     admin = aioredis.Redis.from_url(server.url)
     try:
+        yield sender, receiver, admin
+    finally:
+        await sender.close()
+        await receiver.close()
+        await admin.aclose()
+
+
+async def test_a_push_is_two_plain_commands_and_its_receipt_writes_nothing(
+    redis_factory: Callable[..., RedisProcess],
+) -> None:
+    async with _sender_receiver_admin(redis_factory) as (sender, receiver, admin):
         channel = await receiver.new_channel()
         await sender.push(channel, {"warm": True})  # connects (CLIENT SETINFO...)
         before = await _calls(admin)
@@ -246,19 +260,12 @@ async def test_a_push_is_two_plain_commands_and_its_receipt_writes_nothing(
         after = await _calls(admin)
         written = {"hincrby", "hdel", "hget", "evalsha", "rpush", "pexpire"}
         assert {n: after.get(n, 0) - before.get(n, 0) for n in written} == dict.fromkeys(written, 0)
-    finally:
-        await sender.close()
-        await receiver.close()
-        await admin.aclose()
 
 
 async def test_pushes_to_one_inbox_written_together_are_one_rpush_in_their_order(
     redis_factory: Callable[..., RedisProcess],
 ) -> None:
-    server = redis_factory()
-    sender, receiver = RedisChannelLayer(hosts=[server.url]), RedisChannelLayer(hosts=[server.url])
-    admin = aioredis.Redis.from_url(server.url)
-    try:
+    async with _sender_receiver_admin(redis_factory) as (sender, receiver, admin):
         channels = [await receiver.new_channel() for _ in range(2)]
         await sender.push(channels[0], {"warm": True})
         assert await _receive(receiver, channels[0], 1) == [{"warm": True}]
@@ -272,10 +279,6 @@ async def test_pushes_to_one_inbox_written_together_are_one_rpush_in_their_order
         for first in range(2):
             received = await _receive(receiver, channels[first], 30)
             assert [m["i"] for m in received] == list(range(first, 60, 2))
-    finally:
-        await sender.close()
-        await receiver.close()
-        await admin.aclose()
 
 
 async def test_a_refused_push_raises_layer_refused(make_layer: LayerFactory) -> None:
