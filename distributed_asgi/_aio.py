@@ -13,7 +13,7 @@ __all__ = [
     "DeadlineExceeded",
     "Interruptible",
     "deadline_at",
-    "receive_within",
+    "loop_factory",
     "wait_event",
     "within",
 ]
@@ -29,24 +29,11 @@ class Interruptible(Protocol):
     def expired(self) -> bool: ...
 
 
-class _Receiver(Protocol):
-    async def receive(self, channel: str) -> dict[str, Any]: ...
-
-
 class DeadlineExceeded(Exception):
     """A layer call did not finish within what a connection's budget left for it."""
 
 
 if sys.version_info >= (3, 11):
-
-    async def receive_within(layer: _Receiver, channel: str, seconds: float) -> dict[str, Any]:
-        """``layer.receive(channel)``, or ``TimeoutError`` after ``seconds``.
-
-        ``asyncio.timeout`` rather than ``wait_for``: no extra task per message. A receive cut
-        short loses nothing: the layer keeps what it popped for the next receive.
-        """
-        async with asyncio.timeout(seconds):
-            return await layer.receive(channel)
 
     async def within(seconds: float, awaitable: Awaitable[_T]) -> _T:
         """``await awaitable``, or ``DeadlineExceeded`` after ``seconds``; a timeout raised
@@ -72,9 +59,6 @@ if sys.version_info >= (3, 11):
                 await event.wait()
 
 else:  # pragma: no cover - Python 3.10
-
-    async def receive_within(layer: _Receiver, channel: str, seconds: float) -> dict[str, Any]:
-        return await asyncio.wait_for(layer.receive(channel), seconds)
 
     async def within(seconds: float, awaitable: Awaitable[_T]) -> _T:
         try:

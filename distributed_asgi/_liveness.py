@@ -41,7 +41,7 @@ from typing import Generic, TypeVar
 from distributed_asgi._aio import DeadlineExceeded, wait_event, within
 from distributed_asgi.core.frames import Alive, FrameError, Heartbeat, decode_frame, encode
 from distributed_asgi.core.types import Message
-from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
+from distributed_asgi.layers import GatewayLayer, LayerError
 
 __all__ = ["Liveness"]
 
@@ -203,8 +203,8 @@ class Liveness(Generic[_C]):
     async def _send(self, peer: _Peer[_C]) -> None:
         # Built now, not when the round began: it lists what is held as it leaves.
         frame = peer.beat if peer.beat is not None else self._alive(peer)
-        # A beat lost (full channel, Redis away) is a miss the peer's window allows for.
-        with contextlib.suppress(ChannelFull, DeadlineExceeded, LayerError):
+        # A beat lost (Redis away or slow) is a miss the peer's window allows for.
+        with contextlib.suppress(DeadlineExceeded, LayerError):
             await within(self.interval, self.layer.push(peer.channel, frame))
 
     # -- the reader --------------------------------------------------------------------------

@@ -221,8 +221,6 @@ class Distributor:
             after=connection.node_round,
             beats_per_connection=connection.beat_id is not None,
         )
-        # Listed to its Node as one of its connections from now on, not to every Node.
-        self.liveness.let_go(connection.conn_id)
         self.liveness.heard(connection.peer_key)  # its accept just came
 
     def unregister(self, connection: EdgeConnection) -> None:
