@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,6 +13,24 @@ from distributed_asgi.layers import (
 )
 
 LayerFactory = Callable[..., Any]
+
+
+async def assert_cancelled_receives_lose_nothing(
+    layer: Any, channel: str, put: Callable[[str, dict[str, Any]], Awaitable[None]]
+) -> None:
+    """Receives on ``channel`` cancelled at varying points of their pop, each while ``put``
+    (a layer's ``send`` or ``push``) writes the next message: each message still arrives."""
+    for i in range(20):
+        task = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0)
+        await put(channel, {"i": i})
+        await asyncio.sleep(0.001 * (i % 3))  # cancel at varying points of the pop
+        task.cancel()
+        try:
+            received = await task
+        except asyncio.CancelledError:
+            received = await asyncio.wait_for(layer.receive(channel), 5)
+        assert received == {"i": i}
 
 
 @pytest.fixture(params=["redis", "valkey", "memory", "cluster", "local"])

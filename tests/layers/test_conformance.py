@@ -21,7 +21,7 @@ from distributed_asgi.layers import (
 )
 from distributed_asgi.layers.cluster import ClusterPlacement
 from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
-from tests.layers.conftest import LayerFactory
+from tests.layers.conftest import LayerFactory, assert_cancelled_receives_lose_nothing
 
 
 async def test_send_receive_keeps_types(make_layer: LayerFactory) -> None:
@@ -276,17 +276,7 @@ async def test_group_membership_expires(make_layer: LayerFactory) -> None:
 async def test_cancelled_receive_loses_no_message(make_layer: LayerFactory) -> None:
     layer = make_layer()
     for channel in ["test.cancel", await layer.new_channel()]:
-        for i in range(20):
-            task = asyncio.ensure_future(layer.receive(channel))
-            await asyncio.sleep(0)
-            await layer.send(channel, {"i": i})
-            await asyncio.sleep(0.001 * (i % 3))  # cancel at varying points of the pop
-            task.cancel()
-            try:
-                received = await task
-            except asyncio.CancelledError:
-                received = await asyncio.wait_for(layer.receive(channel), 5)
-            assert received == {"i": i}
+        await assert_cancelled_receives_lose_nothing(layer, channel, layer.send)
 
 
 async def test_flush_removes_messages_and_groups(make_layer: LayerFactory) -> None:

@@ -28,7 +28,7 @@ from distributed_asgi.layers import (
 from distributed_asgi.layers.keys import entry
 from distributed_asgi.layers.server import Server
 from distributed_asgi.ops.redis_process import RedisProcess
-from tests.layers.conftest import LayerFactory
+from tests.layers.conftest import LayerFactory, assert_cancelled_receives_lose_nothing
 
 
 def _inbox_layer(layer: Any) -> RedisChannelLayer:
@@ -182,18 +182,7 @@ async def test_expired_pushes_trimmed_by_a_full_send_count_nothing_off(
 
 async def test_cancelled_receive_loses_no_pushed_message(make_layer: LayerFactory) -> None:
     layer = make_layer()
-    channel = await layer.new_channel()
-    for i in range(20):
-        task = asyncio.ensure_future(layer.receive(channel))
-        await asyncio.sleep(0)
-        await layer.push(channel, {"i": i})
-        await asyncio.sleep(0.001 * (i % 3))  # cancel at varying points of the pop
-        task.cancel()
-        try:
-            received = await task
-        except asyncio.CancelledError:
-            received = await asyncio.wait_for(layer.receive(channel), 5)
-        assert received == {"i": i}
+    await assert_cancelled_receives_lose_nothing(layer, await layer.new_channel(), layer.push)
 
 
 async def test_push_refuses_normal_channels_and_bad_arguments(make_layer: LayerFactory) -> None:
