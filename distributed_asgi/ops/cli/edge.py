@@ -72,6 +72,22 @@ STARTUP_FAILURE = 3
     "answers 503 at once.",
 )
 @click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Times a request whose worker was lost before it answered goes to another worker "
+    "(safe methods, whole body known, nothing sent to the client yet); 0: never.",
+)
+@click.option(
+    "--retry-method",
+    "retry_methods",
+    multiple=True,
+    metavar="METHOD",
+    help="A method that may be retried (repeatable). Default: GET, HEAD, OPTIONS.",
+)
+@click.option(
     "--loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
@@ -105,6 +121,8 @@ def edge(
     no_worker_status: int,
     max_body_size: int | None,
     backlog: int,
+    retries: int,
+    retry_methods: tuple[str, ...],
     loop: str,
     http: str,
     root_path: str,
@@ -135,6 +153,9 @@ def edge(
         "total_timeout": total_timeout or None,
     }
     options["no_worker_status"] = no_worker_status
+    options["retries"] = retries
+    if retry_methods:
+        options["retry_methods"] = retry_methods
     if max_body_size is not None:
         options["max_body_size"] = max_body_size
     if metrics_port is not None:
@@ -174,6 +195,8 @@ def edge(
             "no_worker_status": no_worker_status,
             "max_body_size": distributor.max_body_size,
             "backlog": backlog,
+            "retries": retries,
+            "retry_methods": sorted(distributor.settings.retry_methods),
             "metrics": metrics_address(metrics_port, metrics_host),
         },
     )
