@@ -13,7 +13,12 @@ from distributed_asgi.edge.settings import EdgeSettings
 from distributed_asgi.layers import InMemoryChannelLayer
 
 GET: dict[str, Any] = {"type": "http", "method": "GET", "path": "/"}
-SAFE = {"retried": 0, "whole": True, "response_started": False, "client_gone": False}
+SAFE: dict[str, Any] = {
+    "retried": 0,
+    "whole": True,
+    "response_started": False,
+    "client_gone": False,
+}
 
 
 def test_a_safe_request_may_go_to_another_node() -> None:
