@@ -124,6 +124,7 @@ class EdgeConnection:
         # The Node process, as the edge's liveness watch names it (set at the accept), and the
         # connection id to heartbeat when that Node beats per connection (None: it does not).
         self.peer_key = ""
+        self.node_name = ""
         self.beat_id: str | None = None
         self.node_round: int | None = None  # the Node's alive round at the accept
         self.node_done = False  # the Node ended the connection or was told the client is gone
@@ -199,7 +200,7 @@ class EdgeConnection:
                 describe(self.scope),
                 self.retried,
                 self.settings.retries,
-                self.peer_key,
+                self.node_name,
             )
             self._attempt()
 
@@ -217,6 +218,7 @@ class EdgeConnection:
         self.node_channel = accept.channel
         self.window = accept.heartbeat * self.settings.heartbeat_misses
         self.peer_key = accept.peer or accept.channel
+        self.node_name = accept.node or self.peer_key  # for the logs
         self.beat_id = None if accept.peer else self.conn_id
         self.node_round = accept.round
         self.registry.register(self)  # before anything awaits: always listed to a Node
