@@ -60,8 +60,9 @@ def two_nodes(gateway: Gateway) -> Gateway:
 def test_a_get_whose_node_dies_is_answered_by_another_node(
     two_nodes: Gateway, redis_url: str, prefix: str
 ) -> None:
-    killer = FirstRunKiller(two_nodes, "get")
     with httpx.Client(base_url=two_nodes.url(), timeout=20) as http:
+        unbroken = http.get("/hello").elapsed.total_seconds()
+        killer = FirstRunKiller(two_nodes, "get")
         response = http.get("/first-run-hangs", params={"marker": "get"})
     answered = time.monotonic()
     killer.join()
@@ -71,6 +72,10 @@ def test_a_get_whose_node_dies_is_answered_by_another_node(
     assert response.json()["pid"] == runs[1]
     # Given up after the killed Node's window (3 x 0.3 s), then a fresh pick-up.
     assert answered - killer.killed_at < 5
+    print(
+        f"retried GET answered {answered - killer.killed_at:.2f}s after its Node was killed "
+        f"(window {3 * HEARTBEAT:.1f}s); an unbroken GET took {unbroken * 1000:.1f} ms"
+    )
     assert "retrying GET /first-run-hangs on another Node (retry 1 of 1)" in two_nodes.logs()
     counted = redis.Redis.from_url(redis_url).get(f"{prefix}:r:fidelity")
     assert counted == b"1"  # what `distributed-asgi status` shows
