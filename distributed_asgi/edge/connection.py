@@ -294,9 +294,16 @@ class EdgeConnection:
         self._finish(Outcome.TOO_LARGE)
 
     def _tell_node_gone(self) -> None:
-        """In the background: the connection may be returning (the server's task ends)."""
+        """In the background: the connection may be returning (the server's task ends), or
+        be pinned to another Node by a retry before this runs, so the frame is made now."""
         self.node_done = True
-        self.registry.spawn(self._send_to_node([self._disconnect_message()], retry=False))
+        assert self.node_channel is not None
+        frame = encode(Asgi(self.conn_id, [self._disconnect_message()]))
+        self.registry.spawn(self._last_word(self.node_channel, frame, self.window))
+
+    async def _last_word(self, channel: str, frame: Message, window: float) -> None:
+        with contextlib.suppress(*_LAYER_FAILURES):
+            await within(window, self.layer.push(channel, frame))
 
     async def _send_to_node(self, messages: list[Message], *, retry: bool = True) -> None:
         """One ``asgi`` frame to the Node; ``retry=False`` for a last word, which neither

@@ -163,9 +163,9 @@ class RedisChannelLayer:
     def _inbox_route(self, channel: str) -> tuple[int, list[str]]:
         """(place, queue keys) of ``channel`` for a push or a receive (no capacity needed);
         ``TypeError`` for a bad name."""
-        bang = channel.find("!")
+        bang = channel.find("!") if isinstance(channel, str) else -1
         if bang < 0:
-            place, keys, _ = self._route(channel)
+            place, keys, _ = self._route(channel)  # TypeError for a name that is not a str
             return place, keys
         require_valid_channel_name(channel)
         inbox = channel[: bang + 1]
