@@ -1,9 +1,13 @@
-"""``distributed-asgi edge``: uvicorn serving the distributor."""
+"""``distributed-asgi edge``: an ASGI server (uvicorn unless told otherwise) serving the
+distributor."""
 
 from __future__ import annotations
 
+import functools
+import logging.config
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +26,17 @@ from distributed_asgi.ops.cli.common import (
     route_options,
     start_metrics,
 )
+from distributed_asgi.ops.cli.servers import (
+    SERVERS,
+    Listen,
+    ServerUnavailable,
+    log_config,
+    require,
+    serve,
+)
+
+if TYPE_CHECKING:
+    from distributed_asgi.edge.distributor import Distributor
 
 # uvicorn exits with 3 when its start-up fails; the worker uses the same code.
 STARTUP_FAILURE = 3
@@ -30,6 +45,14 @@ STARTUP_FAILURE = 3
 @click.command()
 @route_options[0]
 @route_options[1]
+@click.option(
+    "--server",
+    type=click.Choice(SERVERS),
+    default="uvicorn",
+    show_default=True,
+    help="The ASGI server to run the distributor under; hypercorn, granian and daphne are "
+    "extras (pip install 'distributed-asgi[hypercorn]').",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind to this address.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Bind to this port.")
 @layer_options
@@ -76,7 +99,7 @@ STARTUP_FAILURE = 3
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
     show_default=True,
-    help="Event loop (uvicorn's option).",
+    help="Event loop (uvicorn's, hypercorn's and granian's; daphne's is asyncio).",
 )
 @click.option(
     "--http",
@@ -84,6 +107,21 @@ STARTUP_FAILURE = 3
     default="auto",
     show_default=True,
     help="HTTP implementation (uvicorn's option).",
+)
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Serve HTTPS with this certificate chain (PEM); with hypercorn and granian, "
+    "HTTP/2 is negotiated over it.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="The certificate's private key (PEM; PKCS#8 for granian).",
 )
 @click.option("--root-path", default="", help="ASGI root_path, when mounted below a prefix.")
 @click.option(
@@ -93,6 +131,7 @@ STARTUP_FAILURE = 3
 def edge(
     route_values: tuple[str, ...],
     routes_file: str | None,
+    server: str,
     host: str,
     port: int,
     redis_urls: tuple[str, ...],
@@ -107,6 +146,8 @@ def edge(
     backlog: int,
     loop: str,
     http: str,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
     root_path: str,
     access_log: bool,
     log_level: str,
@@ -114,57 +155,62 @@ def edge(
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
-    """Run the edge: uvicorn serving the distributor on HOST:PORT.
+    """Run the edge: an ASGI server (uvicorn by default) serving the distributor on HOST:PORT.
 
     \b
     Example:
       distributed-asgi edge --route '/api/([a-z-]+)=api-\\1' --route '/=site'
+      distributed-asgi edge --route '/=site' --server hypercorn
     """
+    listen = Listen(
+        host=host,
+        port=port,
+        root_path=root_path,
+        access_log=access_log,
+        log_level=log_level,
+        log_format=log_format,
+        loop=loop,
+        http=http,
+        certfile=ssl_certfile,
+        keyfile=ssl_keyfile,
+    )
+    try:
+        require(server, listen)
+    except ServerUnavailable as exc:
+        raise fail(str(exc)) from None
     routes = gather_routes(route_values, routes_file)
     urls = checked_redis_urls(redis_urls)
-    layer = make_layer(urls, prefix, encryption_keys, local_redis_url, backlog)
-    exit_cleanly_on_signals()
-
-    import uvicorn
-
-    from distributed_asgi.edge.distributor import Distributor
-
     options: dict[str, Any] = {
         "pickup_timeout": pickup_timeout,
         "first_byte_timeout": first_byte_timeout or None,
         "total_timeout": total_timeout or None,
+        "no_worker_status": no_worker_status,
     }
-    options["no_worker_status"] = no_worker_status
     if max_body_size is not None:
         options["max_body_size"] = max_body_size
-    if metrics_port is not None:
-        from distributed_asgi.ops.metrics import edge_metrics
-
-        options["metrics"] = edge_metrics()
-    try:
-        distributor = Distributor(layer, routes, **options)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    start_metrics(metrics_port, metrics_host)
-    from distributed_asgi.ops.logs import uvicorn_log_config
-
-    config = uvicorn.Config(
-        distributor,
-        host=host,
-        port=port,
-        loop=loop,
-        http=http,
-        root_path=root_path,
-        access_log=access_log,
-        log_level=log_level,
-        # Our loggers and uvicorn's through one handler, in the chosen format.
-        log_config=uvicorn_log_config(log_level, log_format),
+    spec = EdgeSpec(
+        routes=tuple(routes),
+        redis_urls=tuple(urls),
+        prefix=prefix,
+        encryption_keys=tuple(encryption_keys),
+        local_redis_url=local_redis_url,
+        backlog=backlog,
+        options=options,
+        metrics=metrics_port is not None,
     )
+    distributor = build_distributor(spec)
+    exit_cleanly_on_signals()
+    # granian serves from a worker process: its metrics must be served from there.
+    in_worker = server == "granian"
+    if not in_worker:
+        start_metrics(metrics_port, metrics_host)
+    logging.config.dictConfig(log_config(listen))
     log_startup(
         "distributed_asgi.distributor",
         "edge",
         {
-            "listen": f"{host}:{port}",
+            "server": server,
+            "listen": f"{'https' if listen.tls else 'http'}://{_host_port(host, port)}",
             **layer_fields(urls, local_redis_url, prefix),
             "routes": [f"{regex}={key}" for regex, key in routes],
             "encryption_keys": len(encryption_keys),
@@ -177,9 +223,48 @@ def edge(
             "metrics": metrics_address(metrics_port, metrics_host),
         },
     )
-    server = uvicorn.Server(config)
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
-    # handler that was there before it: exit_cleanly_on_signals' clean exit.
-    server.run()
-    if not server.started:
+    worker_metrics = (metrics_port, metrics_host) if in_worker and metrics_port else None
+    rebuild = functools.partial(build_distributor, spec, worker_metrics)
+    if not serve(server, listen, distributor, rebuild):
         sys.exit(STARTUP_FAILURE)
+
+
+@dataclass(frozen=True)
+class EdgeSpec:
+    """The distributor's configuration, checked: plain data, so a server's worker process
+    (granian's) can build its own distributor from it."""
+
+    routes: tuple[tuple[str, str], ...]
+    redis_urls: tuple[str, ...]
+    prefix: str
+    encryption_keys: tuple[str, ...]
+    local_redis_url: str | None
+    backlog: int
+    options: dict[str, Any]
+    metrics: bool
+
+
+def build_distributor(spec: EdgeSpec, serve_metrics: tuple[int, str] | None = None) -> Distributor:
+    """The distributor ``spec`` describes; ``serve_metrics`` (port, host) also serves /metrics
+    from this process."""
+    from distributed_asgi.edge.distributor import Distributor
+
+    layer = make_layer(
+        spec.redis_urls, spec.prefix, spec.encryption_keys, spec.local_redis_url, spec.backlog
+    )
+    options = dict(spec.options)
+    if spec.metrics:
+        from distributed_asgi.ops.metrics import edge_metrics
+
+        options["metrics"] = edge_metrics()
+    try:
+        distributor = Distributor(layer, list(spec.routes), **options)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if serve_metrics is not None:
+        start_metrics(*serve_metrics)
+    return distributor
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
