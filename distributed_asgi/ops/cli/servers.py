@@ -271,14 +271,25 @@ def _granian_level(level: str) -> Any:
 def _daphne(listen: Listen, distributor: Distributor) -> bool:
     # daphne.server installs Twisted's asyncio reactor on import: import it before the reactor.
     from daphne.server import Server
-    from twisted.internet import defer, reactor
+    from twisted.internet import defer
 
     access: Any = None
     if listen.access_log:
         from daphne.access import AccessLogGenerator
 
         access = AccessLogGenerator(sys.stdout)
-    server = Server(
+
+    class ClosingServer(Server):  # type: ignore[misc]
+        def kill_all_applications(self) -> Any:
+            # daphne sends no lifespan: once its applications are cancelled on shutdown, the
+            # layer is closed here, before the reactor (and its asyncio loop) stops.
+            killed = super().kill_all_applications()
+            killed.addCallback(
+                lambda _: defer.Deferred.fromFuture(asyncio.ensure_future(distributor.aclose()))
+            )
+            return killed
+
+    server = ClosingServer(
         distributor,
         endpoints=[_daphne_endpoint(listen)],
         signal_handlers=True,
@@ -286,14 +297,6 @@ def _daphne(listen: Listen, distributor: Distributor) -> bool:
         root_path=listen.root_path,
         verbosity=1,
     )
-
-    def close_layer() -> Any:
-        # daphne sends no lifespan: close the layer once its applications are cancelled.
-        return defer.Deferred.fromFuture(asyncio.ensure_future(distributor.aclose()))
-
-    # The reactor's zope interface reads to mypy as if phase were self.
-    twisted: Any = reactor
-    twisted.addSystemEventTrigger("during", "shutdown", close_layer)
     server.run()
     return bool(server.listening_addresses)
 
