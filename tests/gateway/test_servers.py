@@ -218,3 +218,38 @@ def test_http2_over_tls_with_a_test_ca(
     scope = response.json()
     assert (scope["http_version"], scope["scheme"]) == ("2", "https")
     assert upload.status_code == 200 and len(upload.content) == 3 * MIB
+
+
+# -- each server's own command, serving a distributor.py ---------------------------------------
+
+DISTRIBUTOR = "tests.gateway.apps.server_distributor:app"
+OWN_COMMANDS = {
+    "uvicorn": ["uvicorn", DISTRIBUTOR, "--port", "{port}"],
+    "hypercorn": ["hypercorn", DISTRIBUTOR, "--bind", "127.0.0.1:{port}"],
+    "granian": ["granian", "--interface", "asgi", "--port", "{port}", DISTRIBUTOR],
+    "daphne": ["daphne", "--port", "{port}", DISTRIBUTOR],
+}
+
+
+@every_server
+def test_the_servers_own_command_as_documented(gateway: Gateway, node: Any, server: str) -> None:
+    gateway.port = free_port()
+    program, *args = OWN_COMMANDS[server]
+    command = [str(Path(sys.executable).with_name(program))]
+    command += [arg.format(port=gateway.port) for arg in args]
+    log = gateway.workdir / f"{server}-own.log"
+    env = {**os.environ, "EDGE_REDIS_URL": gateway.redis_url, "EDGE_PREFIX": gateway.prefix}
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    with open(log, "wb") as handle:
+        edge = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=root)
+    gateway.processes.append((edge, log))
+    wait_until_listening(gateway.port, processes=[edge], describe=log.read_text)
+    assert httpx.get(gateway.url("/hello"), timeout=10).text == "hello, world"
+    with connect(gateway.url("/ws", "ws")) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "echo:hi"
+    edge.send_signal(signal.SIGTERM)
+    # uvicorn's own command re-raises the signal once its graceful shutdown is done.
+    clean = (0, -signal.SIGTERM) if server == "uvicorn" else (0,)
+    assert edge.wait(timeout=15) in clean, log.read_text()

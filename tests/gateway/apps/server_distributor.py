@@ -1,0 +1,16 @@
+"""A distributor.py as docs/servers.md has users write it, for each server's own command
+(``hypercorn tests.gateway.apps.server_distributor:app`` and the like); the Redis URL and key
+prefix come from the environment."""
+
+import os
+
+from distributed_asgi import create_path_distributor
+from distributed_asgi.ops.cli.servers import PortsAsIntegers
+
+app = PortsAsIntegers(
+    create_path_distributor(
+        url=os.environ["EDGE_REDIS_URL"],
+        routes={"^/": "fidelity"},
+        layer_options={"prefix": os.environ["EDGE_PREFIX"]},
+    )
+)
