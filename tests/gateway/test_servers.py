@@ -253,3 +253,45 @@ def test_the_servers_own_command_as_documented(gateway: Gateway, node: Any, serv
     # uvicorn's own command re-raises the signal once its graceful shutdown is done.
     clean = (0, -signal.SIGTERM) if server == "uvicorn" else (0,)
     assert edge.wait(timeout=15) in clean, log.read_text()
+
+
+# What SIGTERM does to what is open: the client's WebSocket close code (None: dropped without
+# a close frame), the code the Node's application hears, and whether an in-flight request
+# still gets its response.
+SHUTDOWN = {
+    "uvicorn": (1012, "1012", True),
+    "hypercorn": (1012, "1012", True),
+    "granian": (None, "1005", True),
+    "daphne": (1000, "1012", False),  # autobahn sends no 1012; daphne cancels requests
+}
+
+
+@every_server
+def test_sigterm_closes_websockets_and_drains_requests(
+    gateway: Gateway, node: Any, server: str
+) -> None:
+    edge = start_edge(gateway, server)
+    client_code, app_code, drains = SHUTDOWN[server]
+    outcome: dict[str, object] = {}
+
+    def slow_request() -> None:
+        try:
+            response = httpx.get(gateway.url("/pid"), params={"sleep": 1.5}, timeout=10)
+            outcome["status"] = response.status_code
+        except httpx.HTTPError as exc:
+            outcome["status"] = type(exc).__name__
+
+    with connect(gateway.url("/ws?marker=ws-shutdown", "ws")) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "echo:hi"
+        request = threading.Thread(target=slow_request)
+        request.start()
+        time.sleep(0.5)  # the request is in flight
+        edge.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+        request.join()
+    assert (info.value.rcvd.code if info.value.rcvd else None) == client_code
+    assert gateway.wait_marker("ws-shutdown") == app_code
+    assert (outcome["status"] == 200) == drains, outcome
+    assert edge.wait(timeout=15) == 0, gateway.logs()

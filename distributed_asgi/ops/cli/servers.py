@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distributed_asgi.core.types import Receive, Scope, Send
+from distributed_asgi.ops.cli.closing import ClosesWebSocketsOnShutdown
 from distributed_asgi.ops.logs import numeric_level, uvicorn_log_config
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ SERVERS = ("uvicorn", "hypercorn", "granian", "daphne")
 # The servers' own loggers, sent through the edge's one handler and format.
 _SERVER_LOGGERS = ("hypercorn.error", "hypercorn.access", "_granian", "granian.access", "daphne")
 _LOG = logging.getLogger("distributed_asgi.distributor")
+_DAPHNE_FLUSH = 0.2  # seconds
 
 
 class ServerUnavailable(Exception):
@@ -171,11 +173,18 @@ def _hypercorn(listen: Listen, distributor: Distributor) -> bool:
 async def _hypercorn_main(distributor: Distributor, config: Any) -> None:
     from hypercorn.asyncio import serve
 
+    app = ClosesWebSocketsOnShutdown(distributor)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await serve(distributor, config, shutdown_trigger=stop.wait, mode="asgi")  # type: ignore[arg-type]
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        # hypercorn would wait for WebSockets as for requests: close them first, as uvicorn.
+        await app.close_websockets()
+
+    await serve(app, config, shutdown_trigger=shutdown_trigger, mode="asgi")  # type: ignore[arg-type]
 
 
 def _graceful_timeout(distributor: Distributor) -> float:
@@ -279,18 +288,24 @@ def _daphne(listen: Listen, distributor: Distributor) -> bool:
 
         access = AccessLogGenerator(sys.stdout)
 
+    app = ClosesWebSocketsOnShutdown(distributor)
+
+    def later(coroutine: Any) -> Any:
+        return defer.Deferred.fromFuture(asyncio.ensure_future(coroutine))
+
     class ClosingServer(Server):  # type: ignore[misc]
         def kill_all_applications(self) -> Any:
-            # daphne sends no lifespan: once its applications are cancelled on shutdown, the
+            # On shutdown, before daphne cancels its applications: WebSockets get 1012 (daphne
+            # would drop them without a close frame). After: daphne sends no lifespan, so the
             # layer is closed here, before the reactor (and its asyncio loop) stops.
-            killed = super().kill_all_applications()
-            killed.addCallback(
-                lambda _: defer.Deferred.fromFuture(asyncio.ensure_future(distributor.aclose()))
-            )
-            return killed
+            kill = super().kill_all_applications
+            shutdown = later(_close_and_flush(app))
+            shutdown.addCallback(lambda _: kill())
+            shutdown.addCallback(lambda _: later(distributor.aclose()))
+            return shutdown
 
     server = ClosingServer(
-        distributor,
+        app,
         endpoints=[_daphne_endpoint(listen)],
         signal_handlers=True,
         action_logger=access,
@@ -299,6 +314,14 @@ def _daphne(listen: Listen, distributor: Distributor) -> bool:
     )
     server.run()
     return bool(server.listening_addresses)
+
+
+async def _close_and_flush(app: ClosesWebSocketsOnShutdown) -> None:
+    # daphne's WebSockets (autobahn) refuse to send any code but 1000 and 3000-4999: the client
+    # gets 1000, the application still hears 1012.
+    await app.close_websockets(client_code=1000)
+    # Twisted drops every connection at shutdown, unwritten data too: let the close frames go.
+    await asyncio.sleep(_DAPHNE_FLUSH)
 
 
 def _daphne_endpoint(listen: Listen) -> str:
