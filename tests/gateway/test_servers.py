@@ -21,10 +21,12 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
+from distributed_asgi.ops.cli.main import main
 from distributed_asgi.ops.redis_process import free_port
 from tests.gateway.fixtures import Gateway
 from tests.support import wait_until_listening
@@ -65,6 +67,33 @@ def start_edge(
     gateway.processes.append((process, log))
     wait_until_listening(gateway.port, processes=[process], describe=log.read_text)
     return process
+
+
+def command_error(args: list[str]) -> str:
+    result = CliRunner().invoke(main, ["edge", "--route", "/=a", *args])
+    assert result.exit_code == 1, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def test_a_missing_server_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "granian", None)  # import granian now fails
+    assert command_error(["--server", "granian"]) == (
+        "Error: --server granian needs the granian package: pip install 'distributed-asgi[granian]'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--server", "hypercorn", "--http", "h11"], "--http is uvicorn's option; hypercorn "),
+        (["--server", "daphne", "--loop", "uvloop"], "--loop uvloop: daphne runs on Twisted's "),
+        (["--ssl-certfile", __file__], "--ssl-certfile and --ssl-keyfile go together"),
+    ],
+)
+def test_options_a_server_cannot_take_stop_the_start(args: list[str], error: str) -> None:
+    if "--server" in args:
+        pytest.importorskip(args[1])
+    assert command_error(args).startswith(f"Error: {error}")
 
 
 @pytest.fixture
@@ -204,8 +233,8 @@ def test_http2_cleartext_reaches_the_node_as_http_version_2(
     assert streamed.http_version == "HTTP/2" and len(streamed.content) == 2 * MIB
 
 
-@pytest.mark.parametrize("server", [available("hypercorn"), available("granian")])
-def test_http2_over_tls_with_a_test_ca(
+@every_server
+def test_tls_with_a_test_ca_and_http2_where_the_server_has_it(
     gateway: Gateway, node: Any, server: str, certificates: Any
 ) -> None:
     tls = ["--ssl-certfile", str(certificates.cert), "--ssl-keyfile", str(certificates.key)]
@@ -214,10 +243,18 @@ def test_http2_over_tls_with_a_test_ca(
     with httpx.Client(http2=True, verify=context, timeout=10) as client:  # ALPN picks h2
         response = client.get(gateway.url("/scope", "https"))
         upload = client.post(gateway.url("/echo", "https"), content=iter([b"x" * MIB] * 3))
-    assert response.http_version == "HTTP/2"
+    # uvicorn has no HTTP/2; daphne has it over TLS when Twisted can (h2 and pyOpenSSL).
+    http2 = server != "uvicorn" and (server != "daphne" or daphne_has_http2())
+    assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
     scope = response.json()
-    assert (scope["http_version"], scope["scheme"]) == ("2", "https")
+    assert (scope["http_version"], scope["scheme"]) == ("2" if http2 else "1.1", "https")
     assert upload.status_code == 200 and len(upload.content) == 3 * MIB
+
+
+def daphne_has_http2() -> bool:
+    from twisted.web import http
+
+    return bool(http.H2_ENABLED)
 
 
 # -- each server's own command, serving a distributor.py ---------------------------------------
