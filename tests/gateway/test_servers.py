@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -332,3 +333,17 @@ def test_sigterm_closes_websockets_and_drains_requests(
     assert gateway.wait_marker("ws-shutdown") == app_code
     assert (outcome["status"] == 200) == drains, outcome
     assert edge.wait(timeout=15) == 0, gateway.logs()
+
+
+@every_server
+def test_a_taken_port_fails_the_start_with_exit_code_3(gateway: Gateway, server: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, str(EDGE), "edge", "--server", server, "--port", str(port)]
+        command += ["--redis", gateway.redis_url, "--route", "/=a"]
+        env = {**os.environ, "MARKER_DIR": str(gateway.workdir)}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 3, result.stderr + result.stdout
+    assert "in use" in result.stderr + result.stdout

@@ -210,7 +210,8 @@ def edge(
         "edge",
         {
             "server": server,
-            "listen": f"{'https' if listen.tls else 'http'}://{_host_port(host, port)}",
+            "listen": f"{host}:{port}",
+            "tls": listen.tls,
             **layer_fields(urls, local_redis_url, prefix),
             "routes": [f"{regex}={key}" for regex, key in routes],
             "encryption_keys": len(encryption_keys),
@@ -264,7 +265,3 @@ def build_distributor(spec: EdgeSpec, serve_metrics: tuple[int, str] | None = No
     if serve_metrics is not None:
         start_metrics(*serve_metrics)
     return distributor
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

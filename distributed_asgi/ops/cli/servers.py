@@ -229,8 +229,9 @@ def _granian(listen: Listen, rebuild: Callable[[], Distributor]) -> bool:
     )
     try:
         server.serve(target_loader=functools.partial(_granian_app, rebuild), wrap_loader=False)
-    except OSError as exc:
-        _LOG.error("granian could not listen on %s: %s", _host_port(listen.host, listen.port), exc)
+    except (OSError, RuntimeError) as exc:  # granian's bind errors are RuntimeErrors
+        where = _host_port(listen.host, listen.port)
+        _LOG.error("granian could not listen on %s: %s", where, str(exc).splitlines()[0])
         return False
     # granian's supervisor exits its serve loop when a worker dies, e.g. failing to start.
     return not server.interrupt_children
