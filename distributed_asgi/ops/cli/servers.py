@@ -6,7 +6,8 @@ server started (the command exits 3 when it did not, as uvicorn does).
 
 Lifespan: uvicorn, hypercorn and granian send it, and the Distributor closes its layer on
 ``lifespan.shutdown``. daphne has no lifespan support, so its runner closes the layer itself
-once the reactor shuts down.
+when the reactor shuts down. Under hypercorn and daphne open WebSockets are closed at the
+signal, as uvicorn closes them (closing.py).
 """
 
 from __future__ import annotations
@@ -76,19 +77,27 @@ def require(server: str, listen: Listen) -> None:
     """Fail before anything starts when ``server`` is missing or cannot take these options."""
     if server not in SERVERS:
         raise ServerUnavailable(f"unknown server {server!r}; choose one of {', '.join(SERVERS)}")
-    try:
-        importlib.import_module(server)
-    except ImportError:
+    if not _importable(server):
         raise ServerUnavailable(
             f"--server {server} needs the {server} package: "
             f"pip install 'distributed-asgi[{server}]'"
-        ) from None
+        )
     if server != "uvicorn" and listen.http != "auto":
         raise ServerUnavailable(f"--http is uvicorn's option; {server} chooses its own")
     if server == "daphne" and listen.loop == "uvloop":
         raise ServerUnavailable("--loop uvloop: daphne runs on Twisted's asyncio reactor only")
+    if server != "uvicorn" and listen.loop == "uvloop" and not _importable("uvloop"):
+        raise ServerUnavailable("--loop uvloop: uvloop is not installed")
     if (listen.certfile is None) != (listen.keyfile is None):
         raise ServerUnavailable("--ssl-certfile and --ssl-keyfile go together")
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 def log_config(listen: Listen) -> dict[str, Any]:
@@ -157,7 +166,7 @@ def _hypercorn(listen: Listen, distributor: Distributor) -> bool:
     config.root_path = listen.root_path
     config.errorlog = logging.getLogger("hypercorn.error")
     config.accesslog = logging.getLogger("hypercorn.access") if listen.access_log else None
-    # In-flight requests may take the edge's own limits; hypercorn's default (5 s) is shorter.
+    # In-flight requests may take the edge's own limits; hypercorn's default (3 s) is shorter.
     config.graceful_timeout = _graceful_timeout(distributor)
     if listen.tls:
         config.certfile = listen.certfile
