@@ -31,7 +31,7 @@ def scope_to_wire(scope: Mapping[str, Any]) -> dict[str, Any]:
     wire["headers"] = [[name, value] for name, value in scope.get("headers", ())]
     for key in ("client", "server"):
         address = scope.get(key)
-        wire[key] = None if address is None else list(address)
+        wire[key] = None if address is None else _wire_address(address)
     if "subprotocols" in scope:
         wire["subprotocols"] = list(scope["subprotocols"])
     offered = scope.get("extensions") or {}
@@ -39,6 +39,15 @@ def scope_to_wire(scope: Mapping[str, Any]) -> dict[str, Any]:
     if kept:
         wire["extensions"] = kept
     return wire
+
+
+def _wire_address(address: Any) -> list[Any]:
+    """``[host, port]``; a port given as a string of digits (granian 2.8 does) becomes the
+    ``int`` ASGI specifies, which a Node requires."""
+    host, port = address
+    if isinstance(port, str):
+        port = int(port) if port.isdigit() else None
+    return [host, port]
 
 
 def scope_from_wire(wire: object) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from distributed_asgi.core.frames import (
     check_client_message,
     decode_frame,
     encode,
+    scope_from_wire,
     scope_to_wire,
 )
 
@@ -246,3 +247,19 @@ def test_a_connect_carries_only_client_messages_of_its_scope_type() -> None:
     frame = wire(encode(Connect("c", SCOPE, "edge.x!y", 1.0, 2.0, [{"type": "websocket.connect"}])))
     with pytest.raises(FrameError, match=r"'websocket\.connect' is not a message"):
         decode_frame(frame)
+
+
+def test_ports_given_as_strings_cross_as_integers() -> None:
+    """granian 2.8 gives the client's and server's ports as str; ASGI says int, and a Node
+    refuses anything else."""
+    scope = {
+        "type": "http",
+        "path": "/",
+        "headers": [],
+        "client": ("10.0.0.1", "50123"),
+        "server": ("10.0.0.2", "8000"),
+    }
+    wire = scope_to_wire(scope)
+    assert wire["client"] == ["10.0.0.1", 50123] and wire["server"] == ["10.0.0.2", 8000]
+    assert scope_from_wire(wire)["client"] == ("10.0.0.1", 50123)
+    assert scope_to_wire({**scope, "client": ("h", "")})["client"] == ["h", None]

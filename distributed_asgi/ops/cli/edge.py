@@ -1,11 +1,16 @@
-"""``distributed-asgi edge``: uvicorn serving the distributor."""
+"""``distributed-asgi edge``: an ASGI server (uvicorn unless told otherwise) serving the
+distributor."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import logging.config
 import os
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +29,17 @@ from distributed_asgi.ops.cli.common import (
     route_options,
     start_metrics,
 )
+from distributed_asgi.ops.cli.servers import (
+    SERVERS,
+    Listen,
+    ServerUnavailable,
+    log_config,
+    require,
+    serve,
+)
+
+if TYPE_CHECKING:
+    from distributed_asgi.edge.distributor import Distributor
 
 # uvicorn exits with 3 when its start-up fails; the worker uses the same code.
 STARTUP_FAILURE = 3
@@ -32,6 +48,14 @@ STARTUP_FAILURE = 3
 @click.command()
 @route_options[0]
 @route_options[1]
+@click.option(
+    "--server",
+    type=click.Choice(SERVERS),
+    default="uvicorn",
+    show_default=True,
+    help="The ASGI server to run the distributor under; hypercorn, granian and daphne are "
+    "extras (pip install 'distributed-asgi[hypercorn]').",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind to this address.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Bind to this port.")
 @layer_options
@@ -103,7 +127,7 @@ STARTUP_FAILURE = 3
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
     show_default=True,
-    help="Event loop (uvicorn's option).",
+    help="Event loop (uvicorn's, hypercorn's and granian's; daphne's is asyncio).",
 )
 @click.option(
     "--http",
@@ -111,6 +135,21 @@ STARTUP_FAILURE = 3
     default="auto",
     show_default=True,
     help="HTTP implementation (uvicorn's option).",
+)
+@click.option(
+    "--ssl-certfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Serve HTTPS with this certificate chain (PEM); with hypercorn and granian, "
+    "HTTP/2 is negotiated over it.",
+)
+@click.option(
+    "--ssl-keyfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="The certificate's private key (PEM; PKCS#8 for granian).",
 )
 @click.option("--root-path", default="", help="ASGI root_path, when mounted below a prefix.")
 @click.option(
@@ -120,6 +159,7 @@ STARTUP_FAILURE = 3
 def edge(
     route_values: tuple[str, ...],
     routes_file: str | None,
+    server: str,
     host: str,
     port: int,
     redis_urls: tuple[str, ...],
@@ -137,6 +177,8 @@ def edge(
     workers: int,
     loop: str,
     http: str,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
     root_path: str,
     access_log: bool,
     log_level: str,
@@ -144,19 +186,38 @@ def edge(
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
-    """Run the edge: uvicorn serving the distributor on HOST:PORT.
+    """Run the edge: an ASGI server (uvicorn by default) serving the distributor on HOST:PORT.
 
     \b
     Example:
       distributed-asgi edge --route '/api/([a-z-]+)=api-\\1' --route '/=site'
+      distributed-asgi edge --route '/=site' --server hypercorn
     """
-    routes = gather_routes(route_values, routes_file)
-    urls = checked_redis_urls(redis_urls)
+    listen = Listen(
+        host=host,
+        port=port,
+        root_path=root_path,
+        access_log=access_log,
+        log_level=log_level,
+        log_format=log_format,
+        loop=loop,
+        http=http,
+        certfile=ssl_certfile,
+        keyfile=ssl_keyfile,
+    )
+    try:
+        require(server, listen)
+    except ServerUnavailable as exc:
+        raise fail(str(exc)) from None
+    if workers > 1 and server != "uvicorn":
+        raise fail(f"--workers is uvicorn's multi-process mode: not with --server {server}")
     if workers > 1 and metrics_port is not None:
         raise fail(
             "--metrics-port serves one process's metrics: with --workers > 1, run separate "
             "edge processes for per-process metrics, or leave --metrics-port off"
         )
+    routes = gather_routes(route_values, routes_file)
+    urls = checked_redis_urls(redis_urls)
     options: dict[str, Any] = {
         "pickup_timeout": pickup_timeout,
         "first_byte_timeout": first_byte_timeout or None,
@@ -168,42 +229,30 @@ def edge(
         options["retry_methods"] = list(retry_methods)
     if max_body_size is not None:
         options["max_body_size"] = max_body_size
-    recipe = {
-        "routes": routes,
-        "urls": urls,
-        "prefix": prefix,
-        "encryption_keys": list(encryption_keys),
-        "local_redis_url": local_redis_url,
-        "backlog": backlog,
-        "options": options,
-    }
-    distributor = distributor_from(recipe, metrics=metrics_port is not None)
-    exit_cleanly_on_signals()
-
-    import uvicorn
-
-    start_metrics(metrics_port, metrics_host)
-    from distributed_asgi.ops.logs import uvicorn_log_config
-
-    config = uvicorn.Config(
-        distributor if workers == 1 else f"{__name__}:distributor_from_environment",
-        factory=workers > 1,
-        workers=workers,
-        host=host,
-        port=port,
-        loop=loop,
-        http=http,
-        root_path=root_path,
-        access_log=access_log,
-        log_level=log_level,
-        # Our loggers and uvicorn's through one handler, in the chosen format.
-        log_config=uvicorn_log_config(log_level, log_format),
+    spec = EdgeSpec(
+        routes=tuple(routes),
+        redis_urls=tuple(urls),
+        prefix=prefix,
+        encryption_keys=tuple(encryption_keys),
+        local_redis_url=local_redis_url,
+        backlog=backlog,
+        options=options,
+        metrics=metrics_port is not None,
     )
+    distributor = build_distributor(spec)
+    exit_cleanly_on_signals()
+    # granian serves from a worker process: its metrics must be served from there.
+    in_worker = server == "granian"
+    if not in_worker:
+        start_metrics(metrics_port, metrics_host)
+    logging.config.dictConfig(log_config(listen))
     log_startup(
         "distributed_asgi.distributor",
         "edge",
         {
+            "server": server,
             "listen": f"{host}:{port}",
+            "tls": listen.tls,
             **layer_fields(urls, local_redis_url, prefix),
             "routes": [f"{regex}={key}" for regex, key in routes],
             "encryption_keys": len(encryption_keys),
@@ -220,52 +269,61 @@ def edge(
         },
     )
     if workers > 1:
-        _serve_processes(config, recipe)
-        return
-    server = uvicorn.Server(config)
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
-    # handler that was there before it: exit_cleanly_on_signals' clean exit.
-    server.run()
-    if not server.started:
+        # uvicorn starts each process from an import string: each builds its own distributor
+        # (own Redis connections and reply inbox) from the spec, passed in the environment.
+        os.environ[SPEC_ENV] = json.dumps(dataclasses.asdict(spec))
+    worker_metrics = (metrics_port, metrics_host) if in_worker and metrics_port else None
+    rebuild = functools.partial(build_distributor, spec, worker_metrics)
+    factory = f"{__name__}:distributor_from_environment" if workers > 1 else None
+    if not serve(server, listen, distributor, rebuild, workers=workers, factory=factory):
         sys.exit(STARTUP_FAILURE)
 
 
-# The distributor's recipe, for the processes of ``--workers``: uvicorn starts each from an
-# import string, so each builds its own distributor (own Redis connections and reply inbox).
-RECIPE_ENV = "DISTRIBUTED_ASGI_EDGE_RECIPE"
+@dataclass(frozen=True)
+class EdgeSpec:
+    """The distributor's configuration, checked: plain data, so a server's worker process
+    (granian's) can build its own distributor from it."""
+
+    routes: tuple[tuple[str, str], ...]
+    redis_urls: tuple[str, ...]
+    prefix: str
+    encryption_keys: tuple[str, ...]
+    local_redis_url: str | None
+    backlog: int
+    options: dict[str, Any]
+    metrics: bool
 
 
-def distributor_from(recipe: dict[str, Any], *, metrics: bool = False) -> Any:
-    """The distributor the edge command's options describe (``recipe``, plain JSON data)."""
+def build_distributor(spec: EdgeSpec, serve_metrics: tuple[int, str] | None = None) -> Distributor:
+    """The distributor ``spec`` describes; ``serve_metrics`` (port, host) also serves /metrics
+    from this process."""
     from distributed_asgi.edge.distributor import Distributor
 
     layer = make_layer(
-        recipe["urls"],
-        recipe["prefix"],
-        recipe["encryption_keys"],
-        recipe["local_redis_url"],
-        recipe["backlog"],
+        spec.redis_urls, spec.prefix, spec.encryption_keys, spec.local_redis_url, spec.backlog
     )
-    options = dict(recipe["options"])
-    if metrics:
+    options = dict(spec.options)
+    if spec.metrics:
         from distributed_asgi.ops.metrics import edge_metrics
 
         options["metrics"] = edge_metrics()
     try:
-        return Distributor(layer, [tuple(route) for route in recipe["routes"]], **options)
+        distributor = Distributor(layer, list(spec.routes), **options)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if serve_metrics is not None:
+        start_metrics(*serve_metrics)
+    return distributor
 
 
-def distributor_from_environment() -> Any:
-    """The factory each ``--workers`` process runs (``RECIPE_ENV``, set by the parent)."""
-    return distributor_from(json.loads(os.environ[RECIPE_ENV]))
+# The distributor's spec, for the processes of ``--workers`` (``distributor_from_environment``).
+SPEC_ENV = "DISTRIBUTED_ASGI_EDGE_SPEC"
 
 
-def _serve_processes(config: Any, recipe: dict[str, Any]) -> None:
-    """uvicorn's own multi-process mode: it binds the socket, starts the processes, restarts
-    one that dies, and on SIGTERM stops them all, each finishing its requests first."""
-    from uvicorn.supervisors import Multiprocess
-
-    os.environ[RECIPE_ENV] = json.dumps(recipe)
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+def distributor_from_environment() -> Distributor:
+    """The factory each ``--workers`` process runs: the distributor of ``SPEC_ENV``."""
+    data = json.loads(os.environ[SPEC_ENV])
+    data["routes"] = tuple(tuple(route) for route in data["routes"])
+    for name in ("redis_urls", "encryption_keys"):
+        data[name] = tuple(data[name])
+    return build_distributor(EdgeSpec(**data))
