@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ ROUTES = [["^/high/", "high"], ["^/low/", "low"]]
 WAITING = 6  # requests queued on each key
 
 
-def _served_order(gateway: Gateway, tmp_path: Path, **options: object) -> list[str]:
+def _served_order(gateway: Gateway, tmp_path: Path, **options: Any) -> list[str]:
     """The keys of the requests in the order the app ran them: one holding the Node, then
     WAITING low and WAITING high ones queued behind it."""
     gateway.start_edge(routes=ROUTES, pickup_timeout=30)
