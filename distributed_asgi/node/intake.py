@@ -130,11 +130,13 @@ class Intake:
         return room
 
     def cancel(self) -> None:
-        """Let go of every receive (each puts back what it popped)."""
-        receives, self._receives = self._receives, {}
-        self._receiving = dict.fromkeys(self.keys, 0)
-        for future in receives:
-            future.cancel()
+        """Let go of every receive (each puts back what it popped). One that has finished is
+        left to its callback, which hands its connect on, and counted until then."""
+        for future, key in list(self._receives.items()):
+            if not future.done():
+                future.cancel()
+                del self._receives[future]
+                self._receiving[key] -= 1
 
     def _take_back_idle_receives(self, busy_key: str) -> int:
         """Cancel the receives of idle keys beyond one each; how many came back."""
@@ -145,13 +147,15 @@ class Intake:
                 continue
             if now - self._last_taken[key] < IDLE_AFTER:
                 continue
-            futures = [future for future, k in self._receives.items() if k == key]
+            futures = _pending(self._receives, key)
+            if not futures:
+                continue
             for future in futures:
                 future.cancel()
                 del self._receives[future]
             # All of the key's, then a new one: it runs after the cancelled ones, so it takes
             # first whatever their last round popped (a cancelled receive keeps that locally).
-            self._receiving[key] = 0
+            self._receiving[key] -= len(futures)
             self._receive(key)
             freed += len(futures) - 1
         return freed
@@ -165,9 +169,9 @@ class Intake:
     def _received(self, key: str, future: asyncio.Future[Message]) -> None:
         if self._receives.pop(future, None) is not None:
             self._receiving[key] -= 1
-        # else: cancel() already let go of it, but a receive that had finished by then (its
-        # callback still queued) holds a connection that must not be lost: on_message gets
-        # it, and hands it back when the Node is stopping or full.
+        # else: it was let go of, but had finished by then (its callback still queued): it
+        # holds a connection that must not be lost: on_message gets it, and hands it back when
+        # the Node is stopping or full.
         if future.cancelled():
             return
         error = future.exception()
@@ -286,16 +290,20 @@ class PriorityIntake(Intake):
         return freed
 
     def _withdraw(self, key: str, keep: int) -> int:
-        """Cancel the receives of ``key`` but ``keep`` new ones; how many came back."""
-        futures = [future for future, k in self._receives.items() if k == key]
+        """Cancel the receives of ``key``, keeping ``keep``; how many came back."""
+        futures = _pending(self._receives, key)
         for future in futures:
             future.cancel()
             del self._receives[future]
-        self._receiving[key] = 0
-        self._issued[key].clear()
-        for _ in range(keep):
+        finished = self._receiving[key] - len(futures)
+        self._receiving[key] = finished
+        issued = self._issued[key]
+        while len(issued) > finished:  # the finished ones are the oldest
+            issued.pop()
+        new = max(0, keep - finished)
+        for _ in range(new):
             self._receive(key)  # after the cancelled ones: it takes first what they popped
-        return len(futures) - keep
+        return len(futures) - new
 
     def _receive(self, key: str) -> None:
         super()._receive(key)
@@ -307,6 +315,14 @@ class PriorityIntake(Intake):
         if not future.cancelled() and future.exception() is None:
             self._note_taken(key)
         super()._received(key, future)
+
+
+def _pending(
+    receives: dict[asyncio.Future[Message], str], key: str
+) -> list[asyncio.Future[Message]]:
+    """``key``'s receives that have not finished. A finished one holds a connect its callback
+    will hand on: cancelling it would not put that back, and the room must still count it."""
+    return [future for future, k in receives.items() if k == key and not future.done()]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -25,6 +26,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from distributed_asgi import Node
+from distributed_asgi.core.types import Message
+from distributed_asgi.layers import InMemoryChannelLayer
+from distributed_asgi.node.intake import Traffic, new_intake
 from distributed_asgi.ops.cli.main import main
 from distributed_asgi.ops.status import render
 from tests.gateway.cli_processes import CliProcesses
@@ -201,3 +205,72 @@ def test_a_key_given_two_limits_and_a_bad_share_are_refused() -> None:
     )
     assert result.exit_code == 2  # as every out-of-range number (--concurrency 0)
     assert "Invalid value for '--priority-share'" in result.output
+
+
+@pytest.mark.parametrize("seed", [13, 14, 17])
+@pytest.mark.parametrize("priority", [False, True], ids=["plain", "priority"])
+def test_receives_plus_running_never_pass_a_limit(priority: bool, seed: int) -> None:
+    """In one process, on the in-memory layer: connections on two keys start and end at
+    random; after every step a limited key's receives and running connections are within its
+    limit, every connection is taken once, and none is ever popped beyond the limit (a receive
+    that finished is never cancelled to make room: its connect would be taken beyond it).
+
+    The Node's room is kept the same way, but with more keys than room, each key keeps one
+    receive: two may finish at once for the last slot, and the Node hands one back (here
+    too, by sending it again)."""
+
+    async def scenario() -> None:
+        rng = random.Random(seed)
+        layer = InMemoryChannelLayer(capacity=1000)
+        running: list[str] = []
+        taken: list[int] = []
+        all_taken = asyncio.Event()
+        beyond_limit = 0
+        handed_back: set[asyncio.Task[None]] = set()
+
+        def check() -> None:
+            assert intake._receiving["reports"] + intake.running["reports"] <= 3
+
+        def end(key: str) -> None:
+            running.remove(key)
+            intake.ended(key)
+            check()
+
+        def take(key: str, message: Message) -> None:
+            nonlocal beyond_limit
+            if not intake.has_room(key):
+                beyond_limit += 1
+                return
+            if len(running) >= 8:  # as the Node does
+                task = asyncio.ensure_future(layer.send(key, message))
+                handed_back.add(task)
+                task.add_done_callback(handed_back.discard)
+                return
+            running.append(key)
+            intake.started(key)
+            taken.append(int(message["n"]))
+            if len(taken) == 300:
+                all_taken.set()
+            asyncio.get_running_loop().call_later(rng.random() / 50, end, key)
+            check()
+
+        intake = new_intake(
+            layer,
+            ["site", "reports"],
+            lambda: 8 - len(running),
+            take,
+            Traffic(limits={"reports": 3}, priority=priority),
+        )
+        intake.fill()
+        for n in range(300):
+            await layer.send(rng.choice(["site", "reports"]), {"n": n})
+            if rng.random() < 0.3:
+                await asyncio.sleep(rng.random() / 100)
+            check()
+        await asyncio.wait_for(all_taken.wait(), 20)
+        assert sorted(taken) == list(range(300))
+        assert beyond_limit == 0
+        intake.cancel()
+        await layer.close()
+
+    asyncio.run(scenario())

@@ -8,6 +8,7 @@ order it ran them in (traffic_app.py).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from distributed_asgi.node.intake import PROBE_AFTER
+from distributed_asgi.core.types import Message
+from distributed_asgi.layers import InMemoryChannelLayer
+from distributed_asgi.node.intake import PROBE_AFTER, PriorityIntake, Traffic, new_intake
 from tests.gateway.fixtures import Gateway
 from tests.node.traffic_app import events
 
@@ -84,3 +87,41 @@ def test_the_second_key_keeps_its_share(gateway: Gateway, tmp_path: Path, share:
             lows -= 1
     expected += ["low"] * lows
     assert order == expected, order
+
+
+def test_an_idle_node_keeps_no_timer_and_the_room_left_goes_to_the_later_key() -> None:
+    """In one process, on the in-memory layer: idle, a Node with priority listens on every key
+    and schedules nothing; a connection on the first key does not keep the later key from
+    the room that key leaves."""
+
+    async def scenario() -> None:
+        layer = InMemoryChannelLayer()
+        running: list[str] = []
+
+        def take(key: str, message: Message) -> None:
+            running.append(key)
+            intake.started(key)
+
+        intake = new_intake(
+            layer, ["high", "low"], lambda: 4 - len(running), take, Traffic(priority=True)
+        )
+        assert isinstance(intake, PriorityIntake)
+        intake.fill()
+        await asyncio.sleep(10 * PROBE_AFTER)  # both keys seen empty
+        assert intake._timer is None  # an idle Node is woken by nothing but its receives
+        # Every key listened on, the room kept out: whichever key becomes the preferred one
+        # takes the room from the keys after it.
+        assert min(intake._receiving.values()) >= 1 and len(intake._receives) == 4
+        await layer.send("high", {"n": 0})
+        await asyncio.sleep(0.01)
+        for n in range(6):
+            await layer.send("low", {"n": n})
+        await asyncio.sleep(10 * PROBE_AFTER)
+        # The high connection runs; once high is seen empty again the low key has the rest
+        # of the room, and the full Node holds no receive.
+        assert running == ["high", "low", "low", "low"]
+        assert not intake._receives
+        intake.cancel()
+        await layer.close()
+
+    asyncio.run(scenario())
