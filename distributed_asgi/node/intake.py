@@ -11,7 +11,9 @@ Rules of this file:
 - When a key takes a connect with the room used up, keys idle for ``IDLE_AFTER`` give back
   their receives beyond one, so a busy key is not held to its share by quiet ones.
 - Receives are futures with done-callbacks rather than a wait loop: a finished receive hands
-  its message on and refills, directly. A cancelled receive puts what it popped back.
+  its message on and refills, directly. A cancelled receive puts what it popped back; one
+  that has finished is never cancelled (its connect is on its way to ``on_message``) and
+  counts against the room until its callback runs.
 - A key with a limit (``limits``) never has more receives than its limit less its running
   connections: beyond that its work stays in Redis, as beyond the room.
 

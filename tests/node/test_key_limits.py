@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -32,9 +28,10 @@ from distributed_asgi.node.intake import Traffic, new_intake
 from distributed_asgi.ops.cli.main import main
 from distributed_asgi.ops.status import render
 from tests.gateway.cli_processes import CliProcesses
-from tests.gateway.fixtures import ROOT, Gateway
+from tests.gateway.fixtures import Gateway
 from tests.node.test_intake import CONTRACT_APP, Monitor, _pops, _queue_connects, _ran, _wait_ran
 from tests.node.traffic_app import events
+from tests.ops.test_status import status
 
 TRAFFIC_APP = "tests.node.traffic_app:app"
 HOLD = 1.5  # seconds each report takes
@@ -42,23 +39,6 @@ HOLD = 1.5  # seconds each report takes
 
 async def _app(scope: object, receive: object, send: object) -> None:
     pass
-
-
-def _status(gateway: Gateway) -> dict[str, Any]:
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "distributed_asgi", "status", "--json"),
-            *("--redis", gateway.redis_url, "--prefix", gateway.prefix),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    snapshot: dict[str, Any] = json.loads(result.stdout)
-    return snapshot
 
 
 def _starts(directory: Path, group: str) -> list[list[str]]:
@@ -100,10 +80,10 @@ def test_a_limited_key_runs_at_most_its_limit_while_the_others_are_served(
             assert response.status_code == 200
         served_meanwhile = len(_starts(tmp_path, "reports"))
 
-        snapshot = _status(gateway)
+        snapshot = status(gateway)
         deadline = time.monotonic() + 10
         while snapshot["nodes"][0]["in_use"]["reports"] != 4 and time.monotonic() < deadline:
-            snapshot = _status(gateway)
+            snapshot = status(gateway)
         for thread in threads:
             thread.join(60)
     finally:

@@ -9,6 +9,7 @@ order it ran them in (traffic_app.py).
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 import time
 from pathlib import Path
@@ -16,12 +17,16 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import InMemoryChannelLayer
 from distributed_asgi.node.intake import PROBE_AFTER, PriorityIntake, Traffic, new_intake
+from distributed_asgi.ops.status import render
+from tests.gateway.cli_processes import CliProcesses
 from tests.gateway.fixtures import Gateway
 from tests.node.traffic_app import events
+from tests.ops.test_status import status
 
 TRAFFIC_APP = "tests.node.traffic_app:app"
 ROUTES = [["^/high/", "high"], ["^/low/", "low"]]
@@ -125,3 +130,28 @@ def test_an_idle_node_keeps_no_timer_and_the_room_left_goes_to_the_later_key() -
         await layer.close()
 
     asyncio.run(scenario())
+
+
+def test_the_worker_command_takes_priority_and_status_shows_it(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    cli = CliProcesses(tmp_path)
+    cli.start(
+        "worker",
+        [
+            *("worker", TRAFFIC_APP, "--key", "high", "--key", "low:2", "--lifespan", "off"),
+            *("--priority", "--priority-share", "3"),
+            *("--redis", gateway.redis_url, "--prefix", gateway.prefix),
+        ],
+    )
+    try:
+        cli.wait_for("worker", lambda text: "Node listening" in text)
+        snapshot = status(gateway)
+    finally:
+        cli.stop()
+    (node,) = snapshot["nodes"]
+    assert (node["keys"], node["limits"]) == (["high", "low"], {"low": 2})
+    assert (node["priority"], node["priority_share"]) == (True, 3)
+    console = Console(file=io.StringIO(), width=200)
+    console.print(render(snapshot))
+    assert "high > low 0/2" in console.file.getvalue()  # type: ignore[attr-defined]
