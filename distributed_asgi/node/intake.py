@@ -121,6 +121,8 @@ class Intake:
 
     def _spread(self, room: int, keys: Iterable[str]) -> int:
         """Up to ``room`` receives over ``keys``, fewest receives first; the room left."""
+        if room <= 0:
+            return room
         counts = self._receiving
         open_keys = [key for key in keys if self._can_add(key)]
         while room > 0 and open_keys:
