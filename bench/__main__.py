@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import http, idle, layer, scaling
+from . import cores, http, idle, layer, scaling
 
 # Section name -> runner(sizes, loop=..., write=...) returning True when every target passes;
 # each section has its own kind of sizes (full, quick).
@@ -17,6 +17,7 @@ SECTIONS: dict[str, tuple[Callable[..., bool], Any, Any]] = {
     "http": (http.main, http.FULL, http.QUICK),
     "idle": (idle.main, idle.FULL, idle.QUICK),
     "scaling": (scaling.main, scaling.FULL, scaling.QUICK),
+    "cores": (cores.main, http.FULL, http.QUICK),
 }
 
 

@@ -157,3 +157,16 @@ def test_idle_verdicts() -> None:
     busy.answering = 1_999
     outcome = bench_idle.IdleOutcome(direct, busy)
     assert [ok for _, ok in outcome.verdicts()] == [False, False, False, True, False]
+
+
+def test_cores_section_with_tiny_sizes() -> None:
+    """``python -m bench cores`` end to end: 1+1 and 2+2 processes serve, each role's CPU is
+    summed over its processes, nothing written."""
+    from bench import cores
+    from bench import http as bench_http
+
+    sizes = bench_http.HttpSizes(connections=4, duration=1.0, warmup=0.5, runs=1)
+    runs = {name: cores.measure(name, n, sizes, "asyncio") for name, n in cores.SETUPS.items()}
+    for run in runs.values():
+        assert run.load.requests > 0 and run.load.errors == 0
+        assert run.cpu_us["edge"] > 0 and run.cpu_us["worker"] > 0

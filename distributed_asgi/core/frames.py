@@ -106,6 +106,8 @@ class Accept:
     peer: str | None = None
     # The Node's alive round when it took this connection (see Connect.round).
     round: int | None = None
+    # The Node's id, as ``distributed-asgi status`` shows it (for the edge's logs).
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ def encode(frame: Frame) -> Message:
             wire["peer"] = frame.peer
         if frame.round is not None:
             wire["n"] = frame.round
+        if frame.node is not None:
+            wire["node"] = frame.node
         return wire
     if isinstance(frame, End):
         return {"v": FRAME_VERSION, "t": "end", "id": frame.conn_id, "error": frame.error}
@@ -239,6 +243,7 @@ def decode_frame(message: object) -> Frame:
             _messages(message.get("m", [])),
             _peer(message),
             _round(message),
+            _optional_str(message, "node"),
         )
     if kind == "end":
         error = message.get("error")
@@ -275,6 +280,13 @@ def _str(message: Mapping[str, Any], key: str) -> str:
     value = message.get(key)
     if not isinstance(value, str) or not value:
         raise FrameError(f"frame field {key!r} must be a non-empty str, got {value!r}")
+    return value
+
+
+def _optional_str(message: Mapping[str, Any], key: str) -> str | None:
+    value = message.get(key)
+    if value is not None and not isinstance(value, str):
+        raise FrameError(f"frame field {key!r} must be a str, got {value!r}")
     return value
 
 

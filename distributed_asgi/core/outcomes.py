@@ -18,6 +18,7 @@ class Outcome(str, enum.Enum):
     """How the edge finished a connection (``edge_requests_total``'s ``outcome``)."""
 
     SERVED = "served"  # the Node's answer went through, whatever its status
+    RETRIED = "retried"  # served by another Node after the first was lost (edge/retry.py)
     ERROR = "error"  # an exception escaped to the edge's server
     NO_ROUTE = "no_route"  # 404: no route matched the path
     NO_WORKER = "no_worker"  # no Node accepted within the pickup timeout
@@ -56,6 +57,9 @@ class EdgeRecorder(Protocol):
     ) -> None:
         """A connection is done: route ``key`` ("" for none), the status answered, how, its
         time at the edge and its pick-up wait (None when no Node took it)."""
+
+    def retried(self, key: str) -> None:
+        """A request of route ``key`` went to another Node after its Node was lost."""
 
 
 class NodeRecorder(Protocol):

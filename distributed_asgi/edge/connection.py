@@ -6,9 +6,9 @@ Rules of this file:
   ``connect`` out, an ``accept`` back within the pickup timeout, else an edge answer), then two
   pumps until the application's side is finished: client ``receive()`` -> the Node's channel,
   and the reply channel -> client ``send()``.
-- Everything handed to the client goes through the connection's cycle (core/cycle.py), whether it
-  came from the Node or is the edge's own answer (404, 413, 502, 503), so nothing is sent after
-  the response is complete.
+- Everything handed to the client goes through the connection's ``ClientSide`` (edge/client.py)
+  and its cycle, whether it came from the Node or is the edge's own answer (413, 502, 503,
+  504), so nothing is sent after the response is complete.
 - The edge never waits for a client before a Node is asked: a body already there travels with
   the ``connect``, the rest is pumped after the accept, pushed (no capacity in Redis) within
   the Node's credit (core/frames.py ``CREDIT_WINDOW``), given back to it as the client takes.
@@ -38,7 +38,6 @@ import time
 from typing import Any
 
 from distributed_asgi._aio import DeadlineExceeded, Interruptible, deadline_at, within
-from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.flow import CreditWindow
 from distributed_asgi.core.frames import (
     Accept,
@@ -54,14 +53,14 @@ from distributed_asgi.core.frames import (
 from distributed_asgi.core.names import new_connection_id
 from distributed_asgi.core.outcomes import HTTPTimeout, Outcome
 from distributed_asgi.core.types import Message, Receive, Scope, Send
-from distributed_asgi.edge.denial import HeldDenial
+from distributed_asgi.edge.client import ClientSide
 from distributed_asgi.edge.pickup import PickUp, Refused
 from distributed_asgi.edge.refusal import (
     RemoteApplicationError,
     declared_length,
-    edge_answer,
     has_body,
 )
+from distributed_asgi.edge.retry import may_retry
 from distributed_asgi.edge.settings import ConnectionRegistry, EdgeSettings
 from distributed_asgi.layers import GatewayLayer, LayerError
 
@@ -97,39 +96,58 @@ class EdgeConnection:
         self.receive = receive
         self.client_send = send
         self.key = key
-        self.conn_id = new_connection_id()
         self.is_http = scope["type"] == "http"
-        self.cycle: HTTPCycle | WebSocketCycle = cycle_for(scope)
-        self.pickup = PickUp(layer, settings, key, self.conn_id, scope)
-        self.node_channel: str | None = None
         self.arrived = time.monotonic()
+        self.body_size = 0
+        self.disconnected = False  # the client is gone: its disconnect message came in
+        self.whole = False  # the whole request came with the connect (a retry can resend it)
+        self.retried = 0  # times sent to another Node after its Node was lost (edge/retry.py)
+        # For the metrics: what the client was answered and why.
+        self.outcome = Outcome.SERVED
+        self._attempt()
+
+    @property
+    def status(self) -> int | None:
+        """What the client was answered (None: nothing yet), for the metrics."""
+        return self.client.status
+
+    @status.setter
+    def status(self, status: int | None) -> None:
+        self.client.status = status
+
+    def _attempt(self) -> None:
+        """The state of one attempt at having a Node serve the connection."""
+        self.conn_id = new_connection_id()
+        self.client = ClientSide(self.scope, self.client_send, self.settings)
+        self.pickup = PickUp(self.layer, self.settings, self.key, self.conn_id, self.scope)
+        self.node_channel: str | None = None
         # The Node process, as the edge's liveness watch names it (set at the accept), and the
         # connection id to heartbeat when that Node beats per connection (None: it does not).
         self.peer_key = ""
+        self.node_name = ""
         self.beat_id: str | None = None
         self.node_round: int | None = None  # the Node's alive round at the accept
-        self.body_size = 0
-        self.disconnected = False  # the client is gone: its disconnect message came in
         self.node_done = False  # the Node ended the connection or was told the client is gone
         # How long the Node may stay silent (set at the accept): also the deadline of a frame
         # sent to it.
-        self.window = settings.window
-        # A WebSocket denial response being collected (start, body chunks) before delivery.
-        self._held: HeldDenial | None = None
+        self.window = self.settings.window
         # Set when a pump or the liveness watch ends the connection early, with the outcome;
         # ``_waiting`` is the deadline of the receive under way, brought to now to end it.
         self._stop: Outcome | None = None
+        self._retrying = False  # the Node was lost and the request goes to another one
         self.flow = CreditWindow()  # frames to the Node, and the Node's frames taken
         self._client_pump: asyncio.Task[None] | None = None
         self._waiting: Interruptible | None = None
-        # For the metrics: what the client was answered and why.
-        self.status: int | None = None
-        self.outcome = Outcome.SERVED
 
     async def run(self) -> None:
+        await self._run()
+        if self.retried and self.outcome is Outcome.SERVED:
+            self.outcome = Outcome.RETRIED
+
+    async def _run(self) -> None:
         if self.is_http and declared_length(self.scope) > self.settings.max_body_size:
             self.outcome = Outcome.TOO_LARGE
-            await self._respond(413)
+            await self.client.respond(413)
             return
         first: asyncio.Future[Message]
         if not self.is_http or not has_body(self.scope):
@@ -146,42 +164,65 @@ class EdgeConnection:
             message = first.result()
             if not self._check_body(message):
                 self.outcome = Outcome.TOO_LARGE
-                await self._respond(413)
+                await self.client.respond(413)
                 return
             initial.append(message)
             self._note_client_message(message)
-        try:
-            self.pickup.peer = await self.registry.peer_channel()
-            self.pickup.round = self.registry.holding(self.conn_id)
-            answer = await self.pickup.run(initial)
-            if isinstance(answer, Refused):
-                self.outcome = answer.outcome
-                await self._respond(answer.status, retry_after=True)
-                first.cancel()
-                return
-            if await self._accepted(answer):  # a whole short response came with the accept
-                self.registry.unregister(self)
-                first.cancel()
-                return
-        except BaseException:
-            first.cancel()
-            self.registry.unregister(self)
-            raise
-        finally:
-            self.registry.release(self.conn_id)  # registered (or refused) by now
         # A whole request came with the connect: only the client's disconnect can follow.
-        whole = self.is_http and bool(initial) and not initial[-1].get("more_body", False)
-        await self._pump(None if initial else first, watch_later=whole)
+        self.whole = self.is_http and bool(initial) and not initial[-1].get("more_body", False)
+        while True:
+            try:
+                self.pickup.peer = await self.registry.peer_channel()
+                self.pickup.round = self.registry.holding(self.conn_id)
+                answer = await self.pickup.run(initial)
+                if isinstance(answer, Refused):
+                    await self._refused(answer)
+                    first.cancel()
+                    return
+                if await self._accepted(answer):  # a whole short response came with the accept
+                    self.registry.unregister(self)
+                    first.cancel()
+                    return
+            except BaseException:
+                first.cancel()
+                self.registry.unregister(self)
+                raise
+            finally:
+                self.registry.release(self.conn_id)  # registered (or refused) by now
+            await self._pump(None if initial else first, watch_later=self.whole)
+            if not self._retrying:
+                return
+            self.retried += 1
+            self.registry.retried(self.key)
+            logger.warning(
+                "retrying %s on another Node (retry %d of %d): the Node %s was lost before "
+                "it answered",
+                describe(self.scope),
+                self.retried,
+                self.settings.retries,
+                self.node_name,
+            )
+            self._attempt()
+
+    async def _refused(self, refused: Refused) -> None:
+        if self.retried:
+            # The request ran on the Node that was lost: a 503 would say it never ran.
+            self.outcome = Outcome.NODE_LOST
+            await self.client.respond(502)
+            return
+        self.outcome = refused.outcome
+        await self.client.respond(refused.status, retry_after=True)
 
     async def _accepted(self, accept: Accept) -> bool:
         """Pin the connection to the Node; True when the accept already finished it."""
         self.node_channel = accept.channel
         self.window = accept.heartbeat * self.settings.heartbeat_misses
         self.peer_key = accept.peer or accept.channel
+        self.node_name = accept.node or self.peer_key  # for the logs
         self.beat_id = None if accept.peer else self.conn_id
         self.node_round = accept.round
         self.registry.register(self)  # before anything awaits: always listed to a Node
-        return bool(accept.messages) and await self._to_client_all(accept.messages)
+        return bool(accept.messages) and await self.client.pass_on(accept.messages)
 
     async def _pump(self, first: asyncio.Future[Message] | None, *, watch_later: bool) -> None:
         # Only the client's disconnect can come after a whole request: watched for once the
@@ -198,9 +239,9 @@ class EdgeConnection:
             if self._client_pump is not None:
                 self._client_pump.cancel()
             self.registry.unregister(self)
-            if self._stop is not None and self.outcome is Outcome.SERVED:
+            if self._stop is not None and self.outcome is Outcome.SERVED and not self._retrying:
                 self.outcome = self._stop
-            if not (self.cycle.finished or self.node_done):
+            if not (self.client.cycle.finished or self.node_done):
                 # The edge is leaving (client gone, server shutting down): tell the Node so
                 # the application sees a disconnect instead of waiting for the heartbeat window.
                 self._tell_node_gone()
@@ -248,14 +289,21 @@ class EdgeConnection:
         self.node_done = True
         await self._send_to_node([{"type": "http.disconnect"}], retry=False)
         self.outcome = Outcome.TOO_LARGE
-        if not self.cycle.started:
-            await self._respond(413)
+        if not self.client.cycle.started:
+            await self.client.respond(413)
         self._finish(Outcome.TOO_LARGE)
 
     def _tell_node_gone(self) -> None:
-        """In the background: the connection may be returning (the server's task ends)."""
+        """In the background: the connection may be returning (the server's task ends), or
+        be pinned to another Node by a retry before this runs, so the frame is made now."""
         self.node_done = True
-        self.registry.spawn(self._send_to_node([self._disconnect_message()], retry=False))
+        assert self.node_channel is not None
+        frame = encode(Asgi(self.conn_id, [self._disconnect_message()]))
+        self.registry.spawn(self._last_word(self.node_channel, frame, self.window))
+
+    async def _last_word(self, channel: str, frame: Message, window: float) -> None:
+        with contextlib.suppress(*_LAYER_FAILURES):
+            await within(window, self.layer.push(channel, frame))
 
     async def _send_to_node(self, messages: list[Message], *, retry: bool = True) -> None:
         """One ``asgi`` frame to the Node; ``retry=False`` for a last word, which neither
@@ -278,7 +326,7 @@ class EdgeConnection:
     # -- Node -> client ------------------------------------------------------------------------
 
     async def _node_to_client(self) -> None:
-        while not self.cycle.finished and self._stop is None:
+        while not self.client.cycle.finished and self._stop is None:
             when, expired = self._deadline()
             try:
                 async with deadline_at(when) as self._waiting:
@@ -295,7 +343,7 @@ class EdgeConnection:
             self.registry.heard(self.peer_key)
             frame = self._decode(raw)
             if isinstance(frame, Asgi):
-                if await self._to_client_all(frame.messages):
+                if await self.client.pass_on(frame.messages):
                     return
                 self.flow.consumed()
                 if frames := self.flow.due():
@@ -305,7 +353,7 @@ class EdgeConnection:
             elif isinstance(frame, End):
                 self.node_done = True
                 if frame.error is None:
-                    await self._release_held()  # the application ended its denial early
+                    await self.client.release_held()  # the application ended its denial early
                 else:
                     raise RemoteApplicationError(
                         f"the application raised on the Node for {describe(self.scope)}: "
@@ -318,47 +366,17 @@ class EdgeConnection:
                     type(frame).__name__,
                     self.pickup.reply_channel,
                 )
-        if not self.cycle.finished and self._stop in (Outcome.REDIS_DOWN, Outcome.NODE_LOST):
-            await self._upstream_failed()
-
-    async def _to_client_all(self, messages: list[Message]) -> bool:
-        """Pass messages on to the client; True once the application's side is finished."""
-        for message in messages:
-            if self.cycle.finished:  # e.g. the edge answered 413 meanwhile
-                return True
-            await self._to_client(message)
-        return self.cycle.finished
-
-    async def _to_client(self, message: Message) -> None:
-        try:
-            self.cycle.on_send(message)
-        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
-            # The Node checks the same rules before sending, so this is a foreign or corrupt
-            # frame: end the connection rather than pass on something the server would reject.
-            raise RemoteApplicationError(f"invalid message from the Node: {exc}") from None
-        kind = message["type"]
-        if kind == "http.response.start" or kind == "websocket.http.response.start":
-            self.status = int(message["status"])
-        elif kind == "websocket.accept":
-            self.status = 101
-        if kind == "websocket.http.response.start":
-            self._held = HeldDenial(message)
-        elif self._held is None:
-            await self.client_send(message)
-        elif self._held.add(message):
-            await self._release_held()
-
-    async def _release_held(self) -> None:
-        """Hand the denial response collected so far to the server, back to back (no await
-        in between yields to the server's handshake)."""
-        held, self._held = self._held, None
-        for message in held.messages if held is not None else ():
-            await self.client_send(message)
-
-    @property
-    def _client_saw_response(self) -> bool:
-        """Something of the response reached the server (a held denial has not)."""
-        return self.cycle.started and self._held is None
+        if not self.client.cycle.finished and self._stop in (Outcome.REDIS_DOWN, Outcome.NODE_LOST):
+            self._retrying = self._stop is Outcome.NODE_LOST and may_retry(
+                self.settings,
+                self.scope,
+                retried=self.retried,
+                whole=self.whole,
+                response_started=self.client.cycle.started,
+                client_gone=self.disconnected,
+            )
+            if not self._retrying:
+                await self.client.upstream_failed()
 
     def _deadline(self) -> tuple[float | None, HTTPTimeout | None]:
         """When (loop time) an HTTP timeout ends the wait for the Node's next frame, and which
@@ -366,7 +384,7 @@ class EdgeConnection:
         if not self.is_http:
             return None, None
         elapsed = time.monotonic() - self.arrived
-        timeout, which = self.settings.next_deadline(math.inf, elapsed, self.cycle.started)
+        timeout, which = self.settings.next_deadline(math.inf, elapsed, self.client.cycle.started)
         return None if which is None else asyncio.get_running_loop().time() + timeout, which
 
     async def _timed_out(self, which: HTTPTimeout) -> None:
@@ -375,13 +393,13 @@ class EdgeConnection:
             which.value,
             self.settings.limit(which),
             describe(self.scope),
-            "answering 504" if not self.cycle.started else "closing the connection",
+            "answering 504" if not self.client.cycle.started else "closing the connection",
         )
         # The application hears what it would hear from uvicorn if the client left.
         self.outcome = Outcome.TIMEOUT
         self._tell_node_gone()
-        if not self.cycle.started:
-            await self._respond(504)
+        if not self.client.cycle.started:
+            await self.client.respond(504)
         # A response under way: returning unfinished makes the server close the connection.
 
     def peer_lost(self, window: float) -> None:
@@ -401,17 +419,6 @@ class EdgeConnection:
             return  # busy with a frame: the Node's next alive frame tells again
         logger.warning("the Node serving %s no longer has it: giving up", describe(self.scope))
         self._finish(Outcome.NODE_LOST)
-
-    async def _upstream_failed(self) -> None:
-        """The Node or Redis is gone mid-connection: 502 while the client has seen nothing."""
-        if not self._client_saw_response:
-            self._held = None
-            await self._respond(502)
-        elif (
-            isinstance(self.cycle, WebSocketCycle) and self.cycle.state is WebSocketState.CONNECTED
-        ):
-            await self.client_send({"type": "websocket.close", "code": 1011})
-        # An HTTP response already under way: returning unfinished makes the server close it.
 
     def _finish(self, outcome: Outcome) -> None:
         if self._stop is not None:
@@ -438,13 +445,3 @@ class EdgeConnection:
         if self.is_http:
             return {"type": "http.disconnect"}
         return {"type": "websocket.disconnect", "code": 1006}
-
-    async def _respond(self, status: int, *, retry_after: bool = False) -> None:
-        # An edge answer replaces whatever was under way; it goes through a fresh cycle so
-        # that anything the Node still sends afterwards is recognised as too late.
-        self.status = status
-        self.cycle = cycle_for(self.scope)
-        wait = self.settings.retry_after if retry_after else None
-        for message in edge_answer(self.scope, status, wait):
-            self.cycle.on_send(message)
-            await self.client_send(message)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Collection, Iterable, Mapping
 from typing import Any
 
 from distributed_asgi._liveness import Liveness
@@ -33,7 +33,8 @@ from distributed_asgi.core.routing import RouteTable
 from distributed_asgi.core.types import Receive, Scope, Send
 from distributed_asgi.edge.connection import EdgeConnection
 from distributed_asgi.edge.refusal import RemoteApplicationError, refuse
-from distributed_asgi.edge.settings import EdgeSettings
+from distributed_asgi.edge.retry import count_retry
+from distributed_asgi.edge.settings import DEFAULT_RETRY_METHODS, EdgeSettings
 from distributed_asgi.layers import GatewayLayer
 from distributed_asgi.layers.build import build_layer
 
@@ -96,6 +97,10 @@ class Distributor:
     - ``heartbeat_interval`` (2 s) and ``heartbeat_misses`` (3): the edge tells each Node process
       it has connections with that it is alive this often (one frame per Node, whatever the
       number of connections), and gives up on a Node silent for this many of *its* intervals.
+    - ``retries`` (1) and ``retry_methods`` (GET, HEAD, OPTIONS): a request whose Node is lost
+      before any of its response reached the client goes once more (up to ``retries`` times)
+      to the route channel for another Node to serve, when its method is one of these, its
+      whole body came with it, and it is not a WebSocket. 0 turns retrying off.
     - ``metrics``: an ``EdgeRecorder`` (``ops.metrics.edge_metrics()``) to count connections in;
       None (the default) counts nothing.
     """
@@ -113,6 +118,8 @@ class Distributor:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         heartbeat_interval: float = 2.0,
         heartbeat_misses: int = 3,
+        retries: int = 1,
+        retry_methods: Collection[str] = DEFAULT_RETRY_METHODS,
         metrics: EdgeRecorder | None = None,
     ) -> None:
         self.layer = layer
@@ -126,6 +133,8 @@ class Distributor:
             max_body_size=max_body_size,
             heartbeat_interval=heartbeat_interval,
             heartbeat_misses=heartbeat_misses,
+            retries=retries,
+            retry_methods=retry_methods,
         )
         self.metrics = metrics
         self.liveness: Liveness[EdgeConnection] = Liveness(
@@ -228,6 +237,11 @@ class Distributor:
 
     def heard(self, key: str) -> None:
         self.liveness.heard(key)
+
+    def retried(self, key: str) -> None:
+        if self.metrics is not None:
+            self.metrics.retried(key)
+        self.spawn(count_retry(self.layer, key))
 
     def spawn(self, coroutine: Awaitable[Any]) -> None:
         """Run ``coroutine`` in the background, keeping a reference until it is done."""

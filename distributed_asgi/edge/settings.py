@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import http
 import math
-from collections.abc import Awaitable
-from dataclasses import dataclass
+import re
+from collections.abc import Awaitable, Collection
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from distributed_asgi.core.outcomes import HTTPTimeout
@@ -14,7 +15,10 @@ from distributed_asgi.layers.validate import require_capacity, require_seconds
 if TYPE_CHECKING:
     from distributed_asgi.edge.connection import EdgeConnection
 
-__all__ = ["ConnectionRegistry", "EdgeSettings"]
+__all__ = ["DEFAULT_RETRY_METHODS", "ConnectionRegistry", "EdgeSettings"]
+
+# Methods RFC 9110 calls safe: repeating one changes nothing on the server.
+DEFAULT_RETRY_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class EdgeSettings:
     max_body_size: int = 100 * 1024 * 1024
     heartbeat_interval: float = 2.0
     heartbeat_misses: int = 3
+    retries: int = 1
+    retry_methods: Collection[str] = field(default=DEFAULT_RETRY_METHODS)
 
     def __post_init__(self) -> None:
         require_seconds("pickup_timeout", self.pickup_timeout)
@@ -45,6 +51,10 @@ class EdgeSettings:
             raise ValueError(f"max_body_size must be a number of bytes, got {size!r}")
         require_seconds("heartbeat_interval", self.heartbeat_interval)
         require_capacity("heartbeat_misses", self.heartbeat_misses)
+        retries = self.retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a whole number >= 0, got {retries!r}")
+        object.__setattr__(self, "retry_methods", _methods(self.retry_methods))
         # Whole numbers of seconds given as int stay exact; store every duration as a float.
         for name in ("pickup_timeout", "heartbeat_interval"):
             object.__setattr__(self, name, float(getattr(self, name)))
@@ -97,7 +107,25 @@ class ConnectionRegistry(Protocol):
 
     def unregister(self, connection: EdgeConnection) -> None: ...
 
+    def retried(self, key: str) -> None:
+        """A request of route ``key`` goes to another Node after its Node was lost."""
+
     def spawn(self, coroutine: Awaitable[Any]) -> None: ...
+
+
+def _methods(methods: object) -> frozenset[str]:
+    """HTTP method names as given (tokens, case kept: methods are case-sensitive)."""
+    if isinstance(methods, str) or not hasattr(methods, "__iter__"):
+        raise ValueError(f"retry_methods must be a collection of method names, got {methods!r}")
+    names = frozenset(methods)
+    for name in names:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"retry_methods: {name!r} is not an HTTP method name")
+    return names
+
+
+# An HTTP method is a token (RFC 9110, section 5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _optional_positive(what: str, value: object) -> None:

@@ -13,7 +13,7 @@
 from .base import ChannelFull, GatewayLayer, WrongClientPrefix
 from .cluster import RedisClusterChannelLayer
 from .errors import LayerError, LayerRefused, LayerUnavailable
-from .local import RedisLocalChannelLayer
+from .local import RedisLocalChannelLayer, central_layer
 from .memory import InMemoryChannelLayer
 from .redis import RedisChannelLayer
 
@@ -28,4 +28,5 @@ __all__ = [
     "RedisClusterChannelLayer",
     "RedisLocalChannelLayer",
     "WrongClientPrefix",
+    "central_layer",
 ]

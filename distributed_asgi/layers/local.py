@@ -25,7 +25,7 @@ from .hosts import single_host
 from .options import LayerOptions
 from .redis import RedisChannelLayer
 
-__all__ = ["RedisLocalChannelLayer"]
+__all__ = ["RedisLocalChannelLayer", "central_layer"]
 
 
 class RedisLocalChannelLayer:
@@ -124,3 +124,14 @@ class RedisLocalChannelLayer:
 
     def __repr__(self) -> str:
         return f"<RedisLocalChannelLayer central={self.central!r} local={self.local!r}>"
+
+
+def central_layer(layer: object) -> RedisChannelLayer | None:
+    """The Redis layer every machine shares, where what ``distributed-asgi status`` shows is
+    kept: ``layer`` itself, or a local+central layer's central one; None for the others (the
+    in-memory layer)."""
+    if isinstance(layer, RedisChannelLayer):
+        return layer
+    if isinstance(layer, RedisLocalChannelLayer):
+        return layer.central
+    return None

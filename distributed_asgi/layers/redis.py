@@ -119,6 +119,10 @@ class RedisChannelLayer:
         # channel -> (place, keys, capacity) of the valid names used lately: where a send goes
         # is the same every time, and working it out costs more than the rest of send().
         self._routes: dict[str, tuple[int, list[str], int]] = {}
+        # process part ("edge.abc!") -> (place, keys) of process-specific names: a name per
+        # request (a reply channel) shares its inbox's keys, so pushes and receives on it
+        # cost a name check, not a route worked out anew.
+        self._inboxes: dict[str, tuple[int, list[str]]] = {}
 
     def _placement(self, specs: Sequence[HostSpec]) -> Placement:
         # A Redis Cluster entry in hosts (parse_hosts allows it only alone) selects the slot
@@ -156,6 +160,23 @@ class RedisChannelLayer:
             self._routes[channel] = route
         return route
 
+    def _inbox_route(self, channel: str) -> tuple[int, list[str]]:
+        """(place, queue keys) of ``channel`` for a push or a receive (no capacity needed);
+        ``TypeError`` for a bad name."""
+        bang = channel.find("!") if isinstance(channel, str) else -1
+        if bang < 0:
+            place, keys, _ = self._route(channel)  # TypeError for a name that is not a str
+            return place, keys
+        require_valid_channel_name(channel)
+        inbox = channel[: bang + 1]
+        route = self._inboxes.get(inbox)
+        if route is None:
+            route = self._queue_keys(inbox)
+            if len(self._inboxes) >= ROUTES_KEPT:
+                self._inboxes.clear()
+            self._inboxes[inbox] = route
+        return route
+
     def _queue_keys(self, channel: str) -> tuple[int, list[str]]:
         """(place, [queue key, counter key for a process inbox]) of ``channel``."""
         placement = self.placement
@@ -189,7 +210,7 @@ class RedisChannelLayer:
         uncounted (keys.py) and stamped with this machine's clock; it expires like any other.
         A normal channel is a ``ValueError``: route channels keep their capacity (``send``).
         """
-        place, keys, _ = self._route(channel)
+        place, keys = self._inbox_route(channel)
         require_process_channel(channel)
         payload = self.serializer.serialize(require_valid_message(message))
         queue = keys[0]
@@ -209,7 +230,7 @@ class RedisChannelLayer:
         its messages belong to the instance that reads that inbox. Refused before anything
         waits for a server.
         """
-        place, keys, _ = self._route(channel)
+        place, keys = self._inbox_route(channel)
         require_own_channel(channel, self.client_prefix)
         reader = self.placement.readers().get(keys[0])
         if reader is None:

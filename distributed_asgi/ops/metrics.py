@@ -8,8 +8,9 @@ changes, on label children cached here (``labels()`` takes a lock and builds a t
 Names (all prefixed ``distributed_asgi_``):
 
 - edge: ``edge_requests_total{key,status,outcome}`` (outcome: ``core.outcomes.Outcome``'s
-  values: served, error, no_route, no_worker, capacity, redis_down, timeout, node_lost,
-  too_large, client_gone),
+  values: served, retried (served by another Node after the first was lost), error, no_route,
+  no_worker, capacity, redis_down, timeout, node_lost, too_large, client_gone),
+  ``edge_retries_total{key}`` (requests sent to another Node after their Node was lost),
   ``edge_pickup_wait_seconds{key}`` (connect sent -> a Node's accept),
   ``edge_request_seconds{key}`` (arrival -> the edge is done with the connection),
   ``edge_in_flight``.
@@ -64,6 +65,11 @@ class EdgeMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.in_flight = Gauge("distributed_asgi_edge_in_flight", "Connections at the edge now.")
+        self.retries = Counter(
+            "distributed_asgi_edge_retries",
+            "Requests sent to another Node after their Node was lost, by route key.",
+            ["key"],
+        )
         self._children: dict[tuple[str, str, str], Any] = {}
         self._pickups: dict[str, Any] = {}
         self._latencies: dict[str, Any] = {}
@@ -82,6 +88,9 @@ class EdgeMetrics:
         _child(self._latencies, key, self.latency, key).observe(seconds)
         if pickup is not None:
             _child(self._pickups, key, self.pickup, key).observe(pickup)
+
+    def retried(self, key: str) -> None:
+        self.retries.labels(key).inc()
 
 
 class NodeMetrics:

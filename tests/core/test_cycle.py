@@ -147,6 +147,7 @@ async def test_lifespan_off_never_calls_the_app() -> None:
 def test_outcome_values_are_the_metric_labels_operations_md_lists() -> None:
     assert {o.value for o in Outcome} == {
         "served",
+        "retried",
         "error",
         "no_route",
         "no_worker",

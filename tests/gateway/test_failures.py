@@ -21,7 +21,7 @@ from tests.gateway.fixtures import Gateway
 
 
 def test_node_dying_mid_request_is_502(gateway: Gateway) -> None:
-    gateway.start_edge()
+    gateway.start_edge(retries=0)  # with retries, tests/gateway/test_retries.py
     node, _ = gateway.start_node(heartbeat_interval=0.3)
     with httpx.Client(base_url=gateway.url(), timeout=20) as http:
         killer_started = time.monotonic()

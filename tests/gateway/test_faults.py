@@ -24,7 +24,7 @@ from tests.gateway.load import Outcome, SteadyLoad
 
 
 def test_killed_node_gives_502_and_queued_requests_go_to_another_node(gateway: Gateway) -> None:
-    gateway.start_edge(pickup_timeout=15)
+    gateway.start_edge(pickup_timeout=15, retries=0)  # with retries: test_retries.py
     doomed, _ = gateway.start_node(heartbeat_interval=0.5, max_applications=1)
     results: dict[str, httpx.Response] = {}
 

@@ -140,7 +140,8 @@ def cut_node_during_request(net: NetGateway, settle: float) -> tuple[int | str, 
 def test_node_partitioned_mid_request_gives_502_and_serves_again_by_itself(
     net: NetGateway,
 ) -> None:
-    net.start_edge("--pickup-timeout", "5")
+    # Retries off: the GET would otherwise wait a pick-up for another Node (test_retries.py).
+    net.start_edge("--pickup-timeout", "5", "--retries", "0")
     node = net.start_node(heartbeat_interval=NODE_HEARTBEAT)
     all_served(net, 5)
     # Half a second in: the accept has long reached the edge, so the cut falls in the middle

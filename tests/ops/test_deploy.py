@@ -19,6 +19,10 @@ from typing import Any
 import click
 import pytest
 
+from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.layers.cluster import ClusterPlacement
+from distributed_asgi.layers.hosts import parse_hosts
+from distributed_asgi.layers.keys import QUEUE, KeySpace
 from distributed_asgi.ops.cli.main import gather_routes, main
 from distributed_asgi.ops.cli.options import check_redis_url, load_app
 
@@ -204,3 +208,86 @@ def test_kubernetes_manifest() -> None:
 def test_the_recipes_example_app_imports() -> None:
     """Compose and Kubernetes run examples/starlette_app; it must be importable as written."""
     assert callable(load_app(EXAMPLE_APP, app_dir=str(ROOT)))
+
+
+# -- Autoscaling: KEDA on the route channel's backlog, or an HPA on the in-flight metric ------
+
+
+def _worker_and_redis() -> tuple[click.Context, str]:
+    objects = _by_kind_and_name(list(yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text())))
+    (worker,) = objects["Deployment", "distributed-asgi-worker"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {item["name"]: item["value"] for item in worker["env"]}
+    return parse_command(worker["command"]), env["REDIS_URL"]
+
+
+async def _queue_key(url: str, key: str) -> str:
+    """The Redis list the layer really uses for route ``key``'s connects."""
+    layer = RedisChannelLayer(hosts=[url])
+    try:
+        _, name = await layer.locate(QUEUE, key)
+    finally:
+        await layer.close()
+    return name
+
+
+@pytest.mark.asyncio
+async def test_keda_scales_the_workers_on_their_route_channel() -> None:
+    (scaled,) = yaml.safe_load_all((DEPLOY / "kubernetes-keda.yaml").read_text())
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["kind"] == "ScaledObject"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "distributed-asgi-worker"
+    # Not to zero: a connection waits --pickup-timeout for a worker, less than a pod's start.
+    assert scaled["spec"]["minReplicaCount"] >= 1
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "redis"
+    worker, redis_url = _worker_and_redis()
+    (key,) = worker.params["keys"]
+    assert trigger["metadata"]["listName"] == await _queue_key(redis_url, key) == "asgi:q:app"
+    host_port = redis_url.removeprefix("redis://").split("/")[0]
+    assert trigger["metadata"]["address"] == host_port
+    assert int(trigger["metadata"]["listLength"]) > 0
+
+
+def test_keda_on_a_redis_cluster_names_the_hash_tagged_list() -> None:
+    (scaled,) = yaml.safe_load_all((DEPLOY / "kubernetes-keda-cluster.yaml").read_text())
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "redis-cluster"
+    worker, _ = _worker_and_redis()
+    (key,) = worker.params["keys"]
+    # The cluster placement's own key for the route: its hash tag, computed by the layer.
+    placement = ClusterPlacement(parse_hosts(["redis+cluster://redis-0:6379"])[0], KeySpace("asgi"))
+    expected = KeySpace("asgi").queue(key, placement.tag(placement.place(key)))
+    assert trigger["metadata"]["listName"] == expected
+    assert expected.startswith("asgi:q:{") and expected.endswith("}" + key)
+    for address in trigger["metadata"]["addresses"].split(","):
+        check_redis_url(f"redis://{address}")
+
+
+def test_the_hpa_alternative_targets_the_workers_in_flight_metric() -> None:
+    (hpa,) = yaml.safe_load_all((DEPLOY / "kubernetes-hpa.yaml").read_text())
+    assert hpa["apiVersion"] == "autoscaling/v2" and hpa["kind"] == "HorizontalPodAutoscaler"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "distributed-asgi-worker",
+    }
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["pods"]["metric"]["name"] == "distributed_asgi_node_in_flight"
+    assert "distributed_asgi_node_in_flight" in (ROOT / "docs" / "operations.md").read_text()
+
+    patch = yaml.safe_load((DEPLOY / "kubernetes-hpa-worker-patch.yaml").read_text())
+    pod = patch["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["name"] == "worker"
+    worker = parse_command(container["command"])
+    assert worker.params["metrics_port"] == int(
+        pod["metadata"]["annotations"]["prometheus.io/port"]
+    )
+    assert worker.params["metrics_host"] == "0.0.0.0"
+    assert [p["containerPort"] for p in container["ports"]] == [worker.params["metrics_port"]]
+    # The target is a share of what one worker may serve at once.
+    assert 0 < float(metric["pods"]["target"]["averageValue"]) < worker.params["concurrency"]
+    original, _ = _worker_and_redis()
+    assert worker.params["app"] == original.params["app"]
+    assert worker.params["keys"] == original.params["keys"]

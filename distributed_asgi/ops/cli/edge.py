@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from typing import Any
 
@@ -72,6 +74,31 @@ STARTUP_FAILURE = 3
     "answers 503 at once.",
 )
 @click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Times a request whose worker was lost before it answered goes to another worker "
+    "(safe methods, whole body known, nothing sent to the client yet); 0: never.",
+)
+@click.option(
+    "--retry-method",
+    "retry_methods",
+    multiple=True,
+    metavar="METHOD",
+    help="A method that may be retried (repeatable). Default: GET, HEAD, OPTIONS.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Edge processes serving the port (uvicorn's multi-process mode), each with its own "
+    "Redis connections; one that dies is replaced.",
+)
+@click.option(
     "--loop",
     type=click.Choice(["auto", "asyncio", "uvloop"]),
     default="auto",
@@ -105,6 +132,9 @@ def edge(
     no_worker_status: int,
     max_body_size: int | None,
     backlog: int,
+    retries: int,
+    retry_methods: tuple[str, ...],
+    workers: int,
     loop: str,
     http: str,
     root_path: str,
@@ -122,34 +152,43 @@ def edge(
     """
     routes = gather_routes(route_values, routes_file)
     urls = checked_redis_urls(redis_urls)
-    layer = make_layer(urls, prefix, encryption_keys, local_redis_url, backlog)
-    exit_cleanly_on_signals()
-
-    import uvicorn
-
-    from distributed_asgi.edge.distributor import Distributor
-
+    if workers > 1 and metrics_port is not None:
+        raise fail(
+            "--metrics-port serves one process's metrics: with --workers > 1, run separate "
+            "edge processes for per-process metrics, or leave --metrics-port off"
+        )
     options: dict[str, Any] = {
         "pickup_timeout": pickup_timeout,
         "first_byte_timeout": first_byte_timeout or None,
         "total_timeout": total_timeout or None,
+        "no_worker_status": no_worker_status,
+        "retries": retries,
     }
-    options["no_worker_status"] = no_worker_status
+    if retry_methods:
+        options["retry_methods"] = list(retry_methods)
     if max_body_size is not None:
         options["max_body_size"] = max_body_size
-    if metrics_port is not None:
-        from distributed_asgi.ops.metrics import edge_metrics
+    recipe = {
+        "routes": routes,
+        "urls": urls,
+        "prefix": prefix,
+        "encryption_keys": list(encryption_keys),
+        "local_redis_url": local_redis_url,
+        "backlog": backlog,
+        "options": options,
+    }
+    distributor = distributor_from(recipe, metrics=metrics_port is not None)
+    exit_cleanly_on_signals()
 
-        options["metrics"] = edge_metrics()
-    try:
-        distributor = Distributor(layer, routes, **options)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    import uvicorn
+
     start_metrics(metrics_port, metrics_host)
     from distributed_asgi.ops.logs import uvicorn_log_config
 
     config = uvicorn.Config(
-        distributor,
+        distributor if workers == 1 else f"{__name__}:distributor_from_environment",
+        factory=workers > 1,
+        workers=workers,
         host=host,
         port=port,
         loop=loop,
@@ -174,12 +213,59 @@ def edge(
             "no_worker_status": no_worker_status,
             "max_body_size": distributor.max_body_size,
             "backlog": backlog,
+            "retries": retries,
+            "retry_methods": sorted(distributor.settings.retry_methods),
+            "workers": workers,
             "metrics": metrics_address(metrics_port, metrics_host),
         },
     )
+    if workers > 1:
+        _serve_processes(config, recipe)
+        return
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
     # handler that was there before it: exit_cleanly_on_signals' clean exit.
     server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+# The distributor's recipe, for the processes of ``--workers``: uvicorn starts each from an
+# import string, so each builds its own distributor (own Redis connections and reply inbox).
+RECIPE_ENV = "DISTRIBUTED_ASGI_EDGE_RECIPE"
+
+
+def distributor_from(recipe: dict[str, Any], *, metrics: bool = False) -> Any:
+    """The distributor the edge command's options describe (``recipe``, plain JSON data)."""
+    from distributed_asgi.edge.distributor import Distributor
+
+    layer = make_layer(
+        recipe["urls"],
+        recipe["prefix"],
+        recipe["encryption_keys"],
+        recipe["local_redis_url"],
+        recipe["backlog"],
+    )
+    options = dict(recipe["options"])
+    if metrics:
+        from distributed_asgi.ops.metrics import edge_metrics
+
+        options["metrics"] = edge_metrics()
+    try:
+        return Distributor(layer, [tuple(route) for route in recipe["routes"]], **options)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def distributor_from_environment() -> Any:
+    """The factory each ``--workers`` process runs (``RECIPE_ENV``, set by the parent)."""
+    return distributor_from(json.loads(os.environ[RECIPE_ENV]))
+
+
+def _serve_processes(config: Any, recipe: dict[str, Any]) -> None:
+    """uvicorn's own multi-process mode: it binds the socket, starts the processes, restarts
+    one that dies, and on SIGTERM stops them all, each finishing its requests first."""
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[RECIPE_ENV] = json.dumps(recipe)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import sys
+from collections.abc import Sequence
 
 import click
 
@@ -84,6 +86,15 @@ from distributed_asgi.ops.cli.options import ConfigError, load_app
     show_default=True,
     help="Event loop; auto uses uvloop when installed.",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Run N worker processes under this one, which restarts any that crashes; with "
+    "--metrics-port P, process i serves metrics on P+i.",
+)
 @app_dir_option
 @log_and_metrics_options
 def worker(
@@ -103,6 +114,7 @@ def worker(
     lifespan: str,
     loop: str,
     app_dir: str,
+    processes: int,
     log_level: str,
     log_format: str,
     metrics_port: int | None,
@@ -116,6 +128,8 @@ def worker(
     urls = checked_redis_urls(redis_urls)
     layer = make_layer(urls, prefix, encryption_keys, local_redis_url)
     key_names, limits = checked_key_limits(keys)
+    if processes > 1:
+        _run_pool(processes, metrics_port, log_level, log_format)
     previous = exit_cleanly_on_signals()
     try:
         application = load_app(
@@ -170,6 +184,38 @@ def worker(
         },
     )
     node.run()
+
+
+def _run_pool(processes: int, metrics_port: int | None, log_level: str, log_format: str) -> None:
+    """Run ``processes`` copies of this command (without ``--processes``); exits with the
+    pool's code."""
+    from distributed_asgi.ops.logs import configure_logging
+    from distributed_asgi.ops.pool import ProcessPool
+
+    configure_logging(log_level, log_format)
+    args = _without_option(sys.argv[1:], "--processes")
+    if metrics_port is not None:
+        args = _without_option(args, "--metrics-port")
+
+    def command(index: int) -> list[str]:
+        port = [] if metrics_port is None else ["--metrics-port", str(metrics_port + index)]
+        return [sys.executable, "-m", "distributed_asgi", *args, *port]
+
+    sys.exit(ProcessPool("worker", command, processes).run())
+
+
+def _without_option(args: Sequence[str], option: str) -> list[str]:
+    """``args`` without ``option`` and its value (``--option V`` or ``--option=V``)."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            kept.append(arg)
+    return kept
 
 
 def _install_loop(loop: str) -> None:

@@ -24,6 +24,14 @@ def marker(name: str, text: str) -> None:
     Path(os.environ["MARKER_DIR"], name).write_text(text)
 
 
+def count_run(name: str) -> int:
+    """Append this process's pid to the marker ``name``; the runs counted there so far."""
+    path = Path(os.environ["MARKER_DIR"], name)
+    with path.open("a") as file:  # one short write: whole lines, whoever appends
+        file.write(f"{os.getpid()}\n")
+    return len(path.read_text().splitlines())
+
+
 def query(scope: Scope) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
 
@@ -95,11 +103,27 @@ async def pid(scope: Scope, receive: Receive, send: Send) -> None:
     await json_response(send, {"pid": os.getpid()})
 
 
+async def first_run_hangs(scope: Scope, receive: Receive, send: Send) -> None:
+    """Counts its runs in the marker ``runs-<marker>`` (a line per run: this Node's pid); the
+    first run hangs (``started=1``: after sending the response's start), later ones answer."""
+    args = query(scope)
+    runs = count_run(f"runs-{args['marker']}")
+    body = (await receive()).get("body", b"")
+    if runs > 1:
+        await json_response(send, {"pid": os.getpid(), "body": body.decode()})
+        return
+    if args.get("started"):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+    await asyncio.sleep(60)
+
+
 HTTP_ROUTES: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
     "/echo": echo,
     "/hello": hello,
     "/error-before": error_before,
     "/pid": pid,
+    "/first-run-hangs": first_run_hangs,
     "/big": big,
     "/slow-upload": slow_upload,
 }
