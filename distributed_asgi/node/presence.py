@@ -4,7 +4,9 @@ Each Node writes ``P:node:<id>`` (P the layer's prefix) every heartbeat interval
 ``SET ... PX`` and a TTL of ``PRESENCE_TTL_BEATS`` intervals, and deletes it on a clean stop, so
 a Node that dies without stopping disappears by itself a few seconds later. The value is a JSON
 object (readable with ``redis-cli GET``): id, host, pid, keys, capacity per key, version,
-started, concurrency, in_flight, served, errors, heartbeat (epoch seconds of this write).
+started, concurrency, limits (per key, for the keys that have one), priority, priority_share
+(null without priority), in_flight, in_use (connections per key), served, errors, heartbeat
+(epoch seconds of this write).
 
 Where the keys live is the layer's business: ``layer.locate("node", id)`` gives the server and
 the key (``P:node:<id>``, with the layer's hash tag on a Redis Cluster), ``layer.servers()``
@@ -30,6 +32,7 @@ from typing import Any
 from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer
 from distributed_asgi.layers.keys import NODE
 from distributed_asgi.layers.local import RedisLocalChannelLayer
+from distributed_asgi.node.intake import Intake, PriorityIntake
 
 __all__ = [
     "PRESENCE_TTL_BEATS",
@@ -88,6 +91,7 @@ class Presence:
         concurrency: int,
         interval: float,
         stats: NodeStats,
+        intake: Intake | None = None,
     ) -> None:
         from distributed_asgi._version import __version__
 
@@ -95,6 +99,7 @@ class Presence:
         self.node_id = node_id
         self.interval = interval
         self.stats = stats
+        self.intake = intake
         self.ttl_ms = max(1, int(interval * PRESENCE_TTL_BEATS * 1000))
         self._static: dict[str, Any] = {
             "id": node_id,
@@ -107,6 +112,9 @@ class Presence:
             "version": __version__,
             "started": stats.started,
             "concurrency": concurrency,
+            "limits": dict(intake.limits) if intake is not None else {},
+            "priority": isinstance(intake, PriorityIntake),
+            "priority_share": intake.share if isinstance(intake, PriorityIntake) else None,
         }
         self._failing = False
         self._closed = False
@@ -122,6 +130,7 @@ class Presence:
         return {
             **self._static,
             "in_flight": in_flight,
+            "in_use": dict(self.intake.running) if self.intake is not None else {},
             "served": self.stats.served,
             "errors": self.stats.errors,
             "heartbeat": time.time(),

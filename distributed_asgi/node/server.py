@@ -43,7 +43,7 @@ from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
 from distributed_asgi.layers.build import build_layer
 from distributed_asgi.layers.validate import require_capacity, require_seconds
 from distributed_asgi.node.connection import NodeConnection
-from distributed_asgi.node.intake import Intake
+from distributed_asgi.node.intake import Traffic, new_intake
 from distributed_asgi.node.interface import as_asgi3
 from distributed_asgi.node.lifespan import Lifespan
 from distributed_asgi.node.presence import NodeStats, Presence, new_node_id
@@ -89,6 +89,9 @@ class Node(StatelessServer):
         layer: GatewayLayer | None = None,
         layer_options: Mapping[str, Any] | None = None,
         max_applications: int = 1000,
+        limits: Mapping[str, int] | None = None,
+        priority: bool = False,
+        priority_share: int = 10,
         drain_timeout: float = 30.0,
         lifespan: str = "auto",
         interface: str = "auto",
@@ -138,7 +141,8 @@ class Node(StatelessServer):
         self.lifespan: Lifespan | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self.intake = Intake(self.layer, self.keys, self._room, self._on_route_message)
+        traffic = Traffic(limits, priority, priority_share)  # node/intake.py; operations.md
+        self.intake = new_intake(self.layer, self.keys, self._room, self._on_route_message, traffic)
         self._background: set[asyncio.Task[None]] = set()
         self._stop_requested = False
         self._signals = 0
@@ -153,6 +157,7 @@ class Node(StatelessServer):
             max_applications,
             self.heartbeat_interval,
             self.stats,
+            self.intake,
         )
         self.metrics = metrics
         self.liveness: Liveness[NodeConnection] = Liveness(
@@ -323,7 +328,7 @@ class Node(StatelessServer):
         if frame.conn_id in self.connections:
             logger.warning("dropped a second connect for connection %s", frame.conn_id)
             return
-        if self._room() <= 0:
+        if self._room() <= 0 or not self.intake.has_room(key):
             # Popped beyond our room (a receive finished as the Node stopped or filled up).
             self._spawn(self._hand_back(key, raw))
             return
@@ -355,6 +360,7 @@ class Node(StatelessServer):
         )
         connection.route_key = key
         self.connections[connection.conn_id] = connection
+        self.intake.started(key)
         if self.metrics is not None:
             self.metrics.connection_started()
         self.get_or_create_application_instance(connection.conn_id, scope)
@@ -380,7 +386,7 @@ class Node(StatelessServer):
                 self.metrics.finished(
                     connection.route_key, connection.failed, time.monotonic() - connection.taken
                 )
-        self.intake.fill()
+        self.intake.ended(connection.route_key)
 
     # -- stopping ----------------------------------------------------------------------------------
 

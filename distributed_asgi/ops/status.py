@@ -9,6 +9,8 @@ Nothing here talks to an edge or a Node: everything comes from Redis, with SCAN 
   oldest waiting entry, from the 13-digit millisecond send time that starts every queue entry
   (layers/keys.py), measured against the Redis server's own clock (``TIME``), as the layer
   does. Capacity is what the Nodes published for the key, else the layer's default.
+- A Node's keys show the limits it has and how much of each is in use (``reports 3/4``), in
+  their order of preference when it has priority (``high > low``).
 - With local+central servers (``--local-redis``), presence is on the central server and the route
   channels on the local one: run status on each machine for its backlogs.
 """
@@ -137,6 +139,18 @@ def _age(seconds: float | None) -> str:
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
+def _keys_cell(node: dict[str, Any]) -> str:
+    """The keys, a limited one with its use (``reports 3/4``); with priority in their order
+    of preference (``high > low``)."""
+    limits = node.get("limits") or {}
+    in_use = node.get("in_use") or {}
+    keys = [
+        f"{key} {in_use.get(key, 0)}/{limits[key]}" if key in limits else str(key)
+        for key in node.get("keys", ())
+    ]
+    return (" > " if node.get("priority") else ", ").join(keys)
+
+
 def render(snapshot: dict[str, Any]) -> Any:
     """The snapshot as rich tables (a ``rich.console.Group``)."""
     from rich.console import Group
@@ -168,7 +182,7 @@ def render(snapshot: dict[str, Any]) -> Any:
     for node in snapshot["nodes"]:
         nodes.add_row(
             str(node["id"]),
-            ", ".join(node.get("keys", ())),
+            _keys_cell(node),
             _age(node.get("heartbeat_age")) + " ago",
             f"{node.get('in_flight', 0)}/{node.get('concurrency', '?')}",
             str(node.get("served", 0)),

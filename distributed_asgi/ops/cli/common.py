@@ -21,6 +21,7 @@ from distributed_asgi.ops.cli.options import (
     ConfigError,
     check_encryption_keys,
     check_key,
+    check_key_limits,
     check_redis_url,
     check_redis_urls,
     check_routes,
@@ -297,3 +298,9 @@ def check_keys(keys: Sequence[str]) -> None:
     with config_errors():
         for key in keys:
             check_key(key)
+
+
+def checked_key_limits(values: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+    """``--key KEY[:LIMIT]`` values: the keys in order and their limits."""
+    with config_errors():
+        return check_key_limits(values)

@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "check_encryption_keys",
     "check_key",
+    "check_key_limits",
     "check_redis_url",
     "check_redis_urls",
     "check_routes",
@@ -133,6 +134,36 @@ def check_key(key: str) -> str:
             "fewer than 100 characters"
         )
     return key
+
+
+def check_key_limits(values: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+    """``--key KEY`` or ``--key KEY:LIMIT`` values -> the keys in order, and their limits.
+
+    A key cannot contain ``:``, so the limit is what follows the last one. A key given twice
+    must not be given two limits.
+    """
+    keys: list[str] = []
+    limits: dict[str, int] = {}
+    for value in values:
+        key, sep, text = value.rpartition(":")
+        if not sep:
+            key, text = value, ""
+        check_key(key)
+        limit = None
+        if sep:
+            limit = int(text) if text.isascii() and text.isdigit() else 0
+            if limit < 1:
+                raise ConfigError(
+                    f"invalid limit {text!r} for key {key!r}: expected a whole number >= 1, "
+                    f"e.g. --key {key}:4"
+                )
+        if key in keys and limits.get(key) != limit:
+            raise ConfigError(f"key {key!r} is given twice with different limits")
+        if key not in keys:
+            keys.append(key)
+        if limit is not None:
+            limits[key] = limit
+    return keys, limits
 
 
 def check_encryption_keys(keys: Sequence[str]) -> list[str]:

@@ -10,7 +10,7 @@ import click
 
 from distributed_asgi.ops.cli.common import (
     app_dir_option,
-    check_keys,
+    checked_key_limits,
     checked_redis_urls,
     concurrency_option,
     exit_cleanly_on_signals,
@@ -34,11 +34,28 @@ from distributed_asgi.ops.cli.options import ConfigError, load_app
     "keys",
     multiple=True,
     required=True,
-    metavar="KEY",
-    help="Channel to take connections from (a route's key). Repeatable.",
+    metavar="KEY[:LIMIT]",
+    help="Channel to take connections from (a route's key). Repeatable. KEY:LIMIT runs at most "
+    "LIMIT of its connections at once (within --concurrency); beyond it they stay in Redis for "
+    "other workers.",
 )
 @layer_options
 @concurrency_option
+@click.option(
+    "--priority",
+    is_flag=True,
+    help="Prefer the keys in their --key order: the first key's waiting connections are taken "
+    "before the next key's (each later key keeps a share: --priority-share).",
+)
+@click.option(
+    "--priority-share",
+    type=click.IntRange(min=2),
+    default=10,
+    show_default=True,
+    metavar="N",
+    help="With --priority: a key passed over for N-1 connections taken on keys before it gets "
+    "the next one, so it has at least one in N while it has waiting connections.",
+)
 @click.option(
     "--drain-timeout",
     type=click.FloatRange(min=0),
@@ -88,6 +105,8 @@ def worker(
     prefix: str,
     encryption_keys: tuple[str, ...],
     concurrency: int,
+    priority: bool,
+    priority_share: int,
     drain_timeout: float,
     interface: str,
     asgi2: bool,
@@ -108,7 +127,7 @@ def worker(
     """
     urls = checked_redis_urls(redis_urls)
     layer = make_layer(urls, prefix, encryption_keys, local_redis_url)
-    check_keys(keys)
+    key_names, limits = checked_key_limits(keys)
     if processes > 1:
         _run_pool(processes, metrics_port, log_level, log_format)
     previous = exit_cleanly_on_signals()
@@ -135,9 +154,12 @@ def worker(
         metrics = node_metrics()
     node = Node(
         app=application,
-        keys=list(keys),
+        keys=key_names,
         layer=layer,
         max_applications=concurrency,
+        limits=limits,
+        priority=priority,
+        priority_share=priority_share,
         drain_timeout=drain_timeout,
         lifespan=lifespan,
         metrics=metrics,
@@ -148,7 +170,10 @@ def worker(
         "worker",
         {
             "app": app,
-            "keys": list(keys),
+            "keys": key_names,
+            "limits": limits,
+            "priority": priority,
+            "priority_share": priority_share if priority else None,
             **layer_fields(urls, local_redis_url, prefix),
             "encryption_keys": len(encryption_keys),
             "concurrency": concurrency,
