@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer
-from distributed_asgi.layers.keys import QUEUE, KeySpace, entry_sent
+from distributed_asgi.layers.keys import QUEUE, RETRIES, KeySpace, entry_sent
 from distributed_asgi.layers.local import RedisLocalChannelLayer
 from distributed_asgi.node.presence import node_key_pattern, presence_layer
 
@@ -91,8 +91,15 @@ async def _queued_routes(layer: RedisChannelLayer) -> set[str]:
     return names
 
 
+async def _retries(layer: RedisChannelLayer, name: str) -> int:
+    """Requests of route ``name`` the edges sent to another Node (edge/retry.py counts them)."""
+    server, key = await layer.locate(RETRIES, name)
+    (count,) = await server.execute(("GET", key))
+    return int(count or 0)
+
+
 async def _route(
-    layer: RedisChannelLayer, name: str, nodes: Iterable[dict[str, Any]]
+    layer: RedisChannelLayer, central: RedisChannelLayer, name: str, nodes: Iterable[dict[str, Any]]
 ) -> dict[str, Any]:
     server, key = await layer.locate(QUEUE, name)
     backlog, head, (seconds, micros) = await server.execute(
@@ -113,6 +120,7 @@ async def _route(
         "nodes": len(listeners),
         "in_flight": sum(int(n.get("in_flight", 0)) for n in listeners),
         "concurrency": sum(int(n.get("concurrency", 0)) for n in listeners),
+        "retried": await _retries(central, name),
     }
 
 
@@ -125,7 +133,7 @@ async def collect(layer: GatewayLayer) -> dict[str, Any]:
     nodes = await _nodes(central)
     names = {key for node in nodes for key in node.get("keys", ())}
     names |= await _queued_routes(queues)
-    routes = await asyncio.gather(*(_route(queues, name, nodes) for name in sorted(names)))
+    routes = await asyncio.gather(*(_route(queues, central, name, nodes) for name in sorted(names)))
     return {"time": time.time(), "prefix": central.prefix, "routes": routes, "nodes": nodes}
 
 
@@ -157,7 +165,16 @@ def render(snapshot: dict[str, Any]) -> Any:
     from rich.table import Table
 
     routes = Table(title=f"Route channels (prefix {snapshot['prefix']!r})", title_justify="left")
-    for column in ("key", "backlog", "oldest waiting", "capacity", "nodes", "in flight"):
+    route_columns = (
+        "key",
+        "backlog",
+        "oldest waiting",
+        "capacity",
+        "nodes",
+        "in flight",
+        "retried",
+    )
+    for column in route_columns:
         routes.add_column(column, justify="left" if column == "key" else "right")
     for route in snapshot["routes"]:
         full = route["backlog"] >= route["capacity"]
@@ -168,6 +185,7 @@ def render(snapshot: dict[str, Any]) -> Any:
             str(route["capacity"]),
             str(route["nodes"]) if route["nodes"] else "[red]0[/red]",
             f"{route['in_flight']}/{route['concurrency']}",
+            str(route.get("retried", 0)),
         )
     nodes = Table(title="Nodes", title_justify="left")
     columns = ("id", "keys", "heartbeat", "in flight", "served", "errors", "version", "host", "up")

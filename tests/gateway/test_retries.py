@@ -8,6 +8,7 @@ with the Node's pid, and hangs on the first).
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -20,6 +21,8 @@ import httpx
 import pytest
 import redis
 
+from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.ops.status import collect
 from tests.gateway.fixtures import Gateway
 
 HEARTBEAT = 0.3  # the Nodes' interval: a killed Node is given up after 3 of them
@@ -80,7 +83,10 @@ def test_a_get_whose_node_dies_is_answered_by_another_node(
     )
     assert "retrying GET /first-run-hangs on another Node (retry 1 of 1)" in two_nodes.logs()
     counted = redis.Redis.from_url(redis_url).get(f"{prefix}:r:fidelity")
-    assert counted == b"1"  # what `distributed-asgi status` shows
+    assert counted == b"1"
+    snapshot = asyncio.run(collect(RedisChannelLayer(hosts=[redis_url], prefix=prefix)))
+    (route,) = [route for route in snapshot["routes"] if route["key"] == "fidelity"]
+    assert route["retried"] == 1  # what `distributed-asgi status` shows
 
 
 def test_a_post_whose_node_dies_is_502_and_ran_once(two_nodes: Gateway) -> None:

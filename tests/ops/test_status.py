@@ -81,6 +81,7 @@ def test_status_lists_the_node_its_key_and_the_backlog(gateway: Gateway) -> None
     assert fidelity["nodes"] == 1
     assert fidelity["capacity"] == 1000  # the route channel's backlog (DEFAULT_BACKLOG)
     assert fidelity["oldest_age"] is not None and 0 <= fidelity["oldest_age"] < 10
+    assert fidelity["retried"] == 0  # tests/gateway/test_retries.py counts one
     (entry,) = snapshot["nodes"]
     assert entry["pid"] == node.pid
     assert entry["keys"] == ["fidelity"]
