@@ -117,7 +117,8 @@ class NodeConnection:
         self.inbox: deque[Message] = deque(connect.messages)
         self.channel = ""
         self.disconnected = False  # the client (or the edge) is gone
-        self._arrived = asyncio.Event()
+        # Made by the first receive() that has to wait (most requests never do).
+        self._arrived: asyncio.Event | None = None
         self.flow = CreditWindow()  # frames to the edge, and the edge's frames read
         self._send_lock = asyncio.Lock()
         self._pending_start: Message | None = None
@@ -217,7 +218,7 @@ class NodeConnection:
         that came whole with its connect and is answered without waiting costs no reader.
         Frames that came before wait in the layer for it."""
         if self._reader is None and self.accepted and not self.disconnected:
-            self._reader = asyncio.ensure_future(self._read_from_edge())
+            self._reader = asyncio.get_running_loop().create_task(self._read_from_edge())
 
     async def _finish(self, error: BaseException | None) -> None:
         await self._flush_start()
@@ -260,8 +261,11 @@ class NodeConnection:
                 # uvicorn's next message once its connection is lost after a close.
                 return {"type": "websocket.disconnect", "code": 1005}
             self._start_reader()
-            self._arrived.clear()
-            await self._arrived.wait()
+            arrived = self._arrived
+            if arrived is None:
+                arrived = self._arrived = asyncio.Event()
+            arrived.clear()
+            await arrived.wait()
 
     async def _read_from_edge(self) -> None:
         while True:
@@ -339,7 +343,7 @@ class NodeConnection:
         if message["type"] in ("http.disconnect", "websocket.disconnect"):
             self.disconnected = True
         self.inbox.append(message)
-        self._arrived.set()
+        self._wake_receive()
         if self.disconnected:
             self.flow.release()  # a send waiting for credit gives up
 
@@ -351,22 +355,21 @@ class NodeConnection:
                 return  # as uvicorn: sending to a gone client is a no-op for HTTP
             raise ClientDisconnected()
         cycle = self.cycle
-        before = cycle.state if isinstance(cycle, WebSocketCycle) else None
-        cycle.on_send(message)
-        if before is not None and self.cycle.finished:
-            self._closed_by_application(message, before)
-        kind = message["type"]
-        if kind == "http.response.start":
-            # Held for one loop turn: a body sent right after travels in the same frame.
-            self._pending_start = plain_response_start(message)
-            asyncio.get_running_loop().call_soon(self._schedule_flush)
-            return
-        if kind == "http.response.body":
+        if isinstance(cycle, HTTPCycle):
+            cycle.on_send(message)  # only a start, then bodies, get past it
+            if message["type"] == "http.response.start":
+                # Held for one loop turn: a body sent right after travels in the same frame.
+                self._pending_start = plain_response_start(message)
+                asyncio.get_running_loop().call_soon(self._schedule_flush)
+                return
             await self._send_body(message)
-            if self.cycle.finished:
-                self._arrived.set()
+            if cycle.response_complete:
+                self._wake_receive()
             return
-        await self._flush_start()
+        before = cycle.state
+        cycle.on_send(message)
+        if cycle.finished:
+            self._closed_by_application(message, before)
         await self._send_messages([plain_message(message)])
 
     def _closed_by_application(self, message: Message, before: WebSocketState) -> None:
@@ -380,29 +383,37 @@ class NodeConnection:
         else:  # refused: 403 from a close, or a denial response
             disconnect = {"type": "websocket.disconnect", "code": 1006}
         self.inbox.append(disconnect)
-        self._arrived.set()
+        self._wake_receive()
+
+    def _wake_receive(self) -> None:
+        """Let a ``receive()`` waiting for the inbox look at it again."""
+        if self._arrived is not None:
+            self._arrived.set()
 
     async def _send_body(self, message: Message) -> None:
         body = bytes(message.get("body", b""))
         more_body = bool(message.get("more_body", False))
         if self.is_head:
             body = b""
-        chunks = [body[i : i + MAX_BODY_FRAME] for i in range(0, len(body), MAX_BODY_FRAME)] or [
-            b""
-        ]
-        for index, chunk in enumerate(chunks):
-            last = index == len(chunks) - 1
-            part = {"type": "http.response.body", "body": chunk, "more_body": more_body or not last}
-            batch = [part]
-            if self._pending_start is not None:
-                batch.insert(0, self._pending_start)
-                self._pending_start = None
-            await self._flush_start()
-            await self._send_messages(batch)
+        size = len(body)
+        if size <= MAX_BODY_FRAME:
+            await self._send_body_frame(body, more_body)
+            return
+        for at in range(0, size, MAX_BODY_FRAME):
+            last = at + MAX_BODY_FRAME >= size
+            await self._send_body_frame(body[at : at + MAX_BODY_FRAME], more_body or not last)
+
+    async def _send_body_frame(self, body: bytes, more_body: bool) -> None:
+        """One frame of the body, with the held ``http.response.start`` when it still waits."""
+        part = {"type": "http.response.body", "body": body, "more_body": more_body}
+        start, self._pending_start = self._pending_start, None
+        if self._flushing is not None:
+            await self._flushing  # the start went out on its own: after it
+        await self._send_messages([part] if start is None else [start, part])
 
     def _schedule_flush(self) -> None:
         if self._pending_start is not None and self._flushing is None:
-            self._flushing = asyncio.ensure_future(self._send_pending_start())
+            self._flushing = asyncio.get_running_loop().create_task(self._send_pending_start())
 
     async def _send_pending_start(self) -> None:
         start, self._pending_start = self._pending_start, None
@@ -417,12 +428,17 @@ class NodeConnection:
             await self._flushing
 
     async def _send_messages(self, messages: list[Message]) -> None:
-        async with self._send_lock:
-            if self.flow.available <= 0:
+        lock = self._send_lock
+        await lock.acquire()
+        try:
+            flow = self.flow
+            if flow.available <= 0:
                 self._start_reader()  # the edge is slower than the application: wait for it
-            if not await self.flow.take(lambda: self.disconnected):
+            if not await flow.take(lambda: self.disconnected):
                 return
             await self.layer.push(self.reply_channel, encode(Asgi(self.conn_id, messages)))
+        finally:
+            lock.release()
 
     async def _send_frame(self, frame: Message) -> None:
         async with self._send_lock:

@@ -363,7 +363,7 @@ class Node(StatelessServer):
         # Overridden: the base's unbounded input queue would defeat flow control (the inbox is
         # bounded), and its eviction never applies (room is reserved before a connect is taken).
         connection = self.connections[scope_id]
-        future = asyncio.ensure_future(connection.run(self.application))
+        future = asyncio.get_running_loop().create_task(connection.run(self.application))
         self.application_instances[scope_id] = {"future": future, "scope": scope}
         return connection.inbox
 
