@@ -75,10 +75,22 @@ MAX_BODY_FRAME = 128 * 1024
 ACCEPT_LATEST = PICKUP_GRACE / 2
 # What makes an accept fail without starting the application (the edge answers 503).
 _ACCEPT_ERRORS: tuple[type[Exception], ...] = (LayerError,)
+# uvicorn's 500 for an application that returned without starting its response.
+_ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 
 
 class NodeConnection:
     """One connection on the Node: the application's receive() and send(), over frames."""
+
+    # fmt: off
+    __slots__ = (
+        "_arrived", "_flushing", "_pending_start", "_reader", "_reading", "_send_lock", "accepted",
+        "beat_id", "channel", "conn_id", "cycle", "deadline", "disconnected", "edge_round",
+        "edge_window", "failed", "flow", "heartbeat_interval", "inbox", "is_head", "is_http",
+        "layer", "liveness", "on_done", "own_peer", "peer_key", "reply_channel", "route_key",
+        "scope", "started", "taken",
+    )
+    # fmt: on
 
     def __init__(
         self,
@@ -117,8 +129,7 @@ class NodeConnection:
         self.inbox: deque[Message] = deque(connect.messages)
         self.channel = ""
         self.disconnected = False  # the client (or the edge) is gone
-        # Made by the first receive() that has to wait (most requests never do).
-        self._arrived: asyncio.Event | None = None
+        self._arrived: asyncio.Event | None = None  # made by the first receive() that waits
         self.flow = CreditWindow()  # frames to the edge, and the edge's frames read
         self._send_lock = asyncio.Lock()
         self._pending_start: Message | None = None
@@ -221,7 +232,11 @@ class NodeConnection:
             self._reader = asyncio.get_running_loop().create_task(self._read_from_edge())
 
     async def _finish(self, error: BaseException | None) -> None:
-        await self._flush_start()
+        # A held http.response.start goes out before anything after it.
+        if self._pending_start is not None:
+            await self._send_pending_start()
+        if self._flushing is not None:
+            await self._flushing
         if self.disconnected or self.cycle.finished:
             return
         if isinstance(self.cycle, HTTPCycle) and not self.cycle.response_started:
@@ -229,14 +244,7 @@ class NodeConnection:
                 logger.error("ASGI callable returned without starting response.")
             with contextlib.suppress(Exception):
                 await self.send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"text/plain; charset=utf-8"),
-                            (b"connection", b"close"),
-                        ],
-                    }
+                    {"type": "http.response.start", "status": 500, "headers": _ERROR_HEADERS}
                 )
                 await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
             return
@@ -261,11 +269,10 @@ class NodeConnection:
                 # uvicorn's next message once its connection is lost after a close.
                 return {"type": "websocket.disconnect", "code": 1005}
             self._start_reader()
-            arrived = self._arrived
-            if arrived is None:
-                arrived = self._arrived = asyncio.Event()
-            arrived.clear()
-            await arrived.wait()
+            if self._arrived is None:
+                self._arrived = asyncio.Event()
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def _read_from_edge(self) -> None:
         while True:
@@ -386,7 +393,6 @@ class NodeConnection:
         self._wake_receive()
 
     def _wake_receive(self) -> None:
-        """Let a ``receive()`` waiting for the inbox look at it again."""
         if self._arrived is not None:
             self._arrived.set()
 
@@ -396,12 +402,12 @@ class NodeConnection:
         if self.is_head:
             body = b""
         size = len(body)
-        if size <= MAX_BODY_FRAME:
+        if size <= MAX_BODY_FRAME:  # one frame (most bodies), without slicing
             await self._send_body_frame(body, more_body)
             return
         for at in range(0, size, MAX_BODY_FRAME):
-            last = at + MAX_BODY_FRAME >= size
-            await self._send_body_frame(body[at : at + MAX_BODY_FRAME], more_body or not last)
+            end = at + MAX_BODY_FRAME
+            await self._send_body_frame(body[at:end], more_body or end < size)
 
     async def _send_body_frame(self, body: bytes, more_body: bool) -> None:
         """One frame of the body, with the held ``http.response.start`` when it still waits."""
@@ -419,13 +425,6 @@ class NodeConnection:
         start, self._pending_start = self._pending_start, None
         if start is not None:
             await self._send_messages([start])
-
-    async def _flush_start(self) -> None:
-        """Make sure a held ``http.response.start`` is on its way before anything after it."""
-        if self._pending_start is not None:
-            await self._send_pending_start()
-        if self._flushing is not None:
-            await self._flushing
 
     async def _send_messages(self, messages: list[Message]) -> None:
         lock = self._send_lock

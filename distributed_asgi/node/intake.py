@@ -61,7 +61,7 @@ class Intake:
         if free <= 0:
             return
         room = free - len(self._receives)
-        if taken_on is not None and room <= 0:
+        if taken_on is not None and room <= 0 and len(self.keys) > 1:
             room += self._take_back_idle_receives(taken_on)
         counts = self._receiving
         for key in self.keys:
@@ -70,12 +70,12 @@ class Intake:
                 room -= 1
         if room <= 0:
             return
-        now = time.monotonic()
-        busy = [key for key in self.keys if now - self._last_taken[key] < IDLE_AFTER]
-        keys = busy or self.keys
+        keys = self.keys
+        if len(keys) > 1:
+            now = time.monotonic()
+            keys = [key for key in keys if now - self._last_taken[key] < IDLE_AFTER] or keys
         while room > 0:
-            key = min(keys, key=counts.__getitem__)
-            self._receive(key)
+            self._receive(min(keys, key=counts.__getitem__))
             room -= 1
 
     def cancel(self) -> None:
