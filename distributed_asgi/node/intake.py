@@ -10,17 +10,17 @@ Rules of this file:
   fewest receives first.
 - When a key takes a connect with the room used up, keys idle for ``IDLE_AFTER`` give back
   their receives beyond one, so a busy key is not held to its share by quiet ones.
-- Each receive is a task that hands its message on and refills the room as soon as it has
-  it; then it runs the connection the message started, so a connection costs one task from
-  its receive to its end. A cancelled receive puts what it popped back.
+- Receives are futures with done-callbacks rather than a wait loop: a finished receive hands
+  its message on and refills, directly. A cancelled receive puts what it popped back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import GatewayLayer
@@ -34,8 +34,7 @@ IDLE_AFTER = 1.0
 
 
 class Intake:
-    """Receives on ``keys``; each message goes to ``on_message(key, message)``, which returns
-    the connection it started (awaited in the receive's task, after the refill) or None.
+    """Receives on ``keys``; each message goes to ``on_message(key, message)``.
 
     ``room()`` is how many more connections the Node may take now (0 when it is stopping).
     """
@@ -45,13 +44,13 @@ class Intake:
         layer: GatewayLayer,
         keys: list[str],
         room: Callable[[], int],
-        on_message: Callable[[str, Message], Awaitable[None] | None],
+        on_message: Callable[[str, Message], None],
     ) -> None:
         self.layer = layer
         self.keys = keys
         self.room = room
         self.on_message = on_message
-        self._receives: dict[asyncio.Task[None], str] = {}
+        self._receives: dict[asyncio.Future[Message], str] = {}
         self._receiving = dict.fromkeys(keys, 0)  # key -> receives waiting on it
         self._last_taken = dict.fromkeys(keys, -IDLE_AFTER)  # key -> monotonic time
 
@@ -106,31 +105,27 @@ class Intake:
         return freed
 
     def _receive(self, key: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._take(key))
-        self._receives[task] = key
+        future = asyncio.get_running_loop().create_task(self.layer.receive(key))
+        self._receives[future] = key
         self._receiving[key] += 1
+        future.add_done_callback(functools.partial(self._received, key))
 
-    async def _take(self, key: str) -> None:
-        """One receive on ``key``, then the connection its message started, if any."""
-        task = asyncio.current_task()
-        try:
-            message = await self.layer.receive(key)
-        except Exception as error:
+    def _received(self, key: str, future: asyncio.Future[Message]) -> None:
+        if self._receives.pop(future, None) is not None:
+            self._receiving[key] -= 1
+        # else: cancel() already let go of it, but a receive that had finished by then (its
+        # callback still queued) holds a connection that must not be lost: on_message gets
+        # it, and hands it back when the Node is stopping or full.
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
             logger.warning("receive on %r failed: %s", key, error)
             asyncio.get_running_loop().call_later(0.1, self.fill)
             return
-        finally:
-            # Not there once cancel() (or a take-back) let go of it: it was cancelled, and
-            # the layer put back what it had popped.
-            if task is not None and self._receives.pop(task, None) is not None:
-                self._receiving[key] -= 1
         self._last_taken[key] = time.monotonic()
-        # It may come when the Node is stopping or full (a receive that finished just then):
-        # on_message hands it back then.
-        connection = self.on_message(key, message)
+        self.on_message(key, future.result())
         if self.room() <= 0:
             self.cancel()
         else:
             self.fill(taken_on=key)
-        if connection is not None:
-            await connection

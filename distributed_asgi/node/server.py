@@ -1,14 +1,14 @@
 """The Node: a worker that takes connections from route channels and runs the application.
 
 Built on ``asgiref.server.StatelessServer``: ``handle()`` takes connections,
-``get_or_create_application_instance`` records one application instance per connection in
+``get_or_create_application_instance`` starts one application instance per connection in
 ``application_instances``, ``application_checker`` reaps them and hands their exceptions to
 ``application_exception``. Differences, and why:
 
 - Capacity is reserved before a connection is taken (node/intake.py): the receives waiting on
   the route channels never exceed the room (``max_applications`` minus running connections),
   so the base class's eviction of the oldest instance never happens, and work beyond the room
-  stays in Redis for other Nodes. An instance runs in the task that received its connect.
+  stays in Redis for other Nodes.
 - An instance's ``receive`` and ``send`` belong to its ``NodeConnection``
   (node/connection.py), which writes the ``accept`` before the application's first line runs,
   turns messages into frames on the edge's reply channel and feeds frames from the Node's own
@@ -264,9 +264,9 @@ class Node(StatelessServer):
                 },
             )
             await self._drain()
-            # Receives cancelled as the Node stopped take it in the next loop turn, and one
-            # that finished just then hands its connect back; the hand-backs must reach
-            # Redis before the layer closes, or they are lost with it.
+            # Receives that finished just as the Node stopped still have their callbacks
+            # queued: one loop turn runs them (they hand their connections back); then the
+            # hand-backs must reach Redis before the layer closes, or they are lost with it.
             await asyncio.sleep(0)
             await asyncio.gather(*self._background, return_exceptions=True)
         finally:
@@ -300,16 +300,15 @@ class Node(StatelessServer):
             return 0
         return self.max_applications - len(self.connections)
 
-    def _on_route_message(self, key: str, raw: Message) -> Awaitable[None] | None:
-        """The connection ``raw`` starts, to run in the intake's task; None if it starts none."""
+    def _on_route_message(self, key: str, raw: Message) -> None:
         try:
             frame = decode_frame(raw)
         except FrameError as exc:
             logger.warning("dropped a bad frame on %r: %s", key, exc)
-            return None
+            return
         if not isinstance(frame, Connect):
             logger.warning("dropped a %s frame on route channel %r", type(frame).__name__, key)
-            return None
+            return
         late = time.time() - frame.deadline
         if late > 0:
             if self.metrics is not None:
@@ -320,15 +319,15 @@ class Node(StatelessServer):
                 describe(frame.scope),
                 late,
             )
-            return None
+            return
         if frame.conn_id in self.connections:
             logger.warning("dropped a second connect for connection %s", frame.conn_id)
-            return None
+            return
         if self._room() <= 0:
             # Popped beyond our room (a receive finished as the Node stopped or filled up).
             self._spawn(self._hand_back(key, raw))
-            return None
-        return self._start(key, frame)
+            return
+        self._start(key, frame)
 
     async def _hand_back(self, key: str, raw: Message) -> None:
         with contextlib.suppress(ChannelFull, LayerError):
@@ -339,7 +338,7 @@ class Node(StatelessServer):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _start(self, key: str, connect: Connect) -> Awaitable[None]:
+    def _start(self, key: str, connect: Connect) -> None:
         scope = connect.scope
         scope["asgi"] = {**scope.get("asgi", {}), "version": self.asgi_version}
         assert self.lifespan is not None
@@ -359,7 +358,6 @@ class Node(StatelessServer):
         if self.metrics is not None:
             self.metrics.connection_started()
         self.get_or_create_application_instance(connection.conn_id, scope)
-        return self._serve(connection)
 
     async def _serve(self, connection: NodeConnection) -> None:
         await connection.run(self.application)
@@ -369,11 +367,10 @@ class Node(StatelessServer):
     def get_or_create_application_instance(self, scope_id: str, scope: Mapping[str, Any]) -> Any:
         # Overridden: the base's unbounded input queue would defeat flow control (the inbox is
         # bounded), and its eviction never applies (room is reserved before a connect is taken).
-        # The instance runs next in the intake's task that took its connect: its future.
-        task = asyncio.current_task()
-        assert task is not None, "called from the intake's task"
-        self.application_instances[scope_id] = {"future": task, "scope": scope}
-        return self.connections[scope_id].inbox
+        connection = self.connections[scope_id]
+        future = asyncio.get_running_loop().create_task(self._serve(connection))
+        self.application_instances[scope_id] = {"future": future, "scope": scope}
+        return connection.inbox
 
     def connection_done(self, connection: NodeConnection) -> None:
         self.connections.pop(connection.conn_id, None)
