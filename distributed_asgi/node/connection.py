@@ -75,10 +75,22 @@ MAX_BODY_FRAME = 128 * 1024
 ACCEPT_LATEST = PICKUP_GRACE / 2
 # What makes an accept fail without starting the application (the edge answers 503).
 _ACCEPT_ERRORS: tuple[type[Exception], ...] = (LayerError,)
+# uvicorn's 500 for an application that returned without starting its response.
+_ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 
 
 class NodeConnection:
     """One connection on the Node: the application's receive() and send(), over frames."""
+
+    # fmt: off
+    __slots__ = (
+        "_arrived", "_flushing", "_pending_start", "_reader", "_reading", "_send_lock", "accepted",
+        "beat_id", "channel", "conn_id", "cycle", "deadline", "disconnected", "edge_round",
+        "edge_window", "failed", "flow", "heartbeat_interval", "inbox", "is_head", "is_http",
+        "layer", "liveness", "on_done", "own_peer", "peer_key", "reply_channel", "route_key",
+        "scope", "started", "taken",
+    )
+    # fmt: on
 
     def __init__(
         self,
@@ -117,7 +129,7 @@ class NodeConnection:
         self.inbox: deque[Message] = deque(connect.messages)
         self.channel = ""
         self.disconnected = False  # the client (or the edge) is gone
-        self._arrived = asyncio.Event()
+        self._arrived: asyncio.Event | None = None  # made by the first receive() that waits
         self.flow = CreditWindow()  # frames to the edge, and the edge's frames read
         self._send_lock = asyncio.Lock()
         self._pending_start: Message | None = None
@@ -217,10 +229,14 @@ class NodeConnection:
         that came whole with its connect and is answered without waiting costs no reader.
         Frames that came before wait in the layer for it."""
         if self._reader is None and self.accepted and not self.disconnected:
-            self._reader = asyncio.ensure_future(self._read_from_edge())
+            self._reader = asyncio.get_running_loop().create_task(self._read_from_edge())
 
     async def _finish(self, error: BaseException | None) -> None:
-        await self._flush_start()
+        # A held http.response.start goes out before anything after it.
+        if self._pending_start is not None:
+            await self._send_pending_start()
+        if self._flushing is not None:
+            await self._flushing
         if self.disconnected or self.cycle.finished:
             return
         if isinstance(self.cycle, HTTPCycle) and not self.cycle.response_started:
@@ -228,14 +244,7 @@ class NodeConnection:
                 logger.error("ASGI callable returned without starting response.")
             with contextlib.suppress(Exception):
                 await self.send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"text/plain; charset=utf-8"),
-                            (b"connection", b"close"),
-                        ],
-                    }
+                    {"type": "http.response.start", "status": 500, "headers": _ERROR_HEADERS}
                 )
                 await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
             return
@@ -260,6 +269,8 @@ class NodeConnection:
                 # uvicorn's next message once its connection is lost after a close.
                 return {"type": "websocket.disconnect", "code": 1005}
             self._start_reader()
+            if self._arrived is None:
+                self._arrived = asyncio.Event()
             self._arrived.clear()
             await self._arrived.wait()
 
@@ -339,7 +350,7 @@ class NodeConnection:
         if message["type"] in ("http.disconnect", "websocket.disconnect"):
             self.disconnected = True
         self.inbox.append(message)
-        self._arrived.set()
+        self._wake_receive()
         if self.disconnected:
             self.flow.release()  # a send waiting for credit gives up
 
@@ -351,22 +362,21 @@ class NodeConnection:
                 return  # as uvicorn: sending to a gone client is a no-op for HTTP
             raise ClientDisconnected()
         cycle = self.cycle
-        before = cycle.state if isinstance(cycle, WebSocketCycle) else None
-        cycle.on_send(message)
-        if before is not None and self.cycle.finished:
-            self._closed_by_application(message, before)
-        kind = message["type"]
-        if kind == "http.response.start":
-            # Held for one loop turn: a body sent right after travels in the same frame.
-            self._pending_start = plain_response_start(message)
-            asyncio.get_running_loop().call_soon(self._schedule_flush)
-            return
-        if kind == "http.response.body":
+        if isinstance(cycle, HTTPCycle):
+            cycle.on_send(message)  # only a start, then bodies, get past it
+            if message["type"] == "http.response.start":
+                # Held for one loop turn: a body sent right after travels in the same frame.
+                self._pending_start = plain_response_start(message)
+                asyncio.get_running_loop().call_soon(self._schedule_flush)
+                return
             await self._send_body(message)
-            if self.cycle.finished:
-                self._arrived.set()
+            if cycle.response_complete:
+                self._wake_receive()
             return
-        await self._flush_start()
+        before = cycle.state
+        cycle.on_send(message)
+        if cycle.finished:
+            self._closed_by_application(message, before)
         await self._send_messages([plain_message(message)])
 
     def _closed_by_application(self, message: Message, before: WebSocketState) -> None:
@@ -380,49 +390,54 @@ class NodeConnection:
         else:  # refused: 403 from a close, or a denial response
             disconnect = {"type": "websocket.disconnect", "code": 1006}
         self.inbox.append(disconnect)
-        self._arrived.set()
+        self._wake_receive()
+
+    def _wake_receive(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()
 
     async def _send_body(self, message: Message) -> None:
         body = bytes(message.get("body", b""))
         more_body = bool(message.get("more_body", False))
         if self.is_head:
             body = b""
-        chunks = [body[i : i + MAX_BODY_FRAME] for i in range(0, len(body), MAX_BODY_FRAME)] or [
-            b""
-        ]
-        for index, chunk in enumerate(chunks):
-            last = index == len(chunks) - 1
-            part = {"type": "http.response.body", "body": chunk, "more_body": more_body or not last}
-            batch = [part]
-            if self._pending_start is not None:
-                batch.insert(0, self._pending_start)
-                self._pending_start = None
-            await self._flush_start()
-            await self._send_messages(batch)
+        size = len(body)
+        if size <= MAX_BODY_FRAME:  # one frame (most bodies), without slicing
+            await self._send_body_frame(body, more_body)
+            return
+        for at in range(0, size, MAX_BODY_FRAME):
+            end = at + MAX_BODY_FRAME
+            await self._send_body_frame(body[at:end], more_body or end < size)
+
+    async def _send_body_frame(self, body: bytes, more_body: bool) -> None:
+        """One frame of the body, with the held ``http.response.start`` when it still waits."""
+        part = {"type": "http.response.body", "body": body, "more_body": more_body}
+        start, self._pending_start = self._pending_start, None
+        if self._flushing is not None:
+            await self._flushing  # the start went out on its own: after it
+        await self._send_messages([part] if start is None else [start, part])
 
     def _schedule_flush(self) -> None:
         if self._pending_start is not None and self._flushing is None:
-            self._flushing = asyncio.ensure_future(self._send_pending_start())
+            self._flushing = asyncio.get_running_loop().create_task(self._send_pending_start())
 
     async def _send_pending_start(self) -> None:
         start, self._pending_start = self._pending_start, None
         if start is not None:
             await self._send_messages([start])
 
-    async def _flush_start(self) -> None:
-        """Make sure a held ``http.response.start`` is on its way before anything after it."""
-        if self._pending_start is not None:
-            await self._send_pending_start()
-        if self._flushing is not None:
-            await self._flushing
-
     async def _send_messages(self, messages: list[Message]) -> None:
-        async with self._send_lock:
-            if self.flow.available <= 0:
+        lock = self._send_lock
+        await lock.acquire()
+        try:
+            flow = self.flow
+            if flow.available <= 0:
                 self._start_reader()  # the edge is slower than the application: wait for it
-            if not await self.flow.take(lambda: self.disconnected):
+            if not await flow.take(lambda: self.disconnected):
                 return
             await self.layer.push(self.reply_channel, encode(Asgi(self.conn_id, messages)))
+        finally:
+            lock.release()
 
     async def _send_frame(self, frame: Message) -> None:
         async with self._send_lock:

@@ -165,7 +165,7 @@ class Intake:
         return freed
 
     def _receive(self, key: str) -> None:
-        future = asyncio.ensure_future(self.layer.receive(key))
+        future = asyncio.get_running_loop().create_task(self.layer.receive(key))
         self._receives[future] = key
         self._receiving[key] += 1
         future.add_done_callback(functools.partial(self._received, key))
