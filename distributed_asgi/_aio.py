@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "Interruptible",
     "deadline_at",
     "loop_factory",
+    "run_in_new_loop",
     "wait_event",
     "within",
 ]
@@ -121,3 +122,22 @@ def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def run_in_new_loop(
+    main: Coroutine[Any, Any, None], factory: Callable[[], asyncio.AbstractEventLoop] | None
+) -> None:
+    """``asyncio.run(main)``, in a new event loop made by ``factory`` (asyncio's own: None)."""
+    if factory is None:
+        asyncio.run(main)
+    elif sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main)
+    else:  # pragma: no cover - Python 3.10
+        loop = factory()
+        try:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(main)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

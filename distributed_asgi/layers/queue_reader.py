@@ -108,10 +108,12 @@ class QueueReader:
                     self.backlog.put(channel, future.result(), self, front=True)
                 raise
             finally:
+                # A future with a result was taken off the waiters by whoever resolved it; one
+                # cancelled is still there (removing it scans them: only on cancellation).
                 if future.cancelled():  # else the reader resolved it, and counted it off
                     self._live -= 1
-                if future in waiters:
-                    waiters.remove(future)
+                    if future in waiters:
+                        waiters.remove(future)
                 if not waiters and self._waiters.get(channel) is waiters:
                     del self._waiters[channel]
             return self._delivered(channel, entry)

@@ -73,8 +73,7 @@ MAX_BODY_FRAME = 128 * 1024
 # for the two clocks' difference, so an accept the edge may have missed (it answered 503)
 # never starts the application.
 ACCEPT_LATEST = PICKUP_GRACE / 2
-# What makes an accept fail without starting the application (the edge answers 503).
-_ACCEPT_ERRORS: tuple[type[Exception], ...] = (LayerError,)
+_ACCEPT_ERRORS: tuple[type[Exception], ...] = (LayerError,)  # the edge then answers 503
 # uvicorn's 500 for an application that returned without starting its response.
 _ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 
@@ -87,8 +86,8 @@ class NodeConnection:
         "_arrived", "_flushing", "_pending_start", "_reader", "_reading", "_send_lock", "accepted",
         "beat_id", "channel", "conn_id", "cycle", "deadline", "disconnected", "edge_round",
         "edge_window", "failed", "flow", "heartbeat_interval", "inbox", "is_head", "is_http",
-        "layer", "liveness", "on_done", "own_peer", "peer_key", "reply_channel", "route_key",
-        "scope", "started", "taken",
+        "layer", "liveness", "node_id", "on_done", "own_peer", "peer_key", "reply_channel",
+        "route_key", "scope", "started", "taken",
     )
     # fmt: on
 
@@ -103,10 +102,12 @@ class NodeConnection:
         on_done: Callable[[NodeConnection], None],
         liveness: Liveness[NodeConnection],
         peer: str | None,
+        node_id: str | None = None,
     ) -> None:
         self.layer = layer
         self.liveness = liveness
-        self.own_peer = peer  # the Node's liveness channel, told to the edge in the accept
+        # The Node's liveness channel and its id (for the edge's logs), told in the accept.
+        self.own_peer, self.node_id = peer, node_id
         # The edge process, as the liveness watch names it, and the connection id to heartbeat
         # when that edge beats per connection (None: it does not).
         self.peer_key = connect.peer or connect.reply_channel
@@ -183,6 +184,7 @@ class NodeConnection:
             self.heartbeat_interval,
             peer=self.own_peer,
             round=self.liveness.round,
+            node=self.node_id,
         )
         frame = encode(accept)
         try:

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import time
 import traceback
 from collections.abc import Awaitable, Iterable, Mapping
@@ -33,7 +32,7 @@ from typing import Any
 
 from asgiref.server import StatelessServer
 
-from distributed_asgi._aio import loop_factory
+from distributed_asgi._aio import loop_factory, run_in_new_loop
 from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.frames import Connect, FrameError, decode_frame, describe
 from distributed_asgi.core.names import require_valid_channel_name
@@ -173,20 +172,7 @@ class Node(StatelessServer):
     def run(self) -> None:
         """Serve until stopped (SIGTERM/SIGINT or ``stop()``); blocks. In a new event loop of
         the ``loop`` kind (uvloop when "auto" and it is installed, as ``uvicorn.run``)."""
-        if self.loop_factory is None:
-            asyncio.run(self._run_with_signals())
-            return
-        if sys.version_info >= (3, 11):
-            with asyncio.Runner(loop_factory=self.loop_factory) as runner:
-                runner.run(self._run_with_signals())
-        else:  # pragma: no cover - Python 3.10
-            loop = self.loop_factory()
-            try:
-                asyncio.set_event_loop(loop)
-                loop.run_until_complete(self._run_with_signals())
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
+        run_in_new_loop(self._run_with_signals(), self.loop_factory)
 
     async def _run_with_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -357,6 +343,7 @@ class Node(StatelessServer):
             on_done=self.connection_done,
             liveness=self.liveness,
             peer=self.liveness.name,
+            node_id=self.node_id,
         )
         connection.route_key = key
         self.connections[connection.conn_id] = connection
