@@ -37,6 +37,7 @@ from distributed_asgi.ops.cli.servers import (
     require,
     serve,
 )
+from distributed_asgi.ops.collector import tune_collector
 
 if TYPE_CHECKING:
     from distributed_asgi.edge.distributor import Distributor
@@ -275,6 +276,7 @@ def edge(
     worker_metrics = (metrics_port, metrics_host) if in_worker and metrics_port else None
     rebuild = functools.partial(build_distributor, spec, worker_metrics)
     factory = f"{__name__}:distributor_from_environment" if workers > 1 else None
+    tune_collector()
     if not serve(server, listen, distributor, rebuild, workers=workers, factory=factory):
         sys.exit(STARTUP_FAILURE)
 
@@ -326,4 +328,6 @@ def distributor_from_environment() -> Distributor:
     data["routes"] = tuple(tuple(route) for route in data["routes"])
     for name in ("redis_urls", "encryption_keys"):
         data[name] = tuple(data[name])
-    return build_distributor(EdgeSpec(**data))
+    distributor = build_distributor(EdgeSpec(**data))
+    tune_collector()  # each process has its own collector
+    return distributor

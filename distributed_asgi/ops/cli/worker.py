@@ -183,6 +183,9 @@ def worker(
             "metrics": metrics_address(metrics_port, metrics_host),
         },
     )
+    from distributed_asgi.ops.collector import tune_collector
+
+    tune_collector()
     node.run()
 
 
