@@ -19,36 +19,20 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import http as bench_http
-from .counters import process_cpu
+from .counters import child_pids, process_cpu
 from .report import load_average, machine_facts, markdown_table, plain_table, replace_section
 
 SECTION = "cores"
 SETUPS = {"1 edge + 1 worker": 1, "2 edges + 2 workers": 2}
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"resource_tracker" not in command:
-            found.append(int(entry.name))
-    return found
-
-
 def _role_pids(setup: bench_http.Setup, processes: int) -> dict[str, list[int]]:
     pids = {"redis": [setup.pids["redis"]]} if "redis" in setup.pids else {}
     for role in ("edge", "worker"):
         parent = setup.pids[role]
-        pids[role] = _children(parent) if processes > 1 else [parent]
+        pids[role] = sorted(child_pids(parent)) if processes > 1 else [parent]
     return pids
 
 

@@ -16,6 +16,7 @@ import resource
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -142,6 +143,24 @@ def process_cpu(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICK
+
+
+def child_pids(pid: int) -> set[int]:
+    """The running children of ``pid``, from /proc, but for multiprocessing's resource tracker
+    (which uvicorn's multi-process mode starts beside its workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"resource_tracker" not in command:
+            found.add(int(entry.name))
+    return found
 
 
 def cpu_seconds(pids: Mapping[str, int]) -> dict[str, float | None]:

@@ -21,6 +21,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from bench.counters import child_pids
 from distributed_asgi.ops.cli.main import gather_routes, main
 from distributed_asgi.ops.cli.options import check_redis_url
 from distributed_asgi.ops.redis_process import free_port
@@ -201,19 +202,8 @@ async def app(scope, receive, send):
 
 
 def _children(pid: int) -> set[int]:
-    """Direct children of ``pid``, from /proc (the supervisor's redis, workers and edge)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.add(int(entry.name))
-    return found
+    """Direct children of ``pid`` (the supervisor's redis, workers and edge)."""
+    return child_pids(pid)
 
 
 def _alive(pid: int) -> bool:

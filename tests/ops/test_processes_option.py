@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.counters import child_pids
 from distributed_asgi.ops.redis_process import free_port
 from tests.gateway.cli_processes import CliProcesses
 from tests.gateway.fixtures import FIDELITY_APP
@@ -31,20 +32,7 @@ def cli(tmp_path: Path) -> Iterator[CliProcesses]:
 
 
 def _children(parent: subprocess.Popen[bytes]) -> set[int]:
-    """The pids of ``parent``'s running children, but for multiprocessing's resource tracker."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent.pid and b"resource_tracker" not in command:
-            found.add(int(entry.name))
-    return found
+    return child_pids(parent.pid)
 
 
 def _wait_children(parent: subprocess.Popen[bytes], count: int, timeout: float = 30) -> set[int]:
