@@ -130,8 +130,9 @@ def main(
                 " cores busy, with Redis and the load generator beside them, so two of each only"
                 " share the same cores (and pay for the switching between four busy processes)."
                 " It shows that the processes run side by side correctly (errors above) and what"
-                " they cost each other; on a machine with cores to spare, each edge and each"
-                " worker adds about one core's worth (their CPU per request is above).",
+                " they cost each other; what a machine with cores to spare gains was not measured"
+                " here (each process uses at most one core, so up to one core's worth each is"
+                " the most it can add).",
             ]
         )
         replace_section(SECTION, body)
