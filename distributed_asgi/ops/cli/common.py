@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -291,7 +292,13 @@ def exit_cleanly_on_signals() -> dict[int, Any]:
 
 
 def _exit_now(signum: int, frame: FrameType | None) -> None:
-    sys.exit(0)
+    # Not sys.exit(): its SystemExit is raised wherever the main thread is, and inside a
+    # weakref callback or a destructor (a garbage collection under way, at start-up or after
+    # a server's shutdown) it is ignored, and the process would go on as if never signalled.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def check_keys(keys: Sequence[str]) -> None:
