@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -292,13 +293,18 @@ def exit_cleanly_on_signals() -> dict[int, Any]:
 
 
 def _exit_now(signum: int, frame: FrameType | None) -> None:
-    # Not sys.exit(): its SystemExit is raised wherever the main thread is, and inside a
-    # weakref callback or a destructor (a garbage collection under way, at start-up or after
-    # a server's shutdown) it is ignored, and the process would go on as if never signalled.
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(0)
+    # sys.exit() raises SystemExit wherever the main thread is: inside a weakref callback or a
+    # destructor (a garbage collection under way, at start-up or after a server's shutdown) it
+    # is ignored, and the process would go on as if never signalled. The timer ends it then;
+    # otherwise the process is gone first (the timer's thread is a daemon).
+    fallback = threading.Timer(EXIT_FALLBACK, os._exit, args=(0,))
+    fallback.daemon = True
+    fallback.start()
+    sys.exit(0)
+
+
+# Seconds after a signal's clean exit began before the process is ended without it.
+EXIT_FALLBACK = 5.0
 
 
 def check_keys(keys: Sequence[str]) -> None:
