@@ -29,9 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer
+from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer, central_layer
 from distributed_asgi.layers.keys import NODE
-from distributed_asgi.layers.local import RedisLocalChannelLayer
 from distributed_asgi.node.intake import Intake, PriorityIntake
 
 __all__ = [
@@ -40,7 +39,6 @@ __all__ = [
     "Presence",
     "new_node_id",
     "node_key_pattern",
-    "presence_layer",
 ]
 
 logger = logging.getLogger("distributed_asgi.node")
@@ -65,17 +63,6 @@ class NodeStats:
     started: float = field(default_factory=time.time)
 
 
-def presence_layer(layer: GatewayLayer) -> RedisChannelLayer | None:
-    """The Redis layer presence is written to: the layer itself, or with local+central servers
-    the central one (which every machine's status command can reach); None for other layers
-    (the in-memory one), which have no presence."""
-    if isinstance(layer, RedisChannelLayer):
-        return layer
-    if isinstance(layer, RedisLocalChannelLayer):
-        return layer.central
-    return None
-
-
 def node_key_pattern(layer: RedisChannelLayer) -> str:
     return layer.keys.pattern(NODE)
 
@@ -95,7 +82,7 @@ class Presence:
     ) -> None:
         from distributed_asgi._version import __version__
 
-        self.layer = presence_layer(layer)
+        self.layer = central_layer(layer)  # None: no presence (the in-memory layer)
         self.node_id = node_id
         self.interval = interval
         self.stats = stats

@@ -23,10 +23,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer
+from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer, central_layer
 from distributed_asgi.layers.keys import QUEUE, RETRIES, KeySpace, entry_sent
 from distributed_asgi.layers.local import RedisLocalChannelLayer
-from distributed_asgi.node.presence import node_key_pattern, presence_layer
+from distributed_asgi.node.presence import node_key_pattern
 
 __all__ = ["StatusError", "collect", "render", "route_name", "run"]
 
@@ -38,7 +38,7 @@ class StatusError(Exception):
 def _queue_layer(layer: GatewayLayer) -> RedisChannelLayer:
     if isinstance(layer, RedisLocalChannelLayer) and layer.local is not None:
         return layer.local
-    found = presence_layer(layer)
+    found = central_layer(layer)
     if found is None:
         raise ValueError(f"status needs a Redis channel layer, got {type(layer).__name__}")
     return found
@@ -126,7 +126,7 @@ async def _route(
 
 async def collect(layer: GatewayLayer) -> dict[str, Any]:
     """One snapshot: ``{"time", "prefix", "routes": [...], "nodes": [...]}`` (see docs/cli.md)."""
-    central = presence_layer(layer)
+    central = central_layer(layer)
     if central is None:
         raise ValueError(f"status needs a Redis channel layer, got {type(layer).__name__}")
     queues = _queue_layer(layer)
