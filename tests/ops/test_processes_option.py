@@ -126,13 +126,16 @@ def test_edge_workers_share_the_port_replace_a_dead_one_and_drain_on_sigterm(
     with httpx.Client(base_url=url, timeout=10) as http:
         assert http.get("/hello").status_code == 200
 
-    os.kill(min(first), signal.SIGKILL)
-    replaced = _wait_children(edge, 2) if len(_children(edge)) == 2 else set()
+    killed = min(first)
+    os.kill(killed, signal.SIGKILL)
+    # Between the kill and the replacement, the parent has one child (or still lists the
+    # dead one): wait for two children of which the killed one is not.
+    replaced = _children(edge)
     deadline = time.monotonic() + 30
-    while (not replaced or min(first) in replaced) and time.monotonic() < deadline:
+    while (len(replaced) != 2 or killed in replaced) and time.monotonic() < deadline:
         time.sleep(0.1)
         replaced = _children(edge)
-    assert len(replaced) == 2 and min(first) not in replaced
+    assert len(replaced) == 2 and killed not in replaced, replaced
     with httpx.Client(base_url=url, timeout=10) as http:
         assert all(http.get("/hello").status_code == 200 for _ in range(10))
 
