@@ -116,8 +116,9 @@ def test_idle_section_with_tiny_sizes() -> None:
         assert gateway.memory_per_connection(role) is not None, role
     assert gateway.redis is not None
     # The counters are read over one connection made before the reset: reading them costs
-    # nothing that is counted.
-    assert "info" not in gateway.redis.commands and "hello" not in gateway.redis.commands
+    # nothing that is counted. (A HELLO may still be counted: on a loaded machine a process
+    # can open one of its own connections late, inside the idle window.)
+    assert "info" not in gateway.redis.commands
     rate = gateway.commands_per_second()
     assert rate is not None and rate >= (gateway.commands_per_second(presence=False) or 0.0)
     assert len(outcome.verdicts()) == 5
