@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 __all__ = [
+    "Deadline",
     "DeadlineExceeded",
     "Interruptible",
     "deadline_at",
@@ -32,6 +33,73 @@ class Interruptible(Protocol):
 
 class DeadlineExceeded(Exception):
     """A layer call did not finish within what a connection's budget left for it."""
+
+
+class Deadline:
+    """The one timer of one task's waits: a connection's pick-up and then each wait for its
+    Node's next frame, instead of an ``asyncio.timeout`` (an object, two running-loop lookups
+    and a state machine) per wait.
+
+    ``await deadline.wait(awaitable, when)`` awaits it, or raises ``TimeoutError`` once
+    ``when`` (loop time; None: never) passes or ``expire()`` is called meanwhile, by cancelling
+    the task that waits, as ``asyncio.timeout`` does; a cancellation from anyone else passes
+    through as ``CancelledError``. Made in, and waited in, the task it cancels.
+    """
+
+    __slots__ = ("_cancelling", "_fired", "_handle", "_loop", "_task", "waiting")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None, "a Deadline is made in the task whose waits it bounds"
+        self._task = task
+        self._cancelling = 0  # cancellations under way when it was made (3.11 counts them)
+        if sys.version_info >= (3, 11):
+            self._cancelling = task.cancelling()
+        self._handle: asyncio.TimerHandle | None = None
+        self._fired = False
+        self.waiting = False  # a wait is under way (and has not expired)
+
+    async def wait(self, awaitable: Awaitable[_T], when: float | None) -> _T:
+        self._fired = False
+        if when is not None:
+            self._handle = self._loop.call_at(when, self._fire)
+        self.waiting = True
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self._fired and self._uncancel() <= self._cancelling:
+                raise TimeoutError from None
+            raise
+        finally:
+            self.waiting = False
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+
+    async def within(self, awaitable: Awaitable[_T], seconds: float) -> _T:
+        """``wait`` with a deadline ``seconds`` from now."""
+        return await self.wait(awaitable, self._loop.time() + max(0.0, seconds))
+
+    def expire(self) -> None:
+        """End the wait under way now, with ``TimeoutError``."""
+        if self.waiting and not self._fired:
+            self._fire()
+
+    def expired(self) -> bool:
+        """The last wait ended (or is ending) by the deadline or ``expire()``."""
+        return self._fired
+
+    def _fire(self) -> None:
+        self._fired = True
+        self.waiting = False
+        self._handle = None
+        self._task.cancel()
+
+    def _uncancel(self) -> int:
+        if sys.version_info >= (3, 11):
+            return self._task.uncancel()
+        return 0  # pragma: no cover - Python 3.10 does not count cancellations
 
 
 if sys.version_info >= (3, 11):

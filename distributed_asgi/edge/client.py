@@ -25,6 +25,7 @@ class ClientSide:
         self.send = send
         self.settings = settings
         self.cycle: HTTPCycle | WebSocketCycle = cycle_for(scope)
+        self.is_http = scope["type"] == "http"
         self.status: int | None = None  # what the client was answered, for the metrics
         # A WebSocket denial response being collected (start, body chunks) before delivery.
         self._held: HeldDenial | None = None
@@ -33,6 +34,13 @@ class ClientSide:
     def saw_response(self) -> bool:
         """Something of the response reached the server (a held denial has not)."""
         return self.cycle.started and self._held is None
+
+    def completed_by(self, messages: list[Message]) -> bool:
+        """Whether ``messages`` end an HTTP response (its last body chunk is among them)."""
+        if not self.is_http or not messages:
+            return False
+        last = messages[-1]
+        return last.get("type") == "http.response.body" and not last.get("more_body", False)
 
     async def pass_on(self, messages: list[Message]) -> bool:
         """Pass the Node's messages on; True once the application's side is finished."""

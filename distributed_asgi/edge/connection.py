@@ -12,15 +12,14 @@ Rules of this file:
 - The edge never waits for a client before a Node is asked: a body already there travels with
   the ``connect``, the rest is pumped after the accept, pushed (no capacity in Redis) within
   the Node's credit (core/frames.py ``CREDIT_WINDOW``), given back to it as the client takes.
-- Every layer call made for a connection has a deadline from that connection's own budget
-  (``within``): the pick-up has the pickup timeout, a frame to the Node the Node's heartbeat
-  window. Redis that stops answering (a partition: nothing refused, nothing returned) then
-  costs each request its own budget at most, never the client library's socket timeout, and
-  no request waits behind another one's call.
+- Every layer call made for a connection has a deadline from its own budget: the pick-up the
+  pickup timeout, a frame to the Node the Node's heartbeat window. A Redis that stops
+  answering (a partition) costs each request its own budget at most, never the client
+  library's socket timeout, and no request waits behind another one's call.
 - Whether the Node is still there is the edge's business (_liveness.py: one beat per Node
-  process and interval; ``peer_lost``, ``peer_dropped``). A connection awaits its reply channel
-  directly, under one interruptible deadline (``deadline_at``): the HTTP timeouts, or now when
-  a pump or the liveness watch ends it. No task per frame.
+  process and interval; ``peer_lost``, ``peer_dropped``). The pick-up and each wait for the
+  Node's next frame run under the connection's one timer (``_aio.Deadline``): the HTTP
+  timeouts, or now when a pump or the liveness watch ends it. No task per frame.
 - Two facts say who still has to hear what: ``disconnected`` (the client is gone: its
   disconnect came in) and ``node_done`` (the Node needs nothing more: it ended the connection,
   or has been told the client is gone). A connection that returns with neither the cycle
@@ -37,7 +36,7 @@ import math
 import time
 from typing import Any
 
-from distributed_asgi._aio import DeadlineExceeded, Interruptible, deadline_at, within
+from distributed_asgi._aio import Deadline, DeadlineExceeded, within
 from distributed_asgi.core.flow import CreditWindow
 from distributed_asgi.core.frames import (
     Accept,
@@ -57,10 +56,9 @@ from distributed_asgi.edge.client import ClientSide
 from distributed_asgi.edge.pickup import PickUp, Refused
 from distributed_asgi.edge.refusal import (
     RemoteApplicationError,
-    declared_length,
-    has_body,
+    announced_body,
 )
-from distributed_asgi.edge.retry import may_retry
+from distributed_asgi.edge.retry import log_retry, may_retry
 from distributed_asgi.edge.settings import ConnectionRegistry, EdgeSettings
 from distributed_asgi.layers import GatewayLayer, LayerError
 
@@ -76,8 +74,16 @@ WATCH_DISCONNECT_AFTER = 0.05
 _LAYER_FAILURES: tuple[type[Exception], ...] = (DeadlineExceeded, LayerError)
 
 
+def _cancel(future: asyncio.Future[Message] | None) -> None:
+    if future is not None:
+        future.cancel()
+
+
 class EdgeConnection:
     """One client connection at the edge: uvicorn's cycle, with a Node instead of an app."""
+
+    deadline: Deadline  # made by run(), in the task whose waits it bounds
+    flow: CreditWindow  # frames to the Node, and the Node's frames taken (made by _pump)
 
     def __init__(
         self,
@@ -132,36 +138,37 @@ class EdgeConnection:
         # sent to it.
         self.window = self.settings.window
         # Set when a pump or the liveness watch ends the connection early, with the outcome;
-        # ``_waiting`` is the deadline of the receive under way, brought to now to end it.
+        # the receive under way then ends at once (``Deadline.expire``).
         self._stop: Outcome | None = None
         self._retrying = False  # the Node was lost and the request goes to another one
-        self.flow = CreditWindow()  # frames to the Node, and the Node's frames taken
         self._client_pump: asyncio.Task[None] | None = None
-        self._waiting: Interruptible | None = None
 
     async def run(self) -> None:
+        self.deadline = Deadline()  # bounds this task's waits (see the rules above)
         await self._run()
         if self.retried and self.outcome is Outcome.SERVED:
             self.outcome = Outcome.RETRIED
 
     async def _run(self) -> None:
-        if self.is_http and declared_length(self.scope) > self.settings.max_body_size:
+        body, length = announced_body(self.scope) if self.is_http else (False, 0)
+        if length > self.settings.max_body_size:
             self.outcome = Outcome.TOO_LARGE
             await self.client.respond(413)
             return
-        first: asyncio.Future[Message]
-        if not self.is_http or not has_body(self.scope):
+        # The client's first message, or (a body that is not here yet) the wait for it.
+        first: asyncio.Future[Message] | None = None
+        if not body:
             # websocket.connect, or a request without a body: the server answers at once.
-            first = asyncio.get_running_loop().create_future()
-            first.set_result(await self.receive())
+            message: Message | None = await self.receive()
         else:
             first = asyncio.ensure_future(self.receive())
             # One turn of the loop: enough for a body that is already here to come back with
             # the connect frame, never a wait for a slow client before a Node is even asked.
             await asyncio.sleep(0)
+            message = first.result() if first.done() else None
         initial: list[Message] = []
-        if first.done():
-            message = first.result()
+        if message is not None:
+            first = None
             if not self._check_body(message):
                 self.outcome = Outcome.TOO_LARGE
                 await self.client.respond(413)
@@ -174,34 +181,27 @@ class EdgeConnection:
             try:
                 self.pickup.peer = await self.registry.peer_channel()
                 self.pickup.round = self.registry.holding(self.conn_id)
-                answer = await self.pickup.run(initial)
+                answer = await self.pickup.run(initial, self.deadline)
                 if isinstance(answer, Refused):
                     await self._refused(answer)
-                    first.cancel()
+                    _cancel(first)
                     return
                 if await self._accepted(answer):  # a whole short response came with the accept
                     self.registry.unregister(self)
-                    first.cancel()
+                    _cancel(first)
                     return
             except BaseException:
-                first.cancel()
+                _cancel(first)
                 self.registry.unregister(self)
                 raise
             finally:
                 self.registry.release(self.conn_id)  # registered (or refused) by now
-            await self._pump(None if initial else first, watch_later=self.whole)
+            await self._pump(first, watch_later=self.whole)
             if not self._retrying:
                 return
             self.retried += 1
             self.registry.retried(self.key)
-            logger.warning(
-                "retrying %s on another Node (retry %d of %d): the Node %s was lost before "
-                "it answered",
-                describe(self.scope),
-                self.retried,
-                self.settings.retries,
-                self.node_name,
-            )
+            log_retry(self.scope, self.retried, self.settings, self.node_name)
             self._attempt()
 
     async def _refused(self, refused: Refused) -> None:
@@ -221,10 +221,16 @@ class EdgeConnection:
         self.node_name = accept.node or self.peer_key  # for the logs
         self.beat_id = None if accept.peer else self.conn_id
         self.node_round = accept.round
+        messages = accept.messages
+        if self.client.completed_by(messages):
+            # The whole response came with the accept: the Node needs nothing more from this
+            # connection, so there is nothing of it for the liveness watch to judge.
+            return await self.client.pass_on(messages)
         self.registry.register(self)  # before anything awaits: always listed to a Node
-        return bool(accept.messages) and await self.client.pass_on(accept.messages)
+        return bool(messages) and await self.client.pass_on(messages)
 
     async def _pump(self, first: asyncio.Future[Message] | None, *, watch_later: bool) -> None:
+        self.flow = CreditWindow()  # frames to the Node, and the Node's frames taken
         # Only the client's disconnect can come after a whole request: watched for once the
         # response takes a while (most are done by then), which spares a task per request.
         loop = asyncio.get_running_loop()
@@ -326,20 +332,18 @@ class EdgeConnection:
     # -- Node -> client ------------------------------------------------------------------------
 
     async def _node_to_client(self) -> None:
+        deadline = self.deadline
         while not self.client.cycle.finished and self._stop is None:
             when, expired = self._deadline()
             try:
-                async with deadline_at(when) as self._waiting:
-                    raw = await self.layer.receive(self.pickup.reply_channel)
+                raw = await deadline.wait(self.layer.receive(self.pickup.reply_channel), when)
             except TimeoutError:
-                if self._waiting is None or not self._waiting.expired():
+                if not deadline.expired():
                     raise  # not ours: the layer's own
                 if self._stop is None and expired is not None:
                     await self._timed_out(expired)
                     return
                 break
-            finally:
-                self._waiting = None
             self.registry.heard(self.peer_key)
             frame = self._decode(raw)
             if isinstance(frame, Asgi):
@@ -415,7 +419,7 @@ class EdgeConnection:
         """The Node's alive frame did not list this connection: it let go of it (its frames
         were lost). Acted on only while waiting for a frame, as every frame the Node sent
         before letting go has been taken by then."""
-        if self._waiting is None or self._waiting.expired():
+        if not self.deadline.waiting:
             return  # busy with a frame: the Node's next alive frame tells again
         logger.warning("the Node serving %s no longer has it: giving up", describe(self.scope))
         self._finish(Outcome.NODE_LOST)
@@ -424,9 +428,7 @@ class EdgeConnection:
         if self._stop is not None:
             return
         self._stop = outcome
-        waiting = self._waiting
-        if waiting is not None and not waiting.expired():
-            waiting.reschedule(-math.inf)  # at once: end the receive under way
+        self.deadline.expire()  # end the receive under way, if one is
 
     # -- helpers ------------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The pick-up: a ``connect`` out on the route channel, an ``accept`` back, or a refusal.
 
-One deadline (one timer) covers the whole pick-up: the connect's send and the wait for an
-accept. A send still unconfirmed at the connect's own deadline cannot start anything any more
-(a Node drops it), so both end ``PICKUP_GRACE`` after it. What went wrong decides the answer:
+One deadline (the connection's one timer) covers the whole pick-up: the connect's send and
+the wait for an accept. A send still unconfirmed at the connect's own deadline cannot start
+anything any more (a Node drops it), so both end ``PICKUP_GRACE`` after it. What went wrong
+decides the answer:
 
 | what happened                                 | outcome      | status              |
 |-----------------------------------------------|--------------|---------------------|
@@ -19,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from distributed_asgi._aio import DeadlineExceeded, within
+from distributed_asgi._aio import Deadline
 from distributed_asgi.core.frames import (
     PICKUP_GRACE,
     Accept,
@@ -62,11 +63,15 @@ class PickUp:
     queued: bool = False  # the layer confirmed the connect's send
     wait: float | None = None  # connect sent -> accept, for the metrics
 
-    async def run(self, initial: list[Message]) -> Accept | Refused:
+    async def run(self, initial: list[Message], deadline: Deadline) -> Accept | Refused:
         settings = self.settings
         try:
-            return await within(settings.pickup_timeout + PICKUP_GRACE, self._connect(initial))
-        except DeadlineExceeded:
+            return await deadline.within(
+                self._connect(initial), settings.pickup_timeout + PICKUP_GRACE
+            )
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # not the pick-up's: the layer's own
             if not self.queued:
                 logger.warning(
                     "Redis did not take the connect of %s for %r within %.1fs: refusing it",

@@ -60,21 +60,21 @@ def edge_answer(scope: Scope, status: int, retry_after: int | None) -> list[Mess
     return refusal_messages(scope, status, headers)
 
 
-def has_body(scope: Scope) -> bool:
-    """Whether an HTTP request's headers announce a body (chunked, or a non-zero length)."""
-    for name, value in scope.get("headers", ()):
-        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-            return True
-    return False
-
-
-def declared_length(scope: Scope) -> int:
-    """The request's ``content-length``; 0 when absent or not a number (the server rejects
-    those itself)."""
+def announced_body(scope: Scope) -> tuple[bool, int]:
+    """Whether an HTTP request's headers announce a body (chunked, or a non-zero length), and
+    its ``content-length`` (0 when absent or not a number: the server rejects those itself);
+    one pass over the headers."""
+    body, length, counted = False, 0, False
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return 0
+            body = body or value != b"0"
+            if not counted:  # the first one counts
+                counted = True
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = 0
+        elif name == b"transfer-encoding":
+            body = True
+    return body, length
     return 0

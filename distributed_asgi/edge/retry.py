@@ -24,14 +24,18 @@ answered 502, as the lost Node's request would have been: a 503 would say it nev
 from __future__ import annotations
 
 import contextlib
+import logging
 
 from distributed_asgi._aio import DeadlineExceeded, within
+from distributed_asgi.core.frames import describe
 from distributed_asgi.core.types import Scope
 from distributed_asgi.edge.settings import EdgeSettings
 from distributed_asgi.layers import GatewayLayer, LayerError, RedisChannelLayer, central_layer
 from distributed_asgi.layers.keys import RETRIES
 
-__all__ = ["COUNT_TIMEOUT", "count_retry", "may_retry"]
+__all__ = ["COUNT_TIMEOUT", "count_retry", "log_retry", "may_retry"]
+
+logger = logging.getLogger("distributed_asgi.distributor")
 
 # How long counting a retry in Redis may take (in the background) before it is given up.
 COUNT_TIMEOUT = 5.0
@@ -54,6 +58,16 @@ def may_retry(
         and not response_started
         and not client_gone
         and scope.get("method") in settings.retry_methods
+    )
+
+
+def log_retry(scope: Scope, retried: int, settings: EdgeSettings, node: str) -> None:
+    logger.warning(
+        "retrying %s on another Node (retry %d of %d): the Node %s was lost before it answered",
+        describe(scope),
+        retried,
+        settings.retries,
+        node,
     )
 
 

@@ -1,0 +1,68 @@
+"""``_aio.Deadline``: the one timer of a connection's waits, in a real event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from distributed_asgi._aio import Deadline
+
+
+async def test_a_wait_that_outlives_its_deadline_raises_timeout_error() -> None:
+    deadline = Deadline()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await deadline.wait(asyncio.sleep(10), loop.time() + 0.05)
+    assert deadline.expired()
+    assert 0.04 <= loop.time() - started < 1.0
+
+
+async def test_a_wait_that_finishes_in_time_returns_and_leaves_no_timer() -> None:
+    deadline = Deadline()
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[int] = loop.create_future()
+    loop.call_later(0.01, future.set_result, 7)
+    assert await deadline.wait(future, loop.time() + 0.05) == 7
+    assert not deadline.expired()
+    await asyncio.sleep(0.1)  # past the deadline: the task must not be cancelled now
+    assert await deadline.within(asyncio.sleep(0, "again"), 1.0) == "again"
+
+
+async def test_expire_ends_the_wait_under_way_from_another_task() -> None:
+    deadline = Deadline()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.02, deadline.expire)
+    with pytest.raises(TimeoutError):
+        await deadline.wait(asyncio.sleep(10), None)
+    assert deadline.expired() and not deadline.waiting
+
+
+async def test_expire_between_waits_does_nothing() -> None:
+    deadline = Deadline()
+    deadline.expire()
+    assert not deadline.expired()
+    assert await deadline.wait(asyncio.sleep(0, 1), None) == 1
+
+
+async def test_a_timeout_error_from_inside_passes_through_as_not_expired() -> None:
+    async def fails() -> None:
+        raise TimeoutError("the client library's own")
+
+    deadline = Deadline()
+    with pytest.raises(TimeoutError, match="own"):
+        await deadline.within(fails(), 1.0)
+    assert not deadline.expired()
+
+
+async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
+    async def waits() -> None:
+        deadline = Deadline()
+        await deadline.within(asyncio.sleep(10), 5.0)
+
+    task = asyncio.ensure_future(waits())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
