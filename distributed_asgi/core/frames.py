@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distributed_asgi.core.errors import FrameError
-from distributed_asgi.core.names import require_valid_channel_name
+from distributed_asgi.core.names import MAX_NAME_LENGTH, require_valid_channel_name
 from distributed_asgi.core.scopes import (
     SUPPORTED_EXTENSIONS,
     describe,
@@ -226,15 +226,11 @@ def decode_frame(message: object) -> Frame:
     if kind == "alive":  # the one frame of a process, not of a connection: no id
         return Alive(_process_channel(message, "from"), _round(message) or 0, _held(message))
     conn_id = _str(message, "id")
+    # The kinds of every request first: asgi both ways, connect at the Node, accept at the edge.
     if kind == "asgi":
         return Asgi(conn_id, _messages(message.get("m")))
-    if kind == "credit":
-        frames = _round(message)
-        if not frames:
-            raise FrameError(f"credit frame 'n' must be an int > 0, got {message.get('n')!r}")
-        return Credit(conn_id, frames)
-    if kind == "heartbeat":
-        return Heartbeat(conn_id)
+    if kind == "connect":
+        return _connect(message, conn_id)
     if kind == "accept":
         return Accept(
             conn_id,
@@ -245,35 +241,45 @@ def decode_frame(message: object) -> Frame:
             _round(message),
             _optional_str(message, "node"),
         )
+    if kind == "credit":
+        frames = _round(message)
+        if not frames:
+            raise FrameError(f"credit frame 'n' must be an int > 0, got {message.get('n')!r}")
+        return Credit(conn_id, frames)
+    if kind == "heartbeat":
+        return Heartbeat(conn_id)
     if kind == "end":
         error = message.get("error")
         if error is not None and not isinstance(error, str):
             raise FrameError(f"end frame 'error' must be a str or None, got {error!r}")
         return End(conn_id, error)
-    if kind == "connect":
-        deadline = message.get("deadline")
-        if (
-            isinstance(deadline, bool)
-            or not isinstance(deadline, (int, float))
-            or not math.isfinite(deadline)
-        ):
-            # NaN would never count as passed, so a Node would start a connection forever.
-            raise FrameError(f"connect frame 'deadline' must be a number, got {deadline!r}")
-        scope = scope_from_wire(message.get("scope"))
-        first = _messages(message.get("m", []))
-        for item in first:
-            check_client_message(scope["type"], item)
-        return Connect(
-            conn_id,
-            scope,
-            _process_channel(message, "reply"),
-            float(deadline),
-            _seconds(message, "hb"),
-            first,
-            _peer(message),
-            _round(message),
-        )
     raise FrameError(f"unknown frame kind {kind!r}")
+
+
+def _connect(message: Mapping[str, Any], conn_id: str) -> Connect:
+    deadline = message.get("deadline")
+    if type(deadline) is not float and (
+        isinstance(deadline, bool) or not isinstance(deadline, (int, float))
+    ):
+        raise FrameError(f"connect frame 'deadline' must be a number, got {deadline!r}")
+    if not math.isfinite(deadline):
+        # NaN would never count as passed, so a Node would start a connection forever.
+        raise FrameError(f"connect frame 'deadline' must be a number, got {deadline!r}")
+    scope = scope_from_wire(message.get("scope"))
+    first = _messages(message.get("m", []))
+    scope_type = scope["type"]
+    for item in first:
+        check_client_message(scope_type, item)
+    return Connect(
+        conn_id,
+        scope,
+        _process_channel(message, "reply"),
+        float(deadline),
+        _seconds(message, "hb"),
+        first,
+        _peer(message),
+        _round(message),
+    )
 
 
 def _str(message: Mapping[str, Any], key: str) -> str:
@@ -297,6 +303,16 @@ def _process_channel(message: Mapping[str, Any], key: str) -> str:
     refuse must not start the application at all, and a forged frame must not make a Node or an
     edge write into a normal channel (a route channel, say) instead of a process's own.
     """
+    value = message.get(key)
+    # The usual name: the inbox part (``name!``) of a name that passed the full check before,
+    # and a suffix of letters and digits (what the pattern's ``[\d\w\-_.]*`` takes), so a
+    # process's names, one per connection, cost no pattern match after its first.
+    if type(value) is str and len(value) < MAX_NAME_LENGTH:
+        bang = value.find("!") + 1
+        if bang > 1 and value[:bang] in _CHECKED_INBOXES:
+            suffix = value[bang:]
+            if not suffix or suffix.isalnum():
+                return value
     value = _str(message, key)
     try:
         require_valid_channel_name(value)
@@ -304,7 +320,16 @@ def _process_channel(message: Mapping[str, Any], key: str) -> str:
         raise FrameError(f"frame field {key!r}: {exc}") from None
     if "!" not in value:
         raise FrameError(f"frame field {key!r} must be a process-specific channel, got {value!r}")
+    if len(_CHECKED_INBOXES) >= _INBOXES_KEPT:
+        _CHECKED_INBOXES.clear()  # processes come and go: start over
+    _CHECKED_INBOXES.add(value[: value.index("!") + 1])
     return value
+
+
+# The inbox parts of process channels that passed the full check (see _process_channel): one
+# per process this one has heard from, bounded.
+_CHECKED_INBOXES: set[str] = set()
+_INBOXES_KEPT = 1024
 
 
 def _round(message: Mapping[str, Any]) -> int | None:
@@ -334,6 +359,8 @@ def _peer(message: Mapping[str, Any]) -> str | None:
 
 def _seconds(message: Mapping[str, Any], key: str) -> float:
     value = message.get(key)
+    if type(value) is float and 0 < value < math.inf:  # the usual case, without the rest
+        return value
     # Finite: an infinite heartbeat interval would make the other side wait forever for a
     # peer that may be dead.
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -374,6 +401,11 @@ def check_client_message(scope_type: str, message: Mapping[str, Any]) -> None:
     """``FrameError`` unless ``message`` is one a server could pass to ``receive()`` for a
     ``scope_type`` connection: the Node hands the application only what uvicorn would."""
     kind = message.get("type")
+    if kind == "http.request" and scope_type == "http":  # the usual message, checked inline
+        body = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        if isinstance(body, bytes) and (more_body is False or more_body is True):
+            return
     fields = _CLIENT_MESSAGES.get(scope_type, {}).get(kind) if isinstance(kind, str) else None
     if fields is None:
         raise FrameError(f"{kind!r} is not a message an ASGI server sends to a {scope_type} app")
