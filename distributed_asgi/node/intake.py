@@ -10,10 +10,11 @@ Rules of this file:
   fewest receives first.
 - When a key takes a connect with the room used up, keys idle for ``IDLE_AFTER`` give back
   their receives beyond one, so a busy key is not held to its share by quiet ones.
-- Receives are futures with done-callbacks rather than a wait loop: a finished receive hands
-  its message on and refills, directly. A cancelled receive puts what it popped back; one
-  that has finished is never cancelled (its connect is on its way to ``on_message``) and
-  counts against the room until its callback runs.
+- Each receive is a task that, once it has its message, leaves the receives, hands the message
+  on and refills the room in the same step, then runs the connection that message started: a
+  connection costs one task from its receive to its end, and no callback. A cancelled
+  receive puts what it popped back; one that has its message is no longer a receive, so it is
+  never cancelled as one.
 - A key with a limit (``limits``) never has more receives than its limit less its running
   connections: beyond that its work stays in Redis, as beyond the room.
 
@@ -33,12 +34,12 @@ With ``priority`` (``PriorityIntake``) the order of the keys is the order of pre
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import GatewayLayer
@@ -55,7 +56,8 @@ PROBE_AFTER = 0.05
 
 
 class Intake:
-    """Receives on ``keys``; each message goes to ``on_message(key, message)``.
+    """Receives on ``keys``; each message goes to ``on_message(key, message)``, which returns
+    the connection it started (awaited in the receive's task, after the refill) or None.
 
     ``room()`` is how many more connections the Node may take now (0 when it is stopping);
     ``limits`` bounds some keys' connections (checked by ``new_intake``). The Node reports each
@@ -67,7 +69,7 @@ class Intake:
         layer: GatewayLayer,
         keys: list[str],
         room: Callable[[], int],
-        on_message: Callable[[str, Message], None],
+        on_message: Callable[[str, Message], Awaitable[None] | None],
         limits: Mapping[str, int] | None = None,
     ) -> None:
         self.layer = layer
@@ -76,8 +78,10 @@ class Intake:
         self.on_message = on_message
         self.limits = dict(limits or {})
         self.running = dict.fromkeys(keys, 0)  # key -> its connections running now
-        self._receives: dict[asyncio.Future[Message], str] = {}
+        self._receives: dict[asyncio.Task[None], str] = {}
         self._receiving = dict.fromkeys(keys, 0)  # key -> receives waiting on it
+        # The loop the receives run in (set when the Node starts; else the running one).
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._last_taken = dict.fromkeys(keys, -IDLE_AFTER)  # key -> monotonic time
 
     def fill(self, taken_on: str | None = None) -> None:
@@ -165,30 +169,43 @@ class Intake:
         return freed
 
     def _receive(self, key: str) -> None:
-        future = asyncio.get_running_loop().create_task(self.layer.receive(key))
-        self._receives[future] = key
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        task = loop.create_task(self._take(key, loop))
+        self._receives[task] = key
         self._receiving[key] += 1
-        future.add_done_callback(functools.partial(self._received, key))
 
-    def _received(self, key: str, future: asyncio.Future[Message]) -> None:
-        if self._receives.pop(future, None) is not None:
-            self._receiving[key] -= 1
-        # else: it was let go of, but had finished by then (its callback still queued): it
-        # holds a connection that must not be lost: on_message gets it, and hands it back when
-        # the Node is stopping or full.
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
+    async def _take(self, key: str, loop: asyncio.AbstractEventLoop) -> None:
+        """One receive on ``key``, then the connection its message started, if any."""
+        task = asyncio.current_task(loop)
+        try:
+            message = await self.layer.receive(key)
+        except asyncio.CancelledError:
+            self._settled(key, task, taken=False)
+            raise
+        except Exception as error:
+            self._settled(key, task, taken=False)
             logger.warning("receive on %r failed: %s", key, error)
-            asyncio.get_running_loop().call_later(0.1, self.fill)
+            loop.call_later(0.1, self.fill)
             return
+        self._settled(key, task, taken=True)
         self._last_taken[key] = time.monotonic()
-        self.on_message(key, future.result())
+        # It may come when the Node is stopping or full (it was let go of just as it got its
+        # message): on_message hands it back then.
+        connection = self.on_message(key, message)
         if self.room() <= 0:
             self.cancel()
         else:
             self.fill(taken_on=key)
+        if connection is not None:
+            await connection
+
+    def _settled(self, key: str, task: asyncio.Task[Any] | None, *, taken: bool) -> None:
+        """A receive on ``key`` ended (``taken``: with a message): no longer one of the
+        receives, unless ``cancel()`` (or a take-back) let go of it already."""
+        if task is not None and self._receives.pop(task, None) is not None:
+            self._receiving[key] -= 1
 
 
 class PriorityIntake(Intake):
@@ -200,7 +217,7 @@ class PriorityIntake(Intake):
         layer: GatewayLayer,
         keys: list[str],
         room: Callable[[], int],
-        on_message: Callable[[str, Message], None],
+        on_message: Callable[[str, Message], Awaitable[None] | None],
         limits: Mapping[str, int] | None = None,
         share: int = 10,
     ) -> None:
@@ -313,19 +330,17 @@ class PriorityIntake(Intake):
         super()._receive(key)
         self._issued[key].append(time.monotonic())
 
-    def _received(self, key: str, future: asyncio.Future[Message]) -> None:
-        if future in self._receives and self._issued[key]:
+    def _settled(self, key: str, task: asyncio.Task[Any] | None, *, taken: bool) -> None:
+        if task in self._receives and self._issued[key]:
             self._issued[key].popleft()
-        if not future.cancelled() and future.exception() is None:
+        if taken:
             self._note_taken(key)
-        super()._received(key, future)
+        super()._settled(key, task, taken=taken)
 
 
-def _pending(
-    receives: dict[asyncio.Future[Message], str], key: str
-) -> list[asyncio.Future[Message]]:
-    """``key``'s receives that have not finished. A finished one holds a connect its callback
-    will hand on: cancelling it would not put that back, and the room must still count it."""
+def _pending(receives: dict[asyncio.Task[None], str], key: str) -> list[asyncio.Task[None]]:
+    """``key``'s receives that have not finished (one that has, ended by an error or by a
+    cancellation of its own, still counts until its task has run)."""
     return [future for future, k in receives.items() if k == key and not future.done()]
 
 
@@ -343,7 +358,7 @@ def new_intake(
     layer: GatewayLayer,
     keys: list[str],
     room: Callable[[], int],
-    on_message: Callable[[str, Message], None],
+    on_message: Callable[[str, Message], Awaitable[None] | None],
     traffic: Traffic,
 ) -> Intake:
     """The Node's intake, its options checked (``ValueError`` naming the bad one)."""

@@ -1,14 +1,14 @@
 """The Node: a worker that takes connections from route channels and runs the application.
 
 Built on ``asgiref.server.StatelessServer``: ``handle()`` takes connections,
-``get_or_create_application_instance`` starts one application instance per connection in
+``get_or_create_application_instance`` records one application instance per connection in
 ``application_instances``, ``application_checker`` reaps them and hands their exceptions to
 ``application_exception``. Differences, and why:
 
 - Capacity is reserved before a connection is taken (node/intake.py): the receives waiting on
   the route channels never exceed the room (``max_applications`` minus running connections),
   so the base class's eviction of the oldest instance never happens, and work beyond the room
-  stays in Redis for other Nodes.
+  stays in Redis for other Nodes. An instance runs in the task that received its connect.
 - An instance's ``receive`` and ``send`` belong to its ``NodeConnection``
   (node/connection.py), which writes the ``accept`` before the application's first line runs,
   turns messages into frames on the edge's reply channel and feeds frames from the Node's own
@@ -255,9 +255,9 @@ class Node(StatelessServer):
                 },
             )
             await self._drain()
-            # Receives that finished just as the Node stopped still have their callbacks
-            # queued: one loop turn runs them (they hand their connections back); then the
-            # hand-backs must reach Redis before the layer closes, or they are lost with it.
+            # Receives cancelled as the Node stopped take it in the next loop turn, and one
+            # that had its connect just then hands it back; the hand-backs must reach Redis
+            # before the layer closes, or they are lost with it.
             await asyncio.sleep(0)
             await asyncio.gather(*self._background, return_exceptions=True)
         finally:
@@ -278,6 +278,7 @@ class Node(StatelessServer):
     async def handle(self) -> None:
         """Read route channels while there is room; start a connection per ``connect``."""
         assert self._stopping is not None
+        self.intake.loop = self._loop
         self.intake.fill()
         try:
             await self._stopping.wait()
@@ -291,15 +292,16 @@ class Node(StatelessServer):
             return 0
         return self.max_applications - len(self.connections)
 
-    def _on_route_message(self, key: str, raw: Message) -> None:
+    def _on_route_message(self, key: str, raw: Message) -> Awaitable[None] | None:
+        """The connection ``raw`` starts, to run in the intake's task; None if it starts none."""
         try:
             frame = decode_frame(raw)
         except FrameError as exc:
             logger.warning("dropped a bad frame on %r: %s", key, exc)
-            return
+            return None
         if not isinstance(frame, Connect):
             logger.warning("dropped a %s frame on route channel %r", type(frame).__name__, key)
-            return
+            return None
         late = time.time() - frame.deadline
         if late > 0:
             if self.metrics is not None:
@@ -310,15 +312,15 @@ class Node(StatelessServer):
                 describe(frame.scope),
                 late,
             )
-            return
+            return None
         if frame.conn_id in self.connections:
             logger.warning("dropped a second connect for connection %s", frame.conn_id)
-            return
+            return None
         if self._room() <= 0 or not self.intake.has_room(key):
             # Popped beyond our room (a receive finished as the Node stopped or filled up).
             self._spawn(self._hand_back(key, raw))
-            return
-        self._start(key, frame)
+            return None
+        return self._start(key, frame)
 
     async def _hand_back(self, key: str, raw: Message) -> None:
         with contextlib.suppress(ChannelFull, LayerError):
@@ -329,7 +331,7 @@ class Node(StatelessServer):
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _start(self, key: str, connect: Connect) -> None:
+    def _start(self, key: str, connect: Connect) -> Awaitable[None]:
         scope = connect.scope
         scope["asgi"] = {**scope.get("asgi", {}), "version": self.asgi_version}
         assert self.lifespan is not None
@@ -351,6 +353,7 @@ class Node(StatelessServer):
         if self.metrics is not None:
             self.metrics.connection_started()
         self.get_or_create_application_instance(connection.conn_id, scope)
+        return self._serve(connection)
 
     async def _serve(self, connection: NodeConnection) -> None:
         await connection.run(self.application)
@@ -360,10 +363,12 @@ class Node(StatelessServer):
     def get_or_create_application_instance(self, scope_id: str, scope: Mapping[str, Any]) -> Any:
         # Overridden: the base's unbounded input queue would defeat flow control (the inbox is
         # bounded), and its eviction never applies (room is reserved before a connect is taken).
-        connection = self.connections[scope_id]
-        future = asyncio.get_running_loop().create_task(self._serve(connection))
-        self.application_instances[scope_id] = {"future": future, "scope": scope}
-        return connection.inbox
+        # The instance runs in the intake's task that took its connect (node/intake.py), which
+        # awaits _serve() next: that task is the instance's future.
+        task = asyncio.current_task(self._loop)
+        assert task is not None, "called from the intake's task"
+        self.application_instances[scope_id] = {"future": task, "scope": scope}
+        return self.connections[scope_id].inbox
 
     def connection_done(self, connection: NodeConnection) -> None:
         self.connections.pop(connection.conn_id, None)
