@@ -51,6 +51,8 @@ __all__ = [
     "decode_frame",
     "describe",
     "encode",
+    "encode_accept",
+    "encode_asgi",
     "plain_message",
     "plain_response_start",
     "scope_from_wire",
@@ -166,7 +168,7 @@ Frame = Connect | Accept | Asgi | Credit | Heartbeat | Alive | End
 def encode(frame: Frame) -> Message:
     """The wire form of ``frame``: what ``decode_frame`` turns back into an equal frame."""
     if isinstance(frame, Asgi):
-        return {"v": FRAME_VERSION, "t": "asgi", "id": frame.conn_id, "m": list(frame.messages)}
+        return encode_asgi(frame.conn_id, list(frame.messages))
     if isinstance(frame, Credit):
         return {"v": FRAME_VERSION, "t": "credit", "id": frame.conn_id, "n": frame.frames}
     if isinstance(frame, Heartbeat):
@@ -177,22 +179,15 @@ def encode(frame: Frame) -> Message:
             alive["held"] = list(frame.held)
         return alive
     if isinstance(frame, Accept):
-        wire: Message = {
-            "v": FRAME_VERSION,
-            "t": "accept",
-            "id": frame.conn_id,
-            "channel": frame.channel,
-            "hb": frame.heartbeat,
-        }
-        if frame.messages:
-            wire["m"] = list(frame.messages)
-        if frame.peer is not None:
-            wire["peer"] = frame.peer
-        if frame.round is not None:
-            wire["n"] = frame.round
-        if frame.node is not None:
-            wire["node"] = frame.node
-        return wire
+        return encode_accept(
+            frame.conn_id,
+            frame.channel,
+            frame.heartbeat,
+            list(frame.messages),
+            frame.peer,
+            frame.round,
+            frame.node,
+        )
     if isinstance(frame, End):
         return {"v": FRAME_VERSION, "t": "end", "id": frame.conn_id, "error": frame.error}
     connect: Message = {
@@ -210,6 +205,45 @@ def encode(frame: Frame) -> Message:
     if frame.round is not None:
         connect["n"] = frame.round
     return connect
+
+
+# The frames of every request, encoded without making the frame object first (a frozen
+# dataclass costs as much to make as its wire dict): ``encode(Asgi(...))`` and
+# ``encode(Accept(...))`` are these.
+
+
+def encode_asgi(conn_id: str, messages: list[Message]) -> Message:
+    """The wire form of ``Asgi(conn_id, messages)`` (``messages`` is the frame's own list)."""
+    return {"v": FRAME_VERSION, "t": "asgi", "id": conn_id, "m": messages}
+
+
+def encode_accept(
+    conn_id: str,
+    channel: str,
+    heartbeat: float,
+    messages: list[Message] | None = None,
+    peer: str | None = None,
+    round: int | None = None,
+    node: str | None = None,
+) -> Message:
+    """The wire form of ``Accept(conn_id, channel, heartbeat, messages or [], peer, round,
+    node)``."""
+    wire: Message = {
+        "v": FRAME_VERSION,
+        "t": "accept",
+        "id": conn_id,
+        "channel": channel,
+        "hb": heartbeat,
+    }
+    if messages:
+        wire["m"] = messages
+    if peer is not None:
+        wire["peer"] = peer
+    if round is not None:
+        wire["n"] = round
+    if node is not None:
+        wire["node"] = node
+    return wire
 
 
 # -- decoding ------------------------------------------------------------------------------------
@@ -426,12 +460,14 @@ def check_client_message(scope_type: str, message: Mapping[str, Any]) -> None:
 
 def plain_response_start(message: Message) -> Message:
     """A msgpack-safe ``http.response.start`` with only the fields every hop honours."""
-    return {
+    start: Message = {
         "type": "http.response.start",
         "status": int(message["status"]),
         "headers": [[bytes(k), bytes(v)] for k, v in message.get("headers", ())],
-        **({"trailers": True} if message.get("trailers") else {}),
     }
+    if message.get("trailers"):
+        start["trailers"] = True
+    return start
 
 
 def plain_message(message: Message) -> Message:

@@ -44,7 +44,6 @@ from distributed_asgi.core.flow import CreditWindow
 from distributed_asgi.core.frames import (
     CREDIT_WINDOW,
     PICKUP_GRACE,
-    Accept,
     Asgi,
     Connect,
     Credit,
@@ -55,6 +54,8 @@ from distributed_asgi.core.frames import (
     decode_frame,
     describe,
     encode,
+    encode_accept,
+    encode_asgi,
     plain_message,
     plain_response_start,
 )
@@ -83,11 +84,11 @@ class NodeConnection:
 
     # fmt: off
     __slots__ = (
-        "_arrived", "_flushing", "_pending_start", "_reader", "_reading", "_send_lock", "accepted",
-        "beat_id", "channel", "conn_id", "cycle", "deadline", "disconnected", "edge_round",
-        "edge_window", "failed", "flow", "heartbeat_interval", "inbox", "is_head", "is_http",
-        "layer", "liveness", "node_id", "on_done", "own_peer", "peer_key", "reply_channel",
-        "route_key", "scope", "started", "taken",
+        "_arrived", "_flushing", "_pending_start", "_reader", "_reading", "_sending", "_turns",
+        "accepted", "beat_id", "channel", "conn_id", "cycle", "deadline", "disconnected",
+        "edge_round", "edge_window", "failed", "flow", "heartbeat_interval", "inbox", "is_head",
+        "is_http", "layer", "liveness", "loop", "node_id", "on_done", "own_peer", "peer_key",
+        "raised", "reply_channel", "route_key", "scope", "started", "taken",
     )
     # fmt: on
 
@@ -103,8 +104,11 @@ class NodeConnection:
         liveness: Liveness[NodeConnection],
         peer: str | None,
         node_id: str | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.layer = layer
+        # The Node's loop, kept: asyncio.get_running_loop() costs a getpid() system call.
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.liveness = liveness
         # The Node's liveness channel and its id (for the edge's logs), told in the accept.
         self.own_peer, self.node_id = peer, node_id
@@ -118,6 +122,7 @@ class NodeConnection:
         self.route_key = ""  # the route channel it came from, for the Node's counters
         self.taken = time.monotonic()
         self.failed = False  # the application raised
+        self.raised = False  # run() ended by an exception (a cancellation included)
         self.conn_id = connect.conn_id
         self.reply_channel = connect.reply_channel
         self.deadline = connect.deadline
@@ -132,7 +137,10 @@ class NodeConnection:
         self.disconnected = False  # the client (or the edge) is gone
         self._arrived: asyncio.Event | None = None  # made by the first receive() that waits
         self.flow = CreditWindow()  # frames to the edge, and the edge's frames read
-        self._send_lock = asyncio.Lock()
+        # Frames go out one at a time, in order (an application may send from two tasks): a
+        # send under way holds the turn; the others wait in _turns for it, first come first.
+        self._sending = False
+        self._turns: deque[asyncio.Future[None]] | None = None
         self._pending_start: Message | None = None
         self._flushing: asyncio.Task[None] | None = None
         self.accepted = False
@@ -153,6 +161,7 @@ class NodeConnection:
             await application(self.scope, self.receive, self.send)
         except BaseException as exc:
             error = exc
+            self.raised = True
             self.failed = self.started and not isinstance(exc, asyncio.CancelledError)
             raise
         finally:
@@ -160,10 +169,21 @@ class NodeConnection:
             if self._reader is not None:
                 self._reader.cancel()
             try:
-                if self.started:
+                if self.started and not self._finished():
                     await self._finish(error)
+            except BaseException:
+                self.raised = True
+                raise
             finally:
                 self.on_done(self)
+
+    def _finished(self) -> bool:
+        """Whether the connection is over with nothing left for ``_finish`` to send."""
+        return (
+            self._pending_start is None
+            and self._flushing is None
+            and (self.disconnected or self.cycle.finished)
+        )
 
     async def _accept(self) -> bool:
         """Tell the edge this Node has the connection; True when the application may start.
@@ -178,7 +198,7 @@ class NodeConnection:
             self.liveness.attach(
                 self, self.peer_key, self.edge_window, self.conn_id, after=self.edge_round
             )
-        accept = Accept(
+        frame = encode_accept(
             self.conn_id,
             self.channel,
             self.heartbeat_interval,
@@ -186,7 +206,6 @@ class NodeConnection:
             round=self.liveness.round,
             node=self.node_id,
         )
-        frame = encode(accept)
         try:
             await self.layer.push(self.reply_channel, frame)
         except _ACCEPT_ERRORS as exc:
@@ -231,7 +250,7 @@ class NodeConnection:
         that came whole with its connect and is answered without waiting costs no reader.
         Frames that came before wait in the layer for it."""
         if self._reader is None and self.accepted and not self.disconnected:
-            self._reader = asyncio.get_running_loop().create_task(self._read_from_edge())
+            self._reader = self.loop.create_task(self._read_from_edge())
 
     async def _finish(self, error: BaseException | None) -> None:
         # A held http.response.start goes out before anything after it.
@@ -369,7 +388,7 @@ class NodeConnection:
             if message["type"] == "http.response.start":
                 # Held for one loop turn: a body sent right after travels in the same frame.
                 self._pending_start = plain_response_start(message)
-                asyncio.get_running_loop().call_soon(self._schedule_flush)
+                self.loop.call_soon(self._schedule_flush)
                 return
             await self._send_body(message)
             if cycle.response_complete:
@@ -411,17 +430,23 @@ class NodeConnection:
             end = at + MAX_BODY_FRAME
             await self._send_body_frame(body[at:end], more_body or end < size)
 
-    async def _send_body_frame(self, body: bytes, more_body: bool) -> None:
+    def _send_body_frame(self, body: bytes, more_body: bool) -> Awaitable[None]:
         """One frame of the body, with the held ``http.response.start`` when it still waits."""
         part = {"type": "http.response.body", "body": body, "more_body": more_body}
         start, self._pending_start = self._pending_start, None
+        messages = [part] if start is None else [start, part]
         if self._flushing is not None:
-            await self._flushing  # the start went out on its own: after it
-        await self._send_messages([part] if start is None else [start, part])
+            return self._send_after_flush(messages)
+        return self._send_messages(messages)
+
+    async def _send_after_flush(self, messages: list[Message]) -> None:
+        assert self._flushing is not None
+        await self._flushing  # the start went out on its own: after it
+        await self._send_messages(messages)
 
     def _schedule_flush(self) -> None:
         if self._pending_start is not None and self._flushing is None:
-            self._flushing = asyncio.get_running_loop().create_task(self._send_pending_start())
+            self._flushing = self.loop.create_task(self._send_pending_start())
 
     async def _send_pending_start(self) -> None:
         start, self._pending_start = self._pending_start, None
@@ -429,21 +454,60 @@ class NodeConnection:
             await self._send_messages([start])
 
     async def _send_messages(self, messages: list[Message]) -> None:
-        lock = self._send_lock
-        await lock.acquire()
+        if self._sending:
+            await self._wait_turn()
+        else:
+            self._sending = True
         try:
             flow = self.flow
-            if flow.available <= 0:
-                self._start_reader()  # the edge is slower than the application: wait for it
-            if not await flow.take(lambda: self.disconnected):
+            if self.disconnected:
                 return
-            await self.layer.push(self.reply_channel, encode(Asgi(self.conn_id, messages)))
+            if not flow.take_now():
+                self._start_reader()  # the edge is slower than the application: wait for it
+                if not await flow.take(self._is_disconnected):
+                    return
+            await self.layer.push(self.reply_channel, encode_asgi(self.conn_id, messages))
         finally:
-            lock.release()
+            self._end_turn()
+
+    def _is_disconnected(self) -> bool:
+        return self.disconnected
 
     async def _send_frame(self, frame: Message) -> None:
-        async with self._send_lock:
+        if self._sending:
+            await self._wait_turn()
+        else:
+            self._sending = True
+        try:
             await self.layer.push(self.reply_channel, frame)
+        finally:
+            self._end_turn()
+
+    async def _wait_turn(self) -> None:
+        """Wait for the sends under way before this one; the turn is then this one's."""
+        turns = self._turns
+        if turns is None:
+            turns = self._turns = deque()
+        turn = self.loop.create_future()
+        turns.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._end_turn()  # given the turn just as it was cancelled: pass it on
+            elif turn in turns:
+                turns.remove(turn)
+            raise
+
+    def _end_turn(self) -> None:
+        """The send that has the turn is done: the next waiting one has it, else nobody."""
+        turns = self._turns
+        while turns:
+            turn = turns.popleft()
+            if not turn.done():
+                turn.set_result(None)  # its send goes next (_sending stays True)
+                return
+        self._sending = False
 
     async def _give_credit(self, frames: int) -> None:
         with contextlib.suppress(LayerError):  # lost: the edge's liveness judges the rest

@@ -83,6 +83,9 @@ class Intake:
         # The loop the receives run in (set when the Node starts; else the running one).
         self.loop: asyncio.AbstractEventLoop | None = None
         self._last_taken = dict.fromkeys(keys, -IDLE_AFTER)  # key -> monotonic time
+        # The one key of a Node without limits: the whole room is its own (the rules above
+        # then come to that), kept out without weighing keys against each other.
+        self._only_key = keys[0] if len(keys) == 1 and not self.limits else None
 
     def fill(self, taken_on: str | None = None) -> None:
         """Keep the room out as receives; ``taken_on`` is the key that just took one."""
@@ -90,6 +93,13 @@ class Intake:
         if free <= 0:
             return
         room = free - len(self._receives)
+        key = self._only_key
+        if key is not None:
+            if self._receiving[key] == 0:
+                room = max(room, 1)  # one receive per key while there is any room
+            for _ in range(room):
+                self._receive(key)
+            return
         if taken_on is not None and room <= 0 and self._can_add(taken_on):
             room += self._take_back_idle_receives(taken_on)
         counts = self._receiving

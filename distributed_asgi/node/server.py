@@ -140,6 +140,7 @@ class Node(StatelessServer):
         self.lifespan: Lifespan | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._taking = False  # running and not stopping: _stopping made and not set
         traffic = Traffic(limits, priority, priority_share)  # node/intake.py; operations.md
         self.intake = new_intake(self.layer, self.keys, self._room, self._on_route_message, traffic)
         self._background: set[asyncio.Task[None]] = set()
@@ -218,12 +219,14 @@ class Node(StatelessServer):
 
     def _request_stop(self) -> None:
         if self._stopping is not None:
+            self._taking = False
             self._stopping.set()
 
     async def arun(self) -> None:
         """Serve in the running event loop until stopped (for embedding)."""
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._taking = not self._stop_requested
         if self._stop_requested:
             self._stopping.set()
         self.lifespan = Lifespan(self.application, self.lifespan_mode, self.asgi_version)
@@ -288,7 +291,7 @@ class Node(StatelessServer):
 
     def _room(self) -> int:
         """How many more connections this Node may take now."""
-        if self._stopping is None or self._stopping.is_set():
+        if not self._taking:
             return 0
         return self.max_applications - len(self.connections)
 
@@ -346,6 +349,7 @@ class Node(StatelessServer):
             liveness=self.liveness,
             peer=self.liveness.name,
             node_id=self.node_id,
+            loop=self._loop,
         )
         connection.route_key = key
         self.connections[connection.conn_id] = connection
@@ -353,18 +357,13 @@ class Node(StatelessServer):
         if self.metrics is not None:
             self.metrics.connection_started()
         self.get_or_create_application_instance(connection.conn_id, scope)
-        return self._serve(connection)
-
-    async def _serve(self, connection: NodeConnection) -> None:
-        await connection.run(self.application)
-        # Ended cleanly: nothing for the application checker to log, nothing to keep for it.
-        self.application_instances.pop(connection.conn_id, None)
+        return connection.run(self.application)
 
     def get_or_create_application_instance(self, scope_id: str, scope: Mapping[str, Any]) -> Any:
         # Overridden: the base's unbounded input queue would defeat flow control (the inbox is
         # bounded), and its eviction never applies (room is reserved before a connect is taken).
         # The instance runs in the intake's task that took its connect (node/intake.py), which
-        # awaits _serve() next: that task is the instance's future.
+        # awaits the connection's run() next: that task is the instance's future.
         task = asyncio.current_task(self._loop)
         assert task is not None, "called from the intake's task"
         self.application_instances[scope_id] = {"future": task, "scope": scope}
@@ -372,6 +371,9 @@ class Node(StatelessServer):
 
     def connection_done(self, connection: NodeConnection) -> None:
         self.connections.pop(connection.conn_id, None)
+        if not connection.raised:
+            # Ended cleanly: nothing for the application checker to log, nothing to keep for it.
+            self.application_instances.pop(connection.conn_id, None)
         if self.metrics is not None:
             self.metrics.connection_ended()
         if connection.started:  # else it could not be accepted in time: nothing was served
