@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from distributed_asgi.core import scopes
 from distributed_asgi.core.frames import (
     Accept,
     Alive,
@@ -26,6 +27,7 @@ from distributed_asgi.core.frames import (
     scope_from_wire,
     scope_to_wire,
 )
+from distributed_asgi.core.names import require_valid_channel_name
 
 SCOPE: dict[str, Any] = {
     "type": "http",
@@ -263,3 +265,55 @@ def test_ports_given_as_strings_cross_as_integers() -> None:
     assert wire["client"] == ["10.0.0.1", 50123] and wire["server"] == ["10.0.0.2", 8000]
     assert scope_from_wire(wire)["client"] == ("10.0.0.1", 50123)
     assert scope_to_wire({**scope, "client": ("h", "")})["client"] == ["h", None]
+
+
+# -- the fast paths of the per-request frames give what the full checks give ------------------
+
+_SCOPE_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 70000)
+    | st.sampled_from(["", "/", "GET", "http", "1.1", "h", "websocket"])
+    | st.binary(max_size=3)
+    | st.lists(st.none() | st.text(max_size=2) | st.binary(max_size=2) | st.integers(), max_size=3)
+    | st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted({*CANONICAL_SCOPE, "subprotocols"})), _SCOPE_VALUES, max_size=4
+    ),
+    st.sampled_from(["http", "websocket"]),
+)
+def test_the_usual_scope_check_agrees_with_the_full_one(change: dict[str, Any], kind: str) -> None:
+    value = {**wire(scope_to_wire({**SCOPE, "type": kind})), **change}
+    usual = scopes._usual_scope(value)
+    try:
+        checked: object = scopes._checked_scope(value)
+    except FrameError:
+        checked = FrameError
+    # The fast check never passes what the full one refuses, and gives the same scope.
+    assert usual is None or usual == checked
+    if checked is not FrameError:
+        assert scope_from_wire(value) == checked
+    if not change:
+        assert usual is not None  # the shape every edge sends takes the fast path
+
+
+@pytest.mark.parametrize(
+    "reply", ["edge.x!a!b", "edge.x!a b", "edge.x!" + "1" * 95, "edge.y!\n", "edge.x!-_.é2"]
+)
+def test_a_known_inbox_does_not_let_a_bad_name_through(reply: str) -> None:
+    """The reply channel of a process heard before skips the pattern only when the full check
+    would pass it too."""
+    decode_frame(wire(encode(Connect("c", SCOPE, "edge.x!1", 1.0, 2.0))))  # edge.x! is known
+    frame = wire(encode(Connect("c", SCOPE, reply, 1.0, 2.0)))
+    try:
+        require_valid_channel_name(reply)
+    except TypeError:
+        with pytest.raises(FrameError, match="'reply'"):
+            decode_frame(frame)
+    else:
+        decoded = decode_frame(frame)
+        assert isinstance(decoded, Connect) and decoded.reply_channel == reply
