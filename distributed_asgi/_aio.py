@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
@@ -13,6 +14,7 @@ __all__ = [
     "Deadline",
     "DeadlineExceeded",
     "Interruptible",
+    "Turns",
     "deadline_at",
     "loop_factory",
     "run_in_new_loop",
@@ -100,6 +102,52 @@ class Deadline:
         if sys.version_info >= (3, 11):
             return self._task.uncancel()
         return 0  # pragma: no cover - Python 3.10 does not count cancellations
+
+
+class Turns:
+    """One at a time, first come first served: an ``asyncio.Lock`` without its cost when
+    nobody waits (a connection's frames go out in order, and an application may send from two
+    tasks). ``if not turns.take_now(): await turns.wait()``, then ``turns.done()``."""
+
+    __slots__ = ("_busy", "_loop", "_waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._busy = False  # a turn is under way
+        self._waiting: deque[asyncio.Future[None]] | None = None  # made by the first wait
+
+    def take_now(self) -> bool:
+        """Take the turn if it is free; False when it is not (``wait()`` for it then)."""
+        if self._busy:
+            return False
+        self._busy = True
+        return True
+
+    async def wait(self) -> None:
+        """Wait for the turns under way before this one; the turn is then this one's."""
+        waiting = self._waiting
+        if waiting is None:
+            waiting = self._waiting = deque()
+        turn = self._loop.create_future()
+        waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.done()  # given the turn just as it was cancelled: pass it on
+            elif turn in waiting:
+                waiting.remove(turn)
+            raise
+
+    def done(self) -> None:
+        """The turn under way is over: the next waiting one has it, else nobody."""
+        waiting = self._waiting
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # its owner goes next (still busy)
+                return
+        self._busy = False
 
 
 if sys.version_info >= (3, 11):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from distributed_asgi._aio import Deadline
+from distributed_asgi._aio import Deadline, Turns
 
 
 async def test_a_wait_that_outlives_its_deadline_raises_timeout_error() -> None:
@@ -66,3 +66,26 @@ async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_turns_go_first_come_first_served_and_a_cancelled_waiter_passes_its_turn() -> None:
+    turns = Turns(asyncio.get_running_loop())
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        if not turns.take_now():
+            await turns.wait()
+        try:
+            order.append(name)
+            await asyncio.sleep(0.01)
+        finally:
+            turns.done()
+
+    assert turns.take_now()  # held here: everyone else waits
+    tasks = [asyncio.ensure_future(take(name)) for name in "abc"]
+    await asyncio.sleep(0)
+    tasks[1].cancel()  # b leaves the queue before its turn
+    turns.done()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert order == ["a", "c"]
+    assert turns.take_now()  # free again

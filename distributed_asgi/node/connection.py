@@ -4,10 +4,10 @@ Rules of this file:
 
 - The ``accept`` is written to Redis before the application's first line runs (the 503
   contract: a 503 means no application code ran), and only when it landed in time for the
-  edge to hear it. Then everything the application sends goes out in order under one lock, as
-  ``asgi`` frames on the edge's reply channel.
-- ``http.response.start`` is held for one loop turn so a body sent right after it travels in
-  the same frame; bodies are cut into frames of at most ``MAX_BODY_FRAME``.
+  edge to hear it. Then everything the application sends goes out in order, one at a time
+  (``_aio.Turns``), as ``asgi`` frames on the edge's reply channel.
+- An HTTP response is framed by node/framing.py: its start held for one loop turn so a body
+  sent right after it travels in the same frame, bodies cut into frames of bounded size.
 - Frames go to the edge with ``push`` (no capacity in Redis): flow control is end to end.
   At most ``CREDIT_WINDOW`` ``asgi`` frames are on their way without the edge's ``credit``
   for them; the application's ``send()`` waits for credit while the client is there.
@@ -38,6 +38,7 @@ from typing import Any
 
 from uvicorn.protocols.utils import ClientDisconnected
 
+from distributed_asgi._aio import Turns
 from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.flow import CreditWindow
@@ -61,14 +62,12 @@ from distributed_asgi.core.frames import (
 )
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import GatewayLayer, LayerError
+from distributed_asgi.node.framing import ResponseFraming
 
-__all__ = ["ACCEPT_LATEST", "MAX_BODY_FRAME", "NodeConnection"]
+__all__ = ["ACCEPT_LATEST", "NodeConnection"]
 
 logger = logging.getLogger("distributed_asgi.node")
 
-# Response bodies are cut into frames of at most this size, so a slow client holds at most
-# capacity x this much in Redis and no single Redis value grows with the response.
-MAX_BODY_FRAME = 128 * 1024
 # How far past a connect's deadline its accept may land and the application still start. The
 # edge listens PICKUP_GRACE past the deadline; half of it is left for the edge's own pop and
 # for the two clocks' difference, so an accept the edge may have missed (it answered 503)
@@ -84,9 +83,9 @@ class NodeConnection:
 
     # fmt: off
     __slots__ = (
-        "_arrived", "_flushing", "_pending_start", "_reader", "_reading", "_sending", "_turns",
+        "_arrived", "_reader", "_reading", "_response", "_turns",
         "accepted", "beat_id", "channel", "conn_id", "cycle", "deadline", "disconnected",
-        "edge_round", "edge_window", "failed", "flow", "heartbeat_interval", "inbox", "is_head",
+        "edge_round", "edge_window", "failed", "flow", "heartbeat_interval", "inbox",
         "is_http", "layer", "liveness", "loop", "node_id", "on_done", "own_peer", "peer_key",
         "raised", "reply_channel", "route_key", "scope", "started", "taken",
     )
@@ -129,7 +128,6 @@ class NodeConnection:
         self.started = False  # the application was called
         self.scope = scope
         self.is_http = scope["type"] == "http"
-        self.is_head = self.is_http and scope.get("method") == "HEAD"
         self.cycle: HTTPCycle | WebSocketCycle = cycle_for(scope)
         self.edge_window = connect.heartbeat * heartbeat_misses
         self.inbox: deque[Message] = deque(connect.messages)
@@ -137,12 +135,11 @@ class NodeConnection:
         self.disconnected = False  # the client (or the edge) is gone
         self._arrived: asyncio.Event | None = None  # made by the first receive() that waits
         self.flow = CreditWindow()  # frames to the edge, and the edge's frames read
-        # Frames go out one at a time, in order (an application may send from two tasks): a
-        # send under way holds the turn; the others wait in _turns for it, first come first.
-        self._sending = False
-        self._turns: deque[asyncio.Future[None]] | None = None
-        self._pending_start: Message | None = None
-        self._flushing: asyncio.Task[None] | None = None
+        # Frames go out one at a time, in order (an application may send from two tasks).
+        self._turns = Turns(self.loop)
+        self._response = ResponseFraming(
+            self.loop, self._send_messages, is_head=self.is_http and scope.get("method") == "HEAD"
+        )
         self.accepted = False
         self._reader: asyncio.Task[None] | None = None
         self._reading = False  # the reader waits for the edge's next frame
@@ -179,11 +176,7 @@ class NodeConnection:
 
     def _finished(self) -> bool:
         """Whether the connection is over with nothing left for ``_finish`` to send."""
-        return (
-            self._pending_start is None
-            and self._flushing is None
-            and (self.disconnected or self.cycle.finished)
-        )
+        return self._response.idle and (self.disconnected or self.cycle.finished)
 
     async def _accept(self) -> bool:
         """Tell the edge this Node has the connection; True when the application may start.
@@ -253,11 +246,7 @@ class NodeConnection:
             self._reader = self.loop.create_task(self._read_from_edge())
 
     async def _finish(self, error: BaseException | None) -> None:
-        # A held http.response.start goes out before anything after it.
-        if self._pending_start is not None:
-            await self._send_pending_start()
-        if self._flushing is not None:
-            await self._flushing
+        await self._response.flush()  # a held http.response.start goes out before the rest
         if self.disconnected or self.cycle.finished:
             return
         if isinstance(self.cycle, HTTPCycle) and not self.cycle.response_started:
@@ -387,10 +376,9 @@ class NodeConnection:
             cycle.on_send(message)  # only a start, then bodies, get past it
             if message["type"] == "http.response.start":
                 # Held for one loop turn: a body sent right after travels in the same frame.
-                self._pending_start = plain_response_start(message)
-                self.loop.call_soon(self._schedule_flush)
+                self._response.hold(plain_response_start(message))
                 return
-            await self._send_body(message)
+            await self._response.body(message)
             if cycle.response_complete:
                 self._wake_receive()
             return
@@ -417,47 +405,9 @@ class NodeConnection:
         if self._arrived is not None:
             self._arrived.set()
 
-    async def _send_body(self, message: Message) -> None:
-        body = bytes(message.get("body", b""))
-        more_body = bool(message.get("more_body", False))
-        if self.is_head:
-            body = b""
-        size = len(body)
-        if size <= MAX_BODY_FRAME:  # one frame (most bodies), without slicing
-            await self._send_body_frame(body, more_body)
-            return
-        for at in range(0, size, MAX_BODY_FRAME):
-            end = at + MAX_BODY_FRAME
-            await self._send_body_frame(body[at:end], more_body or end < size)
-
-    def _send_body_frame(self, body: bytes, more_body: bool) -> Awaitable[None]:
-        """One frame of the body, with the held ``http.response.start`` when it still waits."""
-        part = {"type": "http.response.body", "body": body, "more_body": more_body}
-        start, self._pending_start = self._pending_start, None
-        messages = [part] if start is None else [start, part]
-        if self._flushing is not None:
-            return self._send_after_flush(messages)
-        return self._send_messages(messages)
-
-    async def _send_after_flush(self, messages: list[Message]) -> None:
-        assert self._flushing is not None
-        await self._flushing  # the start went out on its own: after it
-        await self._send_messages(messages)
-
-    def _schedule_flush(self) -> None:
-        if self._pending_start is not None and self._flushing is None:
-            self._flushing = self.loop.create_task(self._send_pending_start())
-
-    async def _send_pending_start(self) -> None:
-        start, self._pending_start = self._pending_start, None
-        if start is not None:
-            await self._send_messages([start])
-
     async def _send_messages(self, messages: list[Message]) -> None:
-        if self._sending:
-            await self._wait_turn()
-        else:
-            self._sending = True
+        if not self._turns.take_now():
+            await self._turns.wait()
         try:
             flow = self.flow
             if self.disconnected:
@@ -468,46 +418,18 @@ class NodeConnection:
                     return
             await self.layer.push(self.reply_channel, encode_asgi(self.conn_id, messages))
         finally:
-            self._end_turn()
+            self._turns.done()
 
     def _is_disconnected(self) -> bool:
         return self.disconnected
 
     async def _send_frame(self, frame: Message) -> None:
-        if self._sending:
-            await self._wait_turn()
-        else:
-            self._sending = True
+        if not self._turns.take_now():
+            await self._turns.wait()
         try:
             await self.layer.push(self.reply_channel, frame)
         finally:
-            self._end_turn()
-
-    async def _wait_turn(self) -> None:
-        """Wait for the sends under way before this one; the turn is then this one's."""
-        turns = self._turns
-        if turns is None:
-            turns = self._turns = deque()
-        turn = self.loop.create_future()
-        turns.append(turn)
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                self._end_turn()  # given the turn just as it was cancelled: pass it on
-            elif turn in turns:
-                turns.remove(turn)
-            raise
-
-    def _end_turn(self) -> None:
-        """The send that has the turn is done: the next waiting one has it, else nobody."""
-        turns = self._turns
-        while turns:
-            turn = turns.popleft()
-            if not turn.done():
-                turn.set_result(None)  # its send goes next (_sending stays True)
-                return
-        self._sending = False
+            self._turns.done()
 
     async def _give_credit(self, frames: int) -> None:
         with contextlib.suppress(LayerError):  # lost: the edge's liveness judges the rest

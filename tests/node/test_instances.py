@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from distributed_asgi.layers import InMemoryChannelLayer, LayerError
-from distributed_asgi.node.connection import MAX_BODY_FRAME
+from distributed_asgi.node.framing import MAX_BODY_FRAME
 from tests.gateway.harness import KEY, Receive, Scope, Send, eventually, run_gateway
 
 
