@@ -138,7 +138,7 @@ class NodeConnection:
         # Frames go out one at a time, in order (an application may send from two tasks).
         self._turns = Turns(self.loop)
         self._response = ResponseFraming(
-            self.loop, self._send_messages, is_head=self.is_http and scope.get("method") == "HEAD"
+            self.loop, is_head=self.is_http and scope.get("method") == "HEAD"
         )
         self.accepted = False
         self._reader: asyncio.Task[None] | None = None
@@ -246,7 +246,8 @@ class NodeConnection:
             self._reader = self.loop.create_task(self._read_from_edge())
 
     async def _finish(self, error: BaseException | None) -> None:
-        await self._response.flush()  # a held http.response.start goes out before the rest
+        # A held http.response.start goes out before anything after it.
+        await self._response.flush(self._send_messages)
         if self.disconnected or self.cycle.finished:
             return
         if isinstance(self.cycle, HTTPCycle) and not self.cycle.response_started:
@@ -376,9 +377,9 @@ class NodeConnection:
             cycle.on_send(message)  # only a start, then bodies, get past it
             if message["type"] == "http.response.start":
                 # Held for one loop turn: a body sent right after travels in the same frame.
-                self._response.hold(plain_response_start(message))
+                self._response.hold(plain_response_start(message), self._send_messages)
                 return
-            await self._response.body(message)
+            await self._response.body(message, self._send_messages)
             if cycle.response_complete:
                 self._wake_receive()
             return

@@ -6,8 +6,9 @@ Rules of this file:
   travels in the same frame, which saves a frame and a Redis write on most responses. If no
   body comes within the turn, the start goes out on its own, and the body after it.
 - Bodies are cut into frames of at most ``MAX_BODY_FRAME``; a HEAD response's are emptied.
-- Frames go out through the connection's ``send_messages`` (ordered, flow-controlled), so this
-  holds no I/O of its own.
+- Frames go out through the connection's ``send`` (ordered, flow-controlled), passed to each
+  call rather than kept: a kept bound method would make every connection a reference cycle,
+  left for the garbage collector (whose rare, large collections showed as a p99 of 110 ms).
 """
 
 from __future__ import annotations
@@ -19,23 +20,18 @@ from distributed_asgi.core.types import Message
 
 __all__ = ["MAX_BODY_FRAME", "ResponseFraming"]
 
+Send = Callable[[list[Message]], Awaitable[None]]  # the connection's ordered frame send
+
 # Response bodies are cut into frames of at most this size, so a slow client holds at most
 # capacity x this much in Redis and no single Redis value grows with the response.
 MAX_BODY_FRAME = 128 * 1024
 
 
 class ResponseFraming:
-    __slots__ = ("_flushing", "_is_head", "_loop", "_pending", "_send_messages")
+    __slots__ = ("_flushing", "_is_head", "_loop", "_pending")
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        send_messages: Callable[[list[Message]], Awaitable[None]],
-        *,
-        is_head: bool,
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, is_head: bool) -> None:
         self._loop = loop
-        self._send_messages = send_messages
         self._is_head = is_head
         self._pending: Message | None = None  # the held start
         self._flushing: asyncio.Task[None] | None = None  # the start going out on its own
@@ -45,47 +41,47 @@ class ResponseFraming:
         """Nothing held, nothing on its way."""
         return self._pending is None and self._flushing is None
 
-    def hold(self, start: Message) -> None:
+    def hold(self, start: Message, send: Send) -> None:
         self._pending = start
-        self._loop.call_soon(self._schedule_flush)
+        self._loop.call_soon(self._schedule_flush, send)
 
-    async def body(self, message: Message) -> None:
+    async def body(self, message: Message, send: Send) -> None:
         body = b"" if self._is_head else bytes(message.get("body", b""))
         more_body = bool(message.get("more_body", False))
         size = len(body)
         if size <= MAX_BODY_FRAME:  # one frame (most bodies), without slicing
-            await self._frame(body, more_body)
+            await self._frame(body, more_body, send)
             return
         for at in range(0, size, MAX_BODY_FRAME):
             end = at + MAX_BODY_FRAME
-            await self._frame(body[at:end], more_body or end < size)
+            await self._frame(body[at:end], more_body or end < size, send)
 
-    async def flush(self) -> None:
+    async def flush(self, send: Send) -> None:
         """Send what is held, and wait for the start on its way."""
         if self._pending is not None:
-            await self._send_pending()
+            await self._send_pending(send)
         if self._flushing is not None:
             await self._flushing
 
-    def _frame(self, body: bytes, more_body: bool) -> Awaitable[None]:
+    def _frame(self, body: bytes, more_body: bool, send: Send) -> Awaitable[None]:
         """One frame of the body, with the held ``http.response.start`` when it still waits."""
         part = {"type": "http.response.body", "body": body, "more_body": more_body}
         start, self._pending = self._pending, None
         messages = [part] if start is None else [start, part]
         if self._flushing is not None:
-            return self._after_flush(messages)
-        return self._send_messages(messages)
+            return self._after_flush(messages, send)
+        return send(messages)
 
-    async def _after_flush(self, messages: list[Message]) -> None:
+    async def _after_flush(self, messages: list[Message], send: Send) -> None:
         assert self._flushing is not None
         await self._flushing  # the start went out on its own: after it
-        await self._send_messages(messages)
+        await send(messages)
 
-    def _schedule_flush(self) -> None:
+    def _schedule_flush(self, send: Send) -> None:
         if self._pending is not None and self._flushing is None:
-            self._flushing = self._loop.create_task(self._send_pending())
+            self._flushing = self._loop.create_task(self._send_pending(send))
 
-    async def _send_pending(self) -> None:
+    async def _send_pending(self, send: Send) -> None:
         start, self._pending = self._pending, None
         if start is not None:
-            await self._send_messages([start])
+            await send([start])
