@@ -100,6 +100,12 @@ class DedicatedConnection:
         await self.send(commands)
         return await self.read(len(commands))
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up (replies owed on it will come)."""
+        connection = self._connection
+        return connection is not None and connection.is_connected
+
     def write_now(self, packed: bytes) -> bool:
         """Write ``packed`` at once if the connection is up and its buffer has room, without a
         coroutine; False to leave it to ``send()``."""

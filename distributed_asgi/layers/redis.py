@@ -24,6 +24,7 @@ from typing import Any
 
 from .backlog import Backlog
 from .base import (
+    MAX_NAME_LENGTH,
     ChannelFull,
     Message,
     non_local_name,
@@ -121,8 +122,11 @@ class RedisChannelLayer:
         self._routes: dict[str, tuple[int, list[str], int]] = {}
         # process part ("edge.abc!") -> (place, keys) of process-specific names: a name per
         # request (a reply channel) shares its inbox's keys, so pushes and receives on it
-        # cost a name check, not a route worked out anew.
+        # cost a check of the part after "!", not a route worked out anew.
         self._inboxes: dict[str, tuple[int, list[str]]] = {}
+        # The process parts of this instance's own names seen by receive() (its client prefix
+        # checked once per part, not on every receive).
+        self._own_inboxes: set[str] = set()
 
     def _placement(self, specs: Sequence[HostSpec]) -> Placement:
         # A Redis Cluster entry in hosts (parse_hosts allows it only alone) selects the slot
@@ -167,9 +171,17 @@ class RedisChannelLayer:
         if bang < 0:
             place, keys, _ = self._route(channel)  # TypeError for a name that is not a str
             return place, keys
-        require_valid_channel_name(channel)
         inbox = channel[: bang + 1]
         route = self._inboxes.get(inbox)
+        if route is not None and len(channel) < MAX_NAME_LENGTH:
+            # The part before "!" passed the name check with this route's first name; the name
+            # is valid if the rest is word characters (what CHANNEL_NAME allows after "!",
+            # but "-" and "."), the case of every new_channel() name. Anything else goes
+            # through the full check.
+            suffix = channel[bang + 1 :]
+            if not suffix or suffix.isalnum():
+                return route
+        require_valid_channel_name(channel)
         if route is None:
             route = self._queue_keys(inbox)
             if len(self._inboxes) >= ROUTES_KEPT:
@@ -231,7 +243,10 @@ class RedisChannelLayer:
         waits for a server.
         """
         place, keys = self._inbox_route(channel)
-        require_own_channel(channel, self.client_prefix)
+        if keys[0] not in self._own_inboxes:
+            require_own_channel(channel, self.client_prefix)
+            if len(keys) > 1:  # a process inbox: this instance's (its name part checked)
+                self._own_inboxes.add(keys[0])
         reader = self.placement.readers().get(keys[0])
         if reader is None:
             reader = await self._reader(place, keys)

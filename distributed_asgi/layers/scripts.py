@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from .keys import TIME_DIGITS, UNCOUNTED
 
 __all__ = [
-    "ACK",
     "FORGET_IDLE",
     "GROUP_ADD",
     "GROUP_BUCKETS",
@@ -84,23 +83,38 @@ end
 -- (readers drop them by their time), and the common send stays at a handful of calls. A
 -- normal channel is counted by the length RPUSH returns: an entry over capacity is taken back
 -- at once (RPOP takes it: the script runs alone), so the common send needs no LLEN.
-local function push(q, n, channel, payload, capacity, expiry, now)
-  local entry = string.format('%0DIGITSd', now) .. channel .. '\n' .. payload
+-- stamp is now as the entry header writes it. refreshed (group_send: one call, many pushes)
+-- holds the keys this script already gave their expiry: a key pushed to again keeps it, as
+-- long as nothing deleted it meanwhile, which only trimming can (then expiry is set again).
+local function push(q, n, channel, payload, capacity, expiry, now, stamp, refreshed)
+  local entry = stamp .. channel .. '\n' .. payload
   if n then
     if over(q, n, channel, capacity) then
+      refreshed = nil
       trim(q, n, now - expiry)
       if over(q, n, channel, capacity) then return 0 end
     end
     redis.call('RPUSH', q, entry)
-    redis.call('PEXPIRE', n, expiry)
+    if not (refreshed and refreshed[n]) then
+      redis.call('PEXPIRE', n, expiry)
+      if refreshed then refreshed[n] = true end
+    end
   elseif redis.call('RPUSH', q, entry) > capacity then
+    refreshed = nil
     redis.call('RPOP', q)
     trim(q, nil, now - expiry)
     if redis.call('LLEN', q) >= capacity then return 0 end
     redis.call('RPUSH', q, entry)
   end
-  redis.call('PEXPIRE', q, expiry)
+  if not (refreshed and refreshed[q]) then
+    redis.call('PEXPIRE', q, expiry)
+    if refreshed then refreshed[q] = true end
+  end
   return 1
+end
+
+local function stamp_of(now)
+  return string.format('%0DIGITSd', now)
 end
 """
     )
@@ -113,16 +127,9 @@ SEND = LuaScript(
     "send",
     _COMMON
     + r"""
-return push(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), now_ms())
-""",
-)
-
-# KEYS: inbox counters   ARGV: channel, count, channel, count, ...   (many acks in one call)
-ACK = LuaScript(
-    "ack",
-    r"""
-for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) end
-return #ARGV / 2
+local now = now_ms()
+return push(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), now,
+  stamp_of(now), nil)
 """,
 )
 
@@ -184,6 +191,12 @@ for i = 1, #stale do redis.call('HDEL', gc, stale[i]) end
 if #stale > 0 then redis.call('ZREMRANGEBYSCORE', g, '-inf', '(' .. (now - group_expiry)) end
 local members = redis.call('ZRANGE', g, 0, -1)
 local result = {0, 0}
+if #members == 0 then return result end
+-- Every member's capacity in one call, not one HGET per member.
+local capacities = {}
+local pairs_ = redis.call('HGETALL', gc)
+for i = 1, #pairs_, 2 do capacities[pairs_[i]] = tonumber(pairs_[i + 1]) end
+local stamp, refreshed = stamp_of(now), {}
 for i = 1, #members do
   local channel = members[i]
   local bang = string.find(channel, '!', 1, true)
@@ -194,8 +207,8 @@ for i = 1, #members do
   else
     q = queues .. channel
   end
-  local capacity = tonumber(redis.call('HGET', gc, channel)) or 100
-  if push(q, n, channel, payload, capacity, expiry, now) == 1 then
+  local capacity = capacities[channel] or 100
+  if push(q, n, channel, payload, capacity, expiry, now, stamp, refreshed) == 1 then
     result[1] = result[1] + 1
   else
     result[2] = result[2] + 1

@@ -6,9 +6,11 @@ of N, with no added latency when there is no concurrency. Pushes to one queue th
 other in a batch are written as one ``RPUSH`` of all their entries and one ``PEXPIRE``.
 
 Acks (messages received, to count off their channel's capacity) wait in an ``AckLedger``
-(acks.py) that belongs to the layer, not to the loop: one a loop did not get to write before
-it ended goes out with the next write to that server from any loop (and ``close()`` writes
-what is left).
+(acks.py) that belongs to the layer, not to the loop: they go out with the next call to that
+server, or in a batch of their own ``ACK_DELAY`` after the first of them, so a receiver that
+sends nothing writes one batch for all it received meanwhile instead of one per message. One a
+loop did not get to write before it ended goes out with the next write to that server from any
+loop (and ``close()`` writes what is left).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from .acks import AckLedger
 from .connection import DedicatedConnection, pack_commands
 from .errors import LayerError, LayerRefused, LayerUnavailable
 from .hosts import HostSpec
-from .scripts import ACK, LuaScript
+from .scripts import LuaScript
 
 __all__ = [
     "COMMANDS",
@@ -120,8 +122,16 @@ COMMAND = LuaScript("command", "")
 COMMANDS = LuaScript("commands", "")
 # A call nobody waits for (an ack, a post) has no future: a failure is logged instead.
 _Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any] | None"]
+# What reading the owed ack replies on close may raise (the connection is then dropped).
+_CLOSE_READ_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, RedisError)
 # How long close() spends writing acks that are still in the ledger.
 ACK_WRITE_TIMEOUT = 1.0
+# How long an ack waits for a call to ride with before it is written in a batch of its own.
+# Capacity is given back that much later to senders that did not hear from the receiver (one
+# that did, heard it through a call of the receiver's, which carries the acks first); a
+# receiver getting one message at a time (a consumer of a group, say) then writes a batch per
+# few messages instead of a socket write and a reply to read for each.
+ACK_DELAY = 0.005
 
 
 class Shard:
@@ -135,6 +145,13 @@ class Shard:
         self._active = False  # a batch is being executed (by a caller or the flusher)
         self._written = False  # the batch being executed has been written to the socket
         self._acks_task: asyncio.Task[None] | None = None  # _write_acks, not yet started
+        self._acks_timer: asyncio.TimerHandle | None = None  # calls _acks_due
+        # Replies owed by the batch connection for acks written on their own (_acks_due):
+        # read, ahead of its own, by the next batch (or on close), not waited for.
+        self._unread = 0
+        # The loop this shard belongs to (a shard is made per loop, see loops.py): kept, as
+        # asyncio.get_running_loop() costs a getpid() system call on every call.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._down_since: float | None = None
 
     # -- health: log the start and end of an outage once each, not every failed call -----------
@@ -175,8 +192,14 @@ class Shard:
         replies: list[Any] = await self.call(COMMANDS, (), commands)
         return replies
 
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._get_loop().create_future()
         if self._active:
             self._forget_dead_flusher()
         if self._active:
@@ -195,7 +218,7 @@ class Shard:
             if destroyed:
                 pass
             elif self._pending or (acks_written and self.ledger):
-                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+                self._flusher = self._get_loop().create_task(self._flush())
             else:
                 self._active = False
         return await future
@@ -203,24 +226,50 @@ class Shard:
     def ack(self, counter_key: str, channel: str) -> None:
         """Count one message of ``channel`` as received, without waiting.
 
-        Acks of one inbox merge while they wait for a batch: one plain ``HINCRBY`` when it is a
-        single channel (the ping-pong case), one script call for many (the fan-out case). The
+        Acks of one inbox merge while they wait for a batch: one plain ``HINCRBY`` per channel,
+        of all its messages received meanwhile. The
         ack goes out before anything this process sends afterwards to this server, from any
         loop, so any send that follows a receive() (here, or elsewhere in reaction to a message
-        sent from here) sees the freed capacity.
+        sent from here) sees the freed capacity; without such a call, within ``ACK_DELAY``.
         """
         self.ledger.add(counter_key, channel)
+        if self._acks_timer is None:
+            self._acks_timer = self._get_loop().call_later(ACK_DELAY, self._acks_due)
+
+    def _acks_due(self) -> None:
+        """The first ack waiting in the ledger has waited ``ACK_DELAY``: write them all now,
+        unless a call is taking them along.
+
+        With no batch in flight and the connection up they are written right here, and their
+        replies are left for the next batch to read first (``_unread``): no task, and no wait
+        for a reply nobody needs. A failure then shows on that batch's connection, as the loss
+        of an ack written in a failed batch always has (capacity held until the counters
+        expire); one not written (no connection) goes in a batch of its own instead.
+        """
+        self._acks_timer = None
+        if not self.ledger:
+            return  # taken along by a call meanwhile
         self._forget_dead_flusher()
         pending = self._acks_task
-        if not self._active and (pending is None or pending.done()):
-            # (done here only if it was cancelled before it started)
-            self._acks_task = asyncio.get_running_loop().create_task(self._write_acks())
+        if self._active or (pending is not None and not pending.done()):
+            return  # the batch in flight (or about to run) takes them along
+        taken = self.ledger.take()
+        commands = [
+            command
+            for counter_key, counts in taken.items()
+            for command in _ack_commands(counter_key, counts)
+        ]
+        if self._batch_connection.write_now(pack_commands(commands)):
+            self._unread += len(commands)
+            return
+        for counter_key, counts in taken.items():  # not written: a batch of their own
+            self.ledger.restore(counter_key, counts)
+        self._acks_task = self._get_loop().create_task(self._write_acks())
 
     async def _write_acks(self) -> None:
-        """The acks' own batch, one loop turn after they were made, unless a call took them
-        along meanwhile: a receiver that sends right after it received (a reply, the next
-        ping) writes its call with the acks at once, instead of queueing behind a flusher
-        that was started for the acks alone."""
+        """The acks' own batch, unless a call took them along meanwhile: a receiver that sends
+        right after it received (a reply, the next ping) writes its call with the acks at
+        once, instead of queueing behind a flusher that was started for the acks alone."""
         self._acks_task = None
         if self._active or not self.ledger:
             return  # taken along by a call (or a call now in flight takes them next)
@@ -245,7 +294,7 @@ class Shard:
         self._forget_dead_flusher()
         if not self._active:
             self._active = True
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            self._flusher = self._get_loop().create_task(self._flush())
 
     def _ack_calls(self) -> list[_Call]:
         if not self.ledger:  # the common case, without the ledger's lock
@@ -274,7 +323,7 @@ class Shard:
         finally:
             self._flusher = None
             if restart:
-                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+                self._flusher = self._get_loop().create_task(self._flush())
             else:
                 self._active = False
 
@@ -288,7 +337,8 @@ class Shard:
             if retry:
                 # The server restarted or flushed its script cache: load and run those again
                 # (they were not executed, so nothing runs twice).
-                for script in {c[0] or ACK for c in retry}:
+                for script in {c[0] for c in retry}:
+                    assert script is not None  # acks are plain commands
                     await self.client.script_load(script.source)
                 results = [r for c, r in zip(batch, results, strict=True) if not is_noscript(r)]
                 batch = [c for c in batch if c not in retry] + retry
@@ -360,27 +410,46 @@ class Shard:
                     continue
                 commands.extend(args)
             elif script is None:
-                commands.append(_ack_command(keys[0], args[0]))
+                commands += _ack_commands(keys[0], args[0])
             elif script is COMMAND:
                 commands.append(args)
             else:
                 commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
-            spans.append((start, len(commands) - start if script is COMMANDS else 1))
+            spans.append((start, len(commands) - start))
             at += 1
         packed = pack_commands(commands)
         connection = self._batch_connection
+        if self._unread and not connection.connected:
+            self._unread = 0  # owed by a connection that is gone: send() makes a new one
         try:
             if not connection.write_now(packed):
                 await connection.send(packed)
             self._written = True
-            replies = await connection.read(len(commands))
+            replies = await self._read_replies(len(commands))
         except CONNECTION_ERRORS:
             # A pooled connection goes stale when the server restarts; a restarted server ran
             # none of these commands, so one immediate retry on a fresh connection is safe.
+            self._unread = 0  # went with the old connection
             await connection.send(packed)
             self._written = True
             replies = await connection.read(len(commands))
         return _regroup(batch, spans, replies)
+
+    async def _read_replies(self, count: int) -> list[Any]:
+        """This batch's ``count`` replies, after those owed for acks written on their own."""
+        owed = self._unread
+        if not owed:
+            return await self._batch_connection.read(count)
+        try:
+            replies = await self._batch_connection.read(owed + count)
+        except BaseException:
+            self._unread = 0  # the connection was dropped (read() does on any failure)
+            raise
+        self._unread = 0
+        for reply in replies[:owed]:
+            if isinstance(reply, Exception):
+                _report_failure(_reply_error(reply))
+        return replies[owed:]
 
     async def settle(self) -> None:
         """Wait until every queued call (acks and posts included) has been sent."""
@@ -389,6 +458,9 @@ class Shard:
 
     async def close(self) -> None:
         """Write what is queued (acks in the ledger included), then close the connections."""
+        if self._acks_timer is not None:
+            self._acks_timer.cancel()  # what it would write is written here
+            self._acks_timer = None
         await self.settle()
         if self.ledger:
             self._start_flusher()
@@ -396,6 +468,14 @@ class Shard:
                 await asyncio.wait_for(self.settle(), ACK_WRITE_TIMEOUT)
             except asyncio.TimeoutError:
                 logger.info("acks for %s not written on close (timeout)", self.spec.describe())
+        if self._unread and not self._batch_connection.connected:
+            self._unread = 0
+        if self._unread:
+            # In step before the connection goes back to the pool (or dropped, if that fails).
+            try:
+                await asyncio.wait_for(self._read_replies(0), ACK_WRITE_TIMEOUT)
+            except _CLOSE_READ_ERRORS:
+                await self._batch_connection.disconnect()
         await self._batch_connection.release()
         await self.client.aclose()
 
@@ -419,7 +499,7 @@ def _regroup(batch: list[_Call], spans: list[tuple[int, int]], replies: list[Any
     first error reply instead, if any)."""
     results: list[Any] = []
     for (script, *_), (start, count) in zip(batch, spans, strict=True):
-        if script is not COMMANDS:
+        if script is not COMMANDS and script is not None:
             results.append(replies[start])
             continue
         group = replies[start : start + count]
@@ -428,12 +508,12 @@ def _regroup(batch: list[_Call], spans: list[tuple[int, int]], replies: list[Any
     return results
 
 
-def _ack_command(counter_key: str, counts: Counter[str]) -> tuple[Any, ...]:
-    if len(counts) == 1:
-        ((channel, count),) = counts.items()
-        return ("HINCRBY", counter_key, channel, -count)
-    flat = [item for pair in counts.items() for item in pair]
-    return ("EVALSHA", ACK.sha, 1, counter_key, *flat)
+def _ack_commands(counter_key: str, counts: Counter[str]) -> list[tuple[Any, ...]]:
+    # Plain commands, one per channel, not a script: one written after a call in the same
+    # batch may never be reordered after it, as a script call answered NOSCRIPT (and run again
+    # after the rest of its batch) would be; and each costs the server less than a script's
+    # call of it.
+    return [("HINCRBY", counter_key, channel, -count) for channel, count in counts.items()]
 
 
 def _report_failure(error: BaseException) -> None:

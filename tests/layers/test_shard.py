@@ -22,7 +22,8 @@ async def shard(redis_url: str) -> AsyncIterator[Shard]:
 async def test_calls_queued_behind_a_cancelled_batch_still_run(shard: Shard, prefix: str) -> None:
     """asyncio.run cancels every task of an ending loop: a call queued behind the batch being
     cancelled (a reader's CLIENT UNBLOCK while it reads back its pops) must still run."""
-    shard.ack(f"{prefix}:n:inbox", "channel")  # starts a batch in a task of its own
+    shard.ack(f"{prefix}:n:inbox", "channel")
+    shard._acks_due()  # as its timer does: starts a batch in a task of its own
     queued = asyncio.ensure_future(shard.command("ECHO", "after"))
     await asyncio.sleep(0)  # the batch is on the wire, the command waits for the next one
     flusher = shard._flusher
@@ -36,7 +37,8 @@ async def test_acks_of_a_batch_cancelled_before_it_ran_are_written_later(
 ) -> None:
     counter = f"{prefix}:n:inbox"
     shard.ack(counter, "channel")
-    acks = shard._acks_task  # the acks' own batch, started one loop turn later
+    shard._acks_due()  # as its timer does, ACK_DELAY later
+    acks = shard._acks_task  # the acks' own batch
     assert acks is not None
     acks.cancel()  # before it ever ran: nothing was written
     await asyncio.sleep(0)
