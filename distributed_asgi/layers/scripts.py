@@ -191,11 +191,6 @@ for i = 1, #stale do redis.call('HDEL', gc, stale[i]) end
 if #stale > 0 then redis.call('ZREMRANGEBYSCORE', g, '-inf', '(' .. (now - group_expiry)) end
 local members = redis.call('ZRANGE', g, 0, -1)
 local result = {0, 0}
-if #members == 0 then return result end
--- Every member's capacity in one call, not one HGET per member.
-local capacities = {}
-local pairs_ = redis.call('HGETALL', gc)
-for i = 1, #pairs_, 2 do capacities[pairs_[i]] = tonumber(pairs_[i + 1]) end
 local stamp, refreshed = stamp_of(now), {}
 for i = 1, #members do
   local channel = members[i]
@@ -207,7 +202,7 @@ for i = 1, #members do
   else
     q = queues .. channel
   end
-  local capacity = capacities[channel] or 100
+  local capacity = tonumber(redis.call('HGET', gc, channel)) or 100
   if push(q, n, channel, payload, capacity, expiry, now, stamp, refreshed) == 1 then
     result[1] = result[1] + 1
   else
