@@ -16,30 +16,19 @@ loop (and ``close()`` writes what is left).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import (
-    AskError,
-    ClusterDownError,
-    MovedError,
-    NoScriptError,
-    RedisError,
-    ResponseError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from .acks import AckLedger
 from .connection import DedicatedConnection, pack_commands
-from .errors import LayerError, LayerRefused, LayerUnavailable
 from .hosts import HostSpec
+from .redis_errors import CONNECTION_ERRORS, _reply_error, is_noscript, translate, translated
 from .scripts import LuaScript
 
 __all__ = [
@@ -54,60 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("distributed_asgi.layers")
-
-# What a lost or unreachable server looks like from redis-py.
-CONNECTION_ERRORS: tuple[type[Exception], ...] = (
-    OSError,  # includes the builtin ConnectionError and TimeoutError
-    asyncio.TimeoutError,
-    RedisConnectionError,
-    RedisTimeoutError,
-)
-
-# Replies a cluster placement follows (to another node, or again after a pause): left to it,
-# which turns what it gives up on into the layer's own errors.
-_PLACEMENT_REPLIES = (AskError, MovedError, TryAgainError, ClusterDownError)
-
-
-def translate(exc: BaseException) -> BaseException:
-    """The layer's own exception for a redis-py or socket error, its cause chained; anything
-    else (a ``TypeError`` of a bad argument, a layer error already) as it is.
-
-    Lost or unreachable servers, timeouts and a cluster without a master for a slot are
-    ``LayerUnavailable``; an error reply (OOM, WRONGTYPE, READONLY, NOPERM...) is
-    ``LayerRefused``.
-    """
-    if isinstance(exc, LayerError):
-        return exc
-    if isinstance(exc, (*CONNECTION_ERRORS, TryAgainError, ClusterDownError)):
-        error: LayerError = LayerUnavailable(f"{type(exc).__name__}: {exc}")
-    elif isinstance(exc, ResponseError):
-        # redis-py drops the code word of the replies it has a class for (OOM, READONLY...):
-        # its class name says it instead.
-        plain = type(exc) is ResponseError
-        error = LayerRefused(str(exc) if plain else f"{type(exc).__name__}: {exc}")
-    elif isinstance(exc, RedisError):  # a reply out of step, a protocol error: the link is bad
-        error = LayerUnavailable(f"{type(exc).__name__}: {exc}")
-    else:
-        return exc
-    error.__cause__ = exc
-    return error
-
-
-@contextlib.contextmanager
-def translated() -> Iterator[None]:
-    """Raise the layer's own exceptions for the redis-py errors raised inside."""
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        error = translate(exc)
-        if error is exc:
-            raise
-        raise error from exc
-
-
-def _reply_error(result: Exception) -> BaseException:
-    return result if isinstance(result, _PLACEMENT_REPLIES) else translate(result)
-
 
 # Called with (server, reachable) where an outage's start and end are logged: metrics.py counts
 # outages and reconnects here, without the layer depending on prometheus-client.
@@ -126,11 +61,8 @@ _Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any] |
 _CLOSE_READ_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, RedisError)
 # How long close() spends writing acks that are still in the ledger.
 ACK_WRITE_TIMEOUT = 1.0
-# How long an ack waits for a call to ride with before it is written in a batch of its own.
-# Capacity is given back that much later to senders that did not hear from the receiver (one
-# that did, heard it through a call of the receiver's, which carries the acks first); a
-# receiver getting one message at a time (a consumer of a group, say) then writes a batch per
-# few messages instead of a socket write and a reply to read for each.
+# How long an ack waits for a call to ride with before it is written on its own: a receiver
+# getting one message at a time then writes once per few messages, not once per message.
 ACK_DELAY = 0.005
 
 
@@ -240,11 +172,9 @@ class Shard:
         """The first ack waiting in the ledger has waited ``ACK_DELAY``: write them all now,
         unless a call is taking them along.
 
-        With no batch in flight and the connection up they are written right here, and their
-        replies are left for the next batch to read first (``_unread``): no task, and no wait
-        for a reply nobody needs. A failure then shows on that batch's connection, as the loss
-        of an ack written in a failed batch always has (capacity held until the counters
-        expire); one not written (no connection) goes in a batch of its own instead.
+        With no batch in flight and the connection up they are written right here, their
+        replies left for the next batch to read first (``_unread``): no task, no wait. Lost
+        with a failing connection, as an ack written in a failed batch always was.
         """
         self._acks_timer = None
         if not self.ledger:
@@ -478,12 +408,6 @@ class Shard:
                 await self._batch_connection.disconnect()
         await self._batch_connection.release()
         await self.client.aclose()
-
-
-def is_noscript(result: object) -> bool:
-    return isinstance(result, NoScriptError) or (
-        isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT")
-    )
 
 
 def _pushed_to(args: Sequence[Any]) -> str | None:
