@@ -86,21 +86,9 @@ def _usual_scope(wire: dict[str, Any]) -> dict[str, Any] | None:
         if type(name) is not bytes or type(value) is not bytes:
             return None
         pairs.append((name, value))
-    client, server = get("client"), get("server")
-    if client is not None:
-        if type(client) is not list or len(client) != 2:
-            return None
-        host, port = client
-        if type(host) is not str or (port is not None and type(port) is not int):
-            return None
-        client = (host, port)
-    if server is not None:
-        if type(server) is not list or len(server) != 2:
-            return None
-        host, port = server
-        if type(host) is not str or (port is not None and type(port) is not int):
-            return None
-        server = (host, port)
+    client, server = _usual_address(get("client")), _usual_address(get("server"))
+    if client is _UNUSUAL or server is _UNUSUAL:
+        return None
     if kind == "websocket":
         subprotocols = get("subprotocols", [])
         if type(subprotocols) is not list or any(type(s) is not str for s in subprotocols):
@@ -114,6 +102,19 @@ def _usual_scope(wire: dict[str, Any]) -> dict[str, Any] | None:
 
 _STR_FIELDS = ("http_version", "method", "scheme", "root_path")
 _NO_DICT: dict[str, Any] = {}
+_UNUSUAL = ("", None)  # an address _usual_address leaves to the full check (never a result)
+
+
+def _usual_address(address: object) -> tuple[str, int | None] | None:
+    """``(host, port)`` of a ``[str, int | None]`` address, None for None, else ``_UNUSUAL``."""
+    if address is None:
+        return None
+    if type(address) is not list or len(address) != 2:
+        return _UNUSUAL
+    host, port = address
+    if type(host) is not str or (port is not None and type(port) is not int):
+        return _UNUSUAL
+    return host, port
 
 
 def _checked_scope(wire: object) -> dict[str, Any]:
