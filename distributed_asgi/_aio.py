@@ -8,14 +8,12 @@ import importlib
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 __all__ = [
     "Deadline",
     "DeadlineExceeded",
-    "Interruptible",
     "Turns",
-    "deadline_at",
     "loop_factory",
     "run_in_new_loop",
     "wait_event",
@@ -23,14 +21,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-
-class Interruptible(Protocol):
-    """A deadline around an await (``asyncio.Timeout``): moved, or brought to now, by others."""
-
-    def reschedule(self, when: float | None) -> None: ...
-
-    def expired(self) -> bool: ...
 
 
 class DeadlineExceeded(Exception):
@@ -164,11 +154,6 @@ if sys.version_info >= (3, 11):
                 raise DeadlineExceeded from None
             raise
 
-    def deadline_at(when: float | None) -> contextlib.AbstractAsyncContextManager[Interruptible]:
-        """``asyncio.timeout_at``: ``TimeoutError`` when ``when`` (loop time) passes, or when
-        someone reschedules it to now; None is no deadline. One timer, no task."""
-        return asyncio.timeout_at(when)
-
     async def wait_event(event: asyncio.Event, seconds: float) -> None:
         """Until ``event`` is set or ``seconds`` have passed, whichever comes first."""
         with contextlib.suppress(TimeoutError):
@@ -182,42 +167,6 @@ else:  # pragma: no cover - Python 3.10
             return await asyncio.wait_for(awaitable, max(0.0, seconds))
         except asyncio.TimeoutError:
             raise DeadlineExceeded from None
-
-    class _Deadline:
-        def __init__(self, when: float | None) -> None:
-            self._when = when
-            self._expired = False
-            self._handle: asyncio.TimerHandle | None = None
-            self._task: asyncio.Task[Any] | None = None
-
-        async def __aenter__(self) -> _Deadline:
-            self._task = asyncio.current_task()
-            self.reschedule(self._when)
-            return self
-
-        async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
-            if self._handle is not None:
-                self._handle.cancel()
-            if self._expired and kind is asyncio.CancelledError:
-                raise TimeoutError from exc
-
-        def reschedule(self, when: float | None) -> None:
-            if self._handle is not None:
-                self._handle.cancel()
-                self._handle = None
-            if when is not None:
-                self._handle = asyncio.get_running_loop().call_at(when, self._fire)
-
-        def _fire(self) -> None:
-            self._expired = True
-            if self._task is not None:
-                self._task.cancel()
-
-        def expired(self) -> bool:
-            return self._expired
-
-    def deadline_at(when: float | None) -> contextlib.AbstractAsyncContextManager[Interruptible]:
-        return _Deadline(when)
 
     async def wait_event(event: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):

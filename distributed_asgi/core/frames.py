@@ -25,7 +25,7 @@ from typing import Any
 
 from distributed_asgi.core.errors import FrameError
 from distributed_asgi.core.messages import check_client_message, plain_message, plain_response_start
-from distributed_asgi.core.names import MAX_NAME_LENGTH, require_valid_channel_name
+from distributed_asgi.core.names import require_valid_channel_name, valid_after_inbox
 from distributed_asgi.core.scopes import (
     SUPPORTED_EXTENSIONS,
     describe,
@@ -342,12 +342,10 @@ def _process_channel(message: Mapping[str, Any], key: str) -> str:
     # The usual name: the inbox part (``name!``) of a name that passed the full check before,
     # and a suffix of letters and digits (what the pattern's ``[\d\w\-_.]*`` takes), so a
     # process's names, one per connection, cost no pattern match after its first.
-    if type(value) is str and len(value) < MAX_NAME_LENGTH:
-        bang = value.find("!") + 1
-        if bang > 1 and value[:bang] in _CHECKED_INBOXES:
-            suffix = value[bang:]
-            if not suffix or suffix.isalnum():
-                return value
+    if type(value) is str:
+        bang = value.find("!")
+        if bang > 0 and value[: bang + 1] in _CHECKED_INBOXES and valid_after_inbox(value, bang):
+            return value
     value = _str(message, key)
     try:
         require_valid_channel_name(value)

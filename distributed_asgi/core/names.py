@@ -18,6 +18,7 @@ __all__ = [
     "new_connection_id",
     "require_valid_channel_name",
     "require_valid_group_name",
+    "valid_after_inbox",
 ]
 
 # Channels 4: names are shorter than 100 characters.
@@ -48,6 +49,17 @@ def _require_valid_name(kind: str, name: object, pattern: re.Pattern[str]) -> st
 
 def require_valid_channel_name(name: object) -> str:
     return _require_valid_name("Channel", name, CHANNEL_NAME)
+
+
+def valid_after_inbox(name: str, bang: int) -> bool:
+    """Whether ``name``, whose part up to its ``!`` (at ``bang``) is one that passed
+    ``require_valid_channel_name`` before, is valid without the pattern: shorter than the
+    limit, and the rest letters and digits (within what ``CHANNEL_NAME`` allows after ``!``),
+    the case of every ``new_channel()`` name. False leaves it to the full check."""
+    if len(name) >= MAX_NAME_LENGTH:
+        return False
+    suffix = name[bang + 1 :]
+    return not suffix or suffix.isalnum()
 
 
 def require_valid_group_name(name: object) -> str:

@@ -77,4 +77,3 @@ def announced_body(scope: Scope) -> tuple[bool, int]:
         elif name == b"transfer-encoding":
             body = True
     return body, length
-    return 0

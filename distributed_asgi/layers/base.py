@@ -15,6 +15,7 @@ from distributed_asgi.core.names import (
     MAX_NAME_LENGTH,
     require_valid_channel_name,
     require_valid_group_name,
+    valid_after_inbox,
 )
 from distributed_asgi.core.types import Message
 
@@ -33,6 +34,7 @@ __all__ = [
     "require_valid_channel_name",
     "require_valid_group_name",
     "require_valid_message",
+    "valid_after_inbox",
 ]
 
 

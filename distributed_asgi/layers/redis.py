@@ -24,7 +24,6 @@ from typing import Any
 
 from .backlog import Backlog
 from .base import (
-    MAX_NAME_LENGTH,
     ChannelFull,
     Message,
     non_local_name,
@@ -33,6 +32,7 @@ from .base import (
     require_valid_channel_name,
     require_valid_group_name,
     require_valid_message,
+    valid_after_inbox,
 )
 from .channel_reader import ChannelReader
 from .hashring import HashRing
@@ -173,14 +173,8 @@ class RedisChannelLayer:
             return place, keys
         inbox = channel[: bang + 1]
         route = self._inboxes.get(inbox)
-        if route is not None and len(channel) < MAX_NAME_LENGTH:
-            # The part before "!" passed the name check with this route's first name; the name
-            # is valid if the rest is word characters (what CHANNEL_NAME allows after "!",
-            # but "-" and "."), the case of every new_channel() name. Anything else goes
-            # through the full check.
-            suffix = channel[bang + 1 :]
-            if not suffix or suffix.isalnum():
-                return route
+        if route is not None and valid_after_inbox(channel, bang):
+            return route  # the part before "!" passed the name check with the route's first name
         require_valid_channel_name(channel)
         if route is None:
             route = self._queue_keys(inbox)

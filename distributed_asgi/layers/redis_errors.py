@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import LayerError, LayerRefused, LayerUnavailable
 
-__all__ = ["CONNECTION_ERRORS", "is_noscript", "translate", "translated"]
+__all__ = ["CONNECTION_ERRORS", "is_noscript", "reply_error", "translate", "translated"]
 
 # What a lost or unreachable server looks like from redis-py.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (
@@ -77,7 +77,9 @@ def translated() -> Iterator[None]:
         raise error from exc
 
 
-def _reply_error(result: Exception) -> BaseException:
+def reply_error(result: Exception) -> BaseException:
+    """What an error reply in a batch becomes for its caller: the layer's own error, or the
+    redirect itself for a cluster placement to follow."""
     return result if isinstance(result, _PLACEMENT_REPLIES) else translate(result)
 
 

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from .acks import AckLedger
 from .connection import DedicatedConnection, pack_commands
 from .hosts import HostSpec
-from .redis_errors import CONNECTION_ERRORS, _reply_error, is_noscript, translate, translated
+from .redis_errors import CONNECTION_ERRORS, is_noscript, reply_error, translate, translated
 from .scripts import LuaScript
 
 __all__ = [
@@ -159,10 +159,10 @@ class Shard:
         """Count one message of ``channel`` as received, without waiting.
 
         Acks of one inbox merge while they wait for a batch: one plain ``HINCRBY`` per channel,
-        of all its messages received meanwhile. The
-        ack goes out before anything this process sends afterwards to this server, from any
-        loop, so any send that follows a receive() (here, or elsewhere in reaction to a message
-        sent from here) sees the freed capacity; without such a call, within ``ACK_DELAY``.
+        of all its messages received meanwhile. The ack goes out before anything this process
+        sends afterwards to this server, from any loop, so any send that follows a receive()
+        (here, or elsewhere in reaction to a message sent from here) sees the freed capacity;
+        without such a call, within ``ACK_DELAY``.
         """
         self.ledger.add(counter_key, channel)
         if self._acks_timer is None:
@@ -298,11 +298,11 @@ class Shard:
         for (*_, future), result in zip(batch, results, strict=True):
             if future is None:
                 if isinstance(result, Exception):
-                    _report_failure(_reply_error(result))
+                    _report_failure(reply_error(result))
             elif future.done():
                 continue
             elif isinstance(result, Exception):
-                future.set_exception(_reply_error(result))
+                future.set_exception(reply_error(result))
             else:
                 future.set_result(result)
         return True
@@ -378,7 +378,7 @@ class Shard:
         self._unread = 0
         for reply in replies[:owed]:
             if isinstance(reply, Exception):
-                _report_failure(_reply_error(reply))
+                _report_failure(reply_error(reply))
         return replies[owed:]
 
     async def settle(self) -> None:

@@ -68,9 +68,10 @@ class Node(StatelessServer):
     """
 
     max_applications: int  # set by StatelessServer.__init__
-    # The base class scans every instance this often to reap it and log its exception (_serve
-    # lets go at once of one that ended cleanly), not ten times a second: 2,000 idle connections
-    # are scanned rarely, and the room and counters are kept by connection_done.
+    # The base class scans every instance this often to reap it and log its exception
+    # (connection_done lets go at once of one that ended cleanly), not ten times a second:
+    # 2,000 idle connections are scanned rarely, and the room and counters are kept by
+    # connection_done.
     application_checker_interval = 1.0
 
     def __init__(
