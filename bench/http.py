@@ -71,10 +71,13 @@ class HttpSizes:
     duration: float  # seconds of load per measured run
     warmup: float  # seconds of load before the first measured run of each setup
     runs: int  # measured runs per setup, in rotation; the median counts
+    # Seconds of one request at a time (one connection) per setup, measured after its first
+    # run: the cost of one request with nothing to batch it with. 0 skips it.
+    single: float = 0.0
 
 
-FULL = HttpSizes(connections=32, duration=10.0, warmup=2.0, runs=3)
-QUICK = HttpSizes(connections=8, duration=2.0, warmup=0.5, runs=1)
+FULL = HttpSizes(connections=32, duration=10.0, warmup=2.0, runs=3, single=5.0)
+QUICK = HttpSizes(connections=8, duration=2.0, warmup=0.5, runs=1, single=1.0)
 
 
 # -- the app ----------------------------------------------------------------------------------
@@ -397,12 +400,14 @@ def measure(
     loop: str,
     duration: float | None = None,
     paths: Sequence[str] = ("/",),
+    connections: int | None = None,
 ) -> Load:
     """One load run; several ``paths`` are taken in turn (wrk) or one per connection."""
     seconds = sizes.duration if duration is None else duration
+    held = sizes.connections if connections is None else connections
     if load_generator() == "wrk":
-        return run_wrk(port, sizes.connections, seconds, paths)
-    return run_python(port, sizes.connections, seconds, loop, paths)
+        return run_wrk(port, held, seconds, paths)
+    return run_python(port, held, seconds, loop, paths)
 
 
 ROLES = {"direct": ("uvicorn",), "gateway": ("edge", "worker", "redis")}
@@ -459,6 +464,8 @@ def _ratio(value: float | None, base: float | None) -> float | None:
 @dataclass
 class Outcome:
     runs: dict[str, list[Run]]  # "direct" / "gateway" -> every run, in order
+    # "direct" / "gateway" -> its run of one request at a time (empty when not measured)
+    single: dict[str, Run] = field(default_factory=dict)
 
     def median_run(self, setup: str) -> Run:
         ordered = sorted(self.runs[setup], key=lambda run: run.load.rps)
@@ -548,16 +555,24 @@ class Outcome:
         return out
 
 
-def measure_run(setup: Setup, sizes: HttpSizes, loop: str) -> Run:
+def measure_run(
+    setup: Setup,
+    sizes: HttpSizes,
+    loop: str,
+    *,
+    connections: int | None = None,
+    duration: float | None = None,
+) -> Run:
     """One measured load run, with the CPU of each process and Redis's counters around it."""
     with measured(setup.pids, setup.redis_url) as window:
-        load = measure(setup.port, sizes, loop)
+        load = measure(setup.port, sizes, loop, duration=duration, connections=connections)
     return Run(load=load, wall=window.seconds, cpu=window.cpu, redis=window.redis)
 
 
 def run(sizes: HttpSizes, loop: str = "asyncio") -> Outcome:
     setups = {"direct": direct_server, "gateway": gateway_server}
     runs: dict[str, list[Run]] = {name: [] for name in setups}
+    single: dict[str, Run] = {}
     # Servers stay up across the runs of one setup, so run them in rotation by restarting:
     # start-up is cheap next to a run, and rotation spreads any background noise evenly.
     for round_number in range(sizes.runs):
@@ -567,7 +582,11 @@ def run(sizes: HttpSizes, loop: str = "asyncio") -> Outcome:
                 result = measure_run(setup, sizes, loop)
                 runs[name].append(result)
                 print(f"  {name:8s} run {round_number + 1}/{sizes.runs}: {_run_line(result)}")
-    return Outcome(runs)
+                if round_number == 0 and sizes.single > 0:
+                    alone = measure_run(setup, sizes, loop, connections=1, duration=sizes.single)
+                    single[name] = alone
+                    print(f"  {name:8s} one at a time: {_run_line(alone)}")
+    return Outcome(runs, single)
 
 
 def _run_line(result: Run) -> str:
@@ -722,6 +741,56 @@ def table_rows(outcome: Outcome) -> list[list[str]]:
     return rows
 
 
+SINGLE_HEADER = ["one request at a time", "direct", "gateway", "gateway / direct"]
+SINGLE_ALIGN = "lrrr"
+
+
+def single_rows(outcome: Outcome) -> list[list[str]]:
+    """The run of one connection of each setup side by side: the cost of a request that
+    shares no write, read or pop round with another (no targets: the targets are at the
+    concurrency of the main runs)."""
+    direct, gateway = outcome.single["direct"], outcome.single["gateway"]
+    base = direct.cpu_us("uvicorn")
+    rows = [
+        [
+            "req/s",
+            f"{direct.load.rps:,.0f}",
+            f"{gateway.load.rps:,.0f}",
+            _times(_ratio(gateway.load.rps, direct.load.rps)),
+        ],
+        [
+            "p50 ms",
+            f"{direct.load.p50_ms:.2f}",
+            f"{gateway.load.p50_ms:.2f}",
+            _times(_ratio(gateway.load.p50_ms, direct.load.p50_ms)),
+        ],
+        [
+            "p99 ms",
+            f"{direct.load.p99_ms:.2f}",
+            f"{gateway.load.p99_ms:.2f}",
+            _times(_ratio(gateway.load.p99_ms, direct.load.p99_ms)),
+        ],
+    ]
+    for role in ROLES["gateway"]:
+        name = "Redis" if role == "redis" else role
+        rows.append(
+            [
+                f"{name} CPU per request",
+                f"{_us(base)} (uvicorn)",
+                _us(gateway.cpu_us(role)),
+                _times(_ratio(gateway.cpu_us(role), base)),
+            ]
+        )
+    total = _sum_known([gateway.cpu_us(role) for role in ROLES["gateway"]])
+    rows.append(
+        ["all processes' CPU per request", _us(base), _us(total), _times(_ratio(total, base))]
+    )
+    rows.append(["Redis commands per request", "-", _fixed(gateway.commands), "-"])
+    rows.append(["script calls per request", "-", _fixed(gateway.scripts), "-"])
+    rows.append(["errors", str(direct.load.errors), str(gateway.load.errors), "-"])
+    return rows
+
+
 def _sum_known(values: Sequence[float | None]) -> float | None:
     return None if any(value is None for value in values) else sum(v or 0.0 for v in values)
 
@@ -798,8 +867,24 @@ def markdown(
             markdown_table(RUN_HEADER, run_rows(outcome), RUN_ALIGN),
             "",
             *verdicts,
+            *_single_markdown(outcome, sizes),
         ]
     )
+
+
+def _single_markdown(outcome: Outcome, sizes: HttpSizes) -> list[str]:
+    if len(outcome.single) < 2:
+        return []
+    return [
+        "",
+        f"One request at a time: each setup's first server also served {sizes.single:.0f} s of"
+        " load on one keep-alive connection (the next request sent when the last is answered),"
+        " measured the same way. Every request then pays each hop's write, read and pop round"
+        " alone; the figures above show what sharing them across connections buys. No target"
+        " is set here.",
+        "",
+        markdown_table(SINGLE_HEADER, single_rows(outcome), SINGLE_ALIGN),
+    ]
 
 
 def main(sizes: HttpSizes = FULL, *, loop: str = "asyncio", write: bool = True) -> bool:
@@ -825,6 +910,9 @@ def main(sizes: HttpSizes = FULL, *, loop: str = "asyncio", write: bool = True) 
     print()
     for text, ok in outcome.verdicts():
         print(f"{'PASS  ' if ok else 'MISSED'}  {text}")
+    if len(outcome.single) == 2:
+        print()
+        print(plain_table(SINGLE_HEADER, single_rows(outcome), SINGLE_ALIGN))
     image = chart.record(
         SECTION,
         f"HTTP hello world: direct uvicorn vs. the gateway ({sizes.connections} connections)",

@@ -19,7 +19,7 @@ def test_python_load_generator_checks_every_answer() -> None:
 
 def test_both_setups_measured_with_their_costs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench_http, "load_generator", lambda: "python")
-    sizes = bench_http.HttpSizes(connections=4, duration=1.0, warmup=0.2, runs=1)
+    sizes = bench_http.HttpSizes(connections=4, duration=1.0, warmup=0.2, runs=1, single=1.0)
     outcome = bench_http.run(sizes)
     assert outcome.correct
     assert outcome.direct.requests > 0 and outcome.gateway.requests > 0
@@ -45,6 +45,35 @@ def test_both_setups_measured_with_their_costs(monkeypatch: pytest.MonkeyPatch) 
     assert [row[0] for row in bench_http.run_rows(outcome)] == ["direct", "gateway"]
     text = bench_http.markdown(outcome, sizes, "asyncio", "0 0 0")
     assert "Every run, in order" in text and "CONFIG RESETSTAT" in text
+
+    # One request at a time, on the same servers: measured with its own costs.
+    assert set(outcome.single) == {"direct", "gateway"}
+    alone = outcome.single["gateway"]
+    assert alone.load.requests > 0 and alone.load.errors == 0
+    assert all((alone.cpu_us(role) or 0) > 0 for role in ("edge", "worker", "redis"))
+    assert "One request at a time" in text
+
+
+def test_one_request_at_a_time_side_by_side() -> None:
+    # 1,000 requests: direct 0.05 s of CPU (50 µs each); the edge 0.2 s (200 µs, 4x).
+    direct = _run(1_000, 1.0, {"uvicorn": 0.05}, None)
+    gateway = _run(
+        500, 4.0, {"edge": 0.1, "worker": 0.05, "redis": 0.025}, {"evalsha": 500, "blmove": 4000}
+    )
+    outcome = bench_http.Outcome(
+        {"direct": [direct], "gateway": [gateway]}, {"direct": direct, "gateway": gateway}
+    )
+    rows = {row[0]: row[1:] for row in bench_http.single_rows(outcome)}
+    assert rows["req/s"] == ["1,000", "500", "0.50x"]
+    assert rows["p99 ms"][2] == "4.00x"
+    assert rows["edge CPU per request"] == ["50 µs (uvicorn)", "200 µs", "4.00x"]
+    assert rows["all processes' CPU per request"][1:] == ["350 µs", "7.00x"]
+    assert rows["Redis commands per request"][1] == "9.00"
+    assert rows["script calls per request"][1] == "1.00"
+    # Without it (sizes.single 0), the section has no such table.
+    without = bench_http.Outcome({"direct": [direct], "gateway": [gateway]})
+    sizes = bench_http.HttpSizes(connections=4, duration=1.0, warmup=0.2, runs=1)
+    assert "One request at a time" not in bench_http.markdown(without, sizes, "asyncio", "0")
 
 
 def _run(
