@@ -11,11 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 
 from distributed_asgi.ops.redis_process import free_port
 from tests.support import wait_until_listening
@@ -56,6 +58,10 @@ def serve_through_gateway(
     processes = [edge, *worker_processes]
     try:
         wait_until_listening(port, processes=processes, timeout=30)
+        # Every worker up (its presence written): one still importing the app when the test
+        # ends would be stopped before it handles signals, and the exit codes below mean a
+        # stop of a running worker.
+        wait_for_workers(redis_url, prefix, workers, timeout=30)
         yield Gateway(url=f"http://127.0.0.1:{port}", worker_pids=[w.pid for w in worker_processes])
     finally:
         for process in processes:
@@ -69,6 +75,18 @@ def serve_through_gateway(
                 process.kill()
                 codes.append(process.wait())
     assert codes == [0] * len(processes), f"edge and worker exit codes after SIGTERM: {codes}"
+
+
+def wait_for_workers(redis_url: str, prefix: str, count: int, *, timeout: float) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while len(list(client.scan_iter(f"{prefix}:node:*"))) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {count} worker(s) up after {timeout:.0f}s")
+            time.sleep(0.05)
+    finally:
+        client.close()
 
 
 Start = Callable[..., contextlib.AbstractContextManager[Gateway]]
