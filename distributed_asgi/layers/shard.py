@@ -1,11 +1,10 @@
 """One Redis server as seen from one event loop: a client, batched script calls, health.
 
-Calls are pipelined automatically (as ioredis's ``enableAutoPipelining``): every ``call()``
-made in one turn of the loop goes out in one write, and while a batch is on the wire new calls
-queue up and go together in the next, so N concurrent sends cost about one write and one round
-trip instead of N; a call alone waits one loop turn for company. Pushes to one queue that
-follow each other in a batch are written as one ``RPUSH`` of all their entries and one
-``PEXPIRE``.
+Calls are pipelined automatically (as ioredis's ``enableAutoPipelining``): once calls come
+several together, every ``call()`` made in one turn of the loop goes out in one write; while a
+batch is on the wire new calls queue for the next. Calls that come one at a time are written at
+once, by their caller. Pushes to one queue that follow each other in a batch are one ``RPUSH``
+of all their entries and one ``PEXPIRE``.
 
 Acks (messages received, to count off their channel's capacity) wait in an ``AckLedger``
 (acks.py) that belongs to the layer, not to the loop: they go out with the next call to that
@@ -76,8 +75,9 @@ class Shard:
         self._batch_connection = DedicatedConnection(self.client)
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._active = False  # the flusher has a batch to write, or one on the wire
+        self._active = False  # a batch is being executed (by a caller or the flusher)
         self._written = False  # the batch being executed has been written to the socket
+        self._together = False  # the last batch carried several callers' calls (see call())
         self._acks_task: asyncio.Task[None] | None = None  # _write_acks, not yet started
         self._acks_timer: asyncio.TimerHandle | None = None  # calls _acks_due
         # Replies owed by the batch connection for acks written on their own (_acks_due):
@@ -133,15 +133,29 @@ class Shard:
         return loop
 
     async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run ``script`` in the next batch: every call made in this turn of the loop (by any
-        connection, any task) goes out in one write and its replies are read in one pass.
-
-        The batch is written by the flusher task, which runs after the tasks that are ready now
-        have made their calls; while it is on the wire, new calls wait for the next one. A
-        cancelled caller leaves its call in the batch (it may run) and nobody else's.
-        """
+        """Run ``script`` in a batch with the calls around it. While calls come one at a time
+        (the last batch carried one), one with nothing on the wire is written at once, here: no
+        task, no loop turn. Once they come together, it is left to the flusher task, which
+        writes it after the tasks ready now have made theirs: all of this turn's in one write."""
         future: asyncio.Future[Any] = self._get_loop().create_future()
-        self._enqueue((script, keys, list(args), future))
+        self._forget_dead_flusher()
+        if self._active or self._together:
+            self._enqueue((script, keys, list(args), future))
+            return await future
+        self._active = True
+        acks_written = destroyed = False
+        try:
+            acks_written = await self._run([*self._ack_calls(), (script, keys, list(args), future)])
+        except GeneratorExit:
+            destroyed = True  # with its closed loop: no task can be made
+            raise
+        finally:
+            if destroyed:
+                pass
+            elif self._pending or (acks_written and self.ledger):
+                self._flusher = self._get_loop().create_task(self._flush())
+            else:
+                self._active = False
         return await future
 
     def ack(self, counter_key: str, channel: str) -> None:
@@ -250,6 +264,7 @@ class Shard:
         """Execute ``batch``; False when it failed before it was written (its acks are back
         in the ledger)."""
         self._written = False
+        self._together = sum(1 for *_, future in batch if future is not None) > 1
         try:
             results = await self._execute(batch)
             retry = [c for c, r in zip(batch, results, strict=True) if is_noscript(r)]
