@@ -47,6 +47,7 @@ def _packer() -> msgpack.Packer:
         packer = _packers.packer = msgpack.Packer(use_bin_type=True, autoreset=True)
     return packer
 
+
 PLAIN = b"M"
 ENCRYPTED = b"F"
 # Far above any frame the gateway makes (response bodies travel in 128 KiB frames; uvicorn

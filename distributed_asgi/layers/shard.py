@@ -65,6 +65,9 @@ ACK_WRITE_TIMEOUT = 1.0
 # How long an ack waits for a call to ride with before it is written on its own: a receiver
 # getting one message at a time then writes once per few messages, not once per message.
 ACK_DELAY = 0.005
+# Batches of one caller's call in a row after which calls count as coming one at a time (see
+# call()): a quiet moment under load does not end the batching.
+ALONE_AFTER = 8
 
 
 class Shard:
@@ -77,14 +80,13 @@ class Shard:
         self._flusher: asyncio.Task[None] | None = None
         self._active = False  # a batch is being executed (by a caller or the flusher)
         self._written = False  # the batch being executed has been written to the socket
-        self._together = False  # the last batch carried several callers' calls (see call())
+        self._alone = ALONE_AFTER  # batches in a row that carried one caller's call (call())
         self._acks_task: asyncio.Task[None] | None = None  # _write_acks, not yet started
         self._acks_timer: asyncio.TimerHandle | None = None  # calls _acks_due
         # Replies owed by the batch connection for acks written on their own (_acks_due):
         # read, ahead of its own, by the next batch (or on close), not waited for.
         self._unread = 0
-        # The loop this shard belongs to (a shard is made per loop, see loops.py): kept, as
-        # asyncio.get_running_loop() costs a getpid() system call on every call.
+        # Its loop (one shard per loop, loops.py), kept: get_running_loop() makes a getpid().
         self._loop: asyncio.AbstractEventLoop | None = None
         self._down_since: float | None = None
 
@@ -116,8 +118,7 @@ class Shard:
     # -- batched script calls --------------------------------------------------------------------
 
     async def command(self, *args: Any) -> Any:
-        """One plain command (``CLIENT UNBLOCK``), batched like ``call()``: no connection of
-        its own."""
+        """One plain command (``CLIENT UNBLOCK``), batched like ``call()``."""
         return await self.call(COMMAND, (), args)
 
     async def commands(self, *commands: Sequence[Any]) -> list[Any]:
@@ -127,19 +128,18 @@ class Shard:
         return replies
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run ``script`` in a batch with the calls around it. While calls come one at a time
-        (the last batch carried one), one with nothing on the wire is written at once, here: no
-        task, no loop turn. Once they come together, it is left to the flusher task, which
-        writes it after the tasks ready now have made theirs: all of this turn's in one write."""
+        (``ALONE_AFTER`` batches of one), one with nothing on the wire is written at once, here:
+        no task, no loop turn. Otherwise it is left to the flusher task, which writes it after
+        the tasks ready now have made theirs: all of this turn's calls in one write."""
         future: asyncio.Future[Any] = self._get_loop().create_future()
         self._forget_dead_flusher()
-        if self._active or self._together:
+        if self._active or self._alone < ALONE_AFTER:
             self._enqueue((script, keys, list(args), future))
             return await future
         self._active = True
@@ -264,7 +264,8 @@ class Shard:
         """Execute ``batch``; False when it failed before it was written (its acks are back
         in the ledger)."""
         self._written = False
-        self._together = sum(1 for *_, future in batch if future is not None) > 1
+        alone = sum(1 for *_, future in batch if future is not None) <= 1
+        self._alone = self._alone + 1 if alone else 0
         try:
             results = await self._execute(batch)
             retry = [c for c, r in zip(batch, results, strict=True) if is_noscript(r)]
