@@ -1,4 +1,5 @@
-"""The batcher of one server, when an event loop's end cancels it mid-way (real Redis)."""
+"""The batcher of one server: its automatic pipelining, and an event loop's end cancelling it
+mid-way (real Redis)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,56 @@ async def test_acks_of_a_batch_cancelled_before_it_ran_are_written_later(
     finally:
         await admin.delete(counter)
         await admin.aclose()
+
+
+def _count_writes(shard: Shard, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every write of the shard's batch connection, as it goes to the socket."""
+    writes: list[bytes] = []
+    connection = shard._batch_connection
+    write_now, send = connection.write_now, connection.send
+
+    def counted_write_now(packed: bytes) -> bool:
+        written = write_now(packed)
+        if written:
+            writes.append(packed)
+        return written
+
+    async def counted_send(commands: object) -> None:
+        assert isinstance(commands, bytes)
+        writes.append(commands)
+        await send(commands)
+
+    monkeypatch.setattr(connection, "write_now", counted_write_now)
+    monkeypatch.setattr(connection, "send", counted_send)
+    return writes
+
+
+async def test_calls_made_in_one_loop_turn_go_out_in_one_write(
+    shard: Shard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Automatic pipelining: once calls come together, every call of a loop turn is one write."""
+    await shard.commands(("ECHO", "warm"), ("ECHO", "up"))  # connected; a batch of one
+    await asyncio.gather(*(shard.command("ECHO", str(n)) for n in range(3)))  # calls together
+    writes = _count_writes(shard, monkeypatch)
+    replies = await asyncio.gather(*(shard.command("ECHO", str(n)) for n in range(20)))
+    assert replies == [str(n).encode() for n in range(20)]
+    assert len(writes) == 1
+    assert writes[0].count(b"ECHO") == 20
+
+
+async def test_calls_one_at_a_time_are_written_by_their_caller(
+    shard: Shard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ALONE_AFTER batches of one call, a call is written at once, in its caller's task:
+    no flusher task, no loop turn of waiting."""
+    from distributed_asgi.layers.shard import ALONE_AFTER
+
+    await asyncio.gather(*(shard.command("ECHO", str(n)) for n in range(3)))  # together
+    for n in range(ALONE_AFTER):
+        assert shard._alone < ALONE_AFTER  # still batching: the flusher writes each
+        await shard.command("ECHO", str(n))
+    writes = _count_writes(shard, monkeypatch)
+    call = asyncio.ensure_future(shard.command("ECHO", "alone"))
+    await asyncio.sleep(0)  # the caller's task ran once: its call is on the wire already
+    assert len(writes) == 1 and shard._flusher is None
+    assert await call == b"alone"
