@@ -751,26 +751,14 @@ def single_rows(outcome: Outcome) -> list[list[str]]:
     concurrency of the main runs)."""
     direct, gateway = outcome.single["direct"], outcome.single["gateway"]
     base = direct.cpu_us("uvicorn")
-    rows = [
-        [
-            "req/s",
-            f"{direct.load.rps:,.0f}",
-            f"{gateway.load.rps:,.0f}",
-            _times(_ratio(gateway.load.rps, direct.load.rps)),
-        ],
-        [
-            "p50 ms",
-            f"{direct.load.p50_ms:.2f}",
-            f"{gateway.load.p50_ms:.2f}",
-            _times(_ratio(gateway.load.p50_ms, direct.load.p50_ms)),
-        ],
-        [
-            "p99 ms",
-            f"{direct.load.p99_ms:.2f}",
-            f"{gateway.load.p99_ms:.2f}",
-            _times(_ratio(gateway.load.p99_ms, direct.load.p99_ms)),
-        ],
-    ]
+    rows = []
+    for label, figure, shown in (
+        ("req/s", "rps", "{:,.0f}"),
+        ("p50 ms", "p50_ms", "{:.2f}"),
+        ("p99 ms", "p99_ms", "{:.2f}"),
+    ):
+        mine, theirs = getattr(gateway.load, figure), getattr(direct.load, figure)
+        rows.append([label, shown.format(theirs), shown.format(mine), _times(_ratio(mine, theirs))])
     for role in ROLES["gateway"]:
         name = "Redis" if role == "redis" else role
         rows.append(

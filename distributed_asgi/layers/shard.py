@@ -138,7 +138,7 @@ class Shard:
         no task, no loop turn. Otherwise it is left to the flusher task, which writes it after
         the tasks ready now have made theirs: all of this turn's calls in one write."""
         future: asyncio.Future[Any] = self._get_loop().create_future()
-        self._forget_dead_flusher()
+        # A dead flusher leaves _active set: _enqueue() forgets it and starts a new one.
         if self._active or self._alone < ALONE_AFTER:
             self._enqueue((script, keys, list(args), future))
             return await future

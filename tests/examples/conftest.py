@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from distributed_asgi.layers.keys import NODE, KeySpace
 from distributed_asgi.ops.redis_process import free_port
 from tests.support import wait_until_listening
 
@@ -81,7 +82,7 @@ def wait_for_workers(redis_url: str, prefix: str, count: int, *, timeout: float)
     client = redis.Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + timeout
-        while len(list(client.scan_iter(f"{prefix}:node:*"))) < count:
+        while len(list(client.scan_iter(KeySpace(prefix).pattern(NODE)))) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"fewer than {count} worker(s) up after {timeout:.0f}s")
             time.sleep(0.05)
