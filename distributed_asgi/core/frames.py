@@ -92,6 +92,9 @@ class Connect:
     # The edge's alive round when it made this connection: its later rounds list it while the
     # edge holds it.
     round: int | None = None
+    # The Node claims the connection in the layer before it starts the application and sends
+    # the accept with its first frame (core/claims.py); False: an accept frame first.
+    claim: bool = False
 
 
 @dataclass(slots=True)
@@ -206,6 +209,8 @@ def encode(frame: Frame) -> Message:
         connect["peer"] = frame.peer
     if frame.round is not None:
         connect["n"] = frame.round
+    if frame.claim:
+        connect["c"] = True
     return connect
 
 
@@ -315,6 +320,7 @@ def _connect(message: Mapping[str, Any], conn_id: str) -> Connect:
         first,
         _peer(message),
         _round(message),
+        message.get("c") is True,
     )
 
 

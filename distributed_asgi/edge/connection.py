@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 from distributed_asgi._aio import Deadline, DeadlineExceeded, within
+from distributed_asgi.core.claims import NodeHolder
 from distributed_asgi.core.flow import CreditWindow
 from distributed_asgi.core.frames import (
     Accept,
@@ -181,11 +182,23 @@ class EdgeConnection:
             try:
                 self.pickup.peer = await self.registry.peer_channel()
                 self.pickup.round = self.registry.holding(self.conn_id)
+                # A whole request is claimed (core/claims.py): its accept comes with the response.
+                self.pickup.claims = self.registry.claims if self.whole else None
                 answer = await self.pickup.run(initial, self.deadline)
                 if isinstance(answer, Refused):
                     await self._refused(answer)
                     _cancel(first)
                     return
+                if isinstance(answer, NodeHolder):
+                    held = await self._held_by(answer)
+                    if held is None:  # the Node was lost, or a timeout answered the client
+                        self.registry.unregister(self)
+                        if self._retrying:
+                            self._retry()
+                            continue
+                        _cancel(first)
+                        return
+                    answer = held
                 if await self._accepted(answer):  # a whole short response came with the accept
                     self.registry.unregister(self)
                     _cancel(first)
@@ -199,10 +212,13 @@ class EdgeConnection:
             await self._pump(first, watch_later=self.whole)
             if not self._retrying:
                 return
-            self.retried += 1
-            self.registry.retried(self.key)
-            log_retry(self.scope, self.retried, self.settings, self.node_name)
-            self._attempt()
+            self._retry()
+
+    def _retry(self) -> None:
+        self.retried += 1
+        self.registry.retried(self.key)
+        log_retry(self.scope, self.retried, self.settings, self.node_name)
+        self._attempt()
 
     async def _refused(self, refused: Refused) -> None:
         if self.retried:
@@ -212,6 +228,48 @@ class EdgeConnection:
             return
         self.outcome = refused.outcome
         await self.client.respond(refused.status, retry_after=True)
+
+    async def _held_by(self, holder: NodeHolder) -> Accept | None:
+        """A Node claimed the connection but sent nothing by the pick-up deadline (a busy or
+        stalled Node): watch that Node as after an accept, and wait for its accept. None when
+        the wait ended otherwise (the Node lost, an HTTP timeout), the client answered."""
+        self.peer_key = holder.peer
+        self.node_name = holder.node or holder.peer
+        self.beat_id = None
+        self.node_round = holder.round
+        self.window = holder.heartbeat * self.settings.heartbeat_misses
+        self.registry.register(self)
+        logger.warning(
+            "Node %s holds %s but sent nothing by the pick-up deadline: waiting for it",
+            self.node_name,
+            describe(self.scope),
+        )
+        deadline = self.deadline
+        while self._stop is None:
+            when, expired = self._deadline()
+            try:
+                raw = await deadline.wait(self.layer.receive(self.pickup.reply_channel), when)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise  # not ours: the layer's own
+                if self._stop is None and expired is not None:
+                    await self._timed_out(expired)
+                    return None
+                break
+            self.registry.heard(self.peer_key)
+            frame = self._decode(raw)
+            if isinstance(frame, Accept):
+                return frame
+            if frame is not None:
+                logger.warning(
+                    "dropped a %s frame on %s: expected an accept",
+                    type(frame).__name__,
+                    self.pickup.reply_channel,
+                )
+        await self._node_failed()
+        if self._stop is not None and self.outcome is Outcome.SERVED and not self._retrying:
+            self.outcome = self._stop
+        return None
 
     async def _accepted(self, accept: Accept) -> bool:
         """Pin the connection to the Node; True when the accept already finished it."""
@@ -303,7 +361,8 @@ class EdgeConnection:
         """In the background: the connection may be returning (the server's task ends), or
         be pinned to another Node by a retry before this runs, so the frame is made now."""
         self.node_done = True
-        assert self.node_channel is not None
+        if self.node_channel is None:
+            return  # claimed, not accepted yet: the edge's next alive frame no longer lists it
         frame = encode(Asgi(self.conn_id, [self._disconnect_message()]))
         self.registry.spawn(self._last_word(self.node_channel, frame, self.window))
 
@@ -370,6 +429,11 @@ class EdgeConnection:
                     type(frame).__name__,
                     self.pickup.reply_channel,
                 )
+        await self._node_failed()
+
+    async def _node_failed(self) -> None:
+        """After a pump or the liveness watch ended the wait for the Node: retry the request
+        elsewhere when that is safe, else tell the client (502, or 1011)."""
         if not self.client.cycle.finished and self._stop in (Outcome.REDIS_DOWN, Outcome.NODE_LOST):
             self._retrying = self._stop is Outcome.NODE_LOST and may_retry(
                 self.settings,

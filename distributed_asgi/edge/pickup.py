@@ -12,6 +12,12 @@ decides the answer:
 | the route channel is full                     | capacity     | ``no_worker_status``|
 | the layer cannot reach its server             | redis_down   | 503                 |
 | the layer's server refused the write          | capacity     | 503                 |
+
+A connect that asks Nodes to claim it (a whole request; core/claims.py) has nothing back by
+its deadline only when no Node took it or the Node that did is slow to speak: the edge then
+claims it itself. Got: no Node will start it, the refusal above is exact. Lost: the holder is
+returned, for the connection to wait for that Node. A claim that cannot be made (Redis gone)
+leaves the refusal above, as for a connect that does not ask.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from distributed_asgi._aio import Deadline
+from distributed_asgi._aio import Deadline, DeadlineExceeded, within
+from distributed_asgi.core.claims import EDGE_HOLDER, NodeHolder, parse_holder
 from distributed_asgi.core.frames import (
     PICKUP_GRACE,
     Accept,
@@ -33,11 +40,22 @@ from distributed_asgi.core.frames import (
 from distributed_asgi.core.outcomes import Outcome
 from distributed_asgi.core.types import Message, Scope
 from distributed_asgi.edge.settings import EdgeSettings
-from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerRefused, LayerUnavailable
+from distributed_asgi.layers import (
+    ChannelFull,
+    ClaimingLayer,
+    GatewayLayer,
+    LayerError,
+    LayerRefused,
+    LayerUnavailable,
+)
 
 __all__ = ["PickUp", "Refused"]
 
 logger = logging.getLogger("distributed_asgi.distributor")
+
+# How long the edge's claim on a connection it refused is kept: longer than any Node that
+# took the connect before its deadline can take to claim it.
+EDGE_CLAIM_KEPT = 60.0
 
 
 @dataclass(frozen=True)
@@ -60,10 +78,13 @@ class PickUp:
     reply_channel: str = ""
     peer: str | None = None  # the edge's liveness channel, for the Node to send alive frames to
     round: int | None = None  # the edge's alive round when the connection was made
+    claims: ClaimingLayer | None = None  # set: the connect asks Nodes to claim it
     queued: bool = False  # the layer confirmed the connect's send
     wait: float | None = None  # connect sent -> accept, for the metrics
 
-    async def run(self, initial: list[Message], deadline: Deadline) -> Accept | Refused:
+    async def run(
+        self, initial: list[Message], deadline: Deadline
+    ) -> Accept | NodeHolder | Refused:
         settings = self.settings
         try:
             return await deadline.within(
@@ -80,6 +101,10 @@ class PickUp:
                     settings.pickup_timeout,
                 )
                 return Refused(Outcome.REDIS_DOWN, 503)
+            if self.claims is not None:
+                holder = await self._claim(self.claims)
+                if holder is not None:
+                    return holder
             logger.warning(
                 "no Node took %s on %r within %.1fs",
                 describe(self.scope),
@@ -100,6 +125,29 @@ class PickUp:
             )
             return Refused(Outcome.CAPACITY, 503)
 
+    async def _claim(self, claims: ClaimingLayer) -> NodeHolder | Refused | None:
+        """Claim the connection no Node spoke for: None when the edge got it (or could not ask:
+        answered as if no Node took it), else the Node holding it."""
+        try:
+            held = await within(
+                PICKUP_GRACE, claims.claim(self.reply_channel, EDGE_HOLDER, EDGE_CLAIM_KEPT)
+            )
+        except (DeadlineExceeded, LayerError) as exc:
+            logger.warning(
+                "could not claim %s after its pick-up deadline (%s): refusing it",
+                describe(self.scope),
+                str(exc) or "no answer from Redis",
+            )
+            return None
+        if held is None:
+            return None
+        holder = parse_holder(held)
+        if holder is None:
+            # Held, but not by a Node this edge can watch: it may have started.
+            logger.warning("%s is claimed by %r: answering 502", describe(self.scope), held)
+            return Refused(Outcome.NODE_LOST, 502)
+        return holder
+
     async def _connect(self, initial: list[Message]) -> Accept:
         settings = self.settings
         self.reply_channel = await self.layer.new_channel("edge")
@@ -112,6 +160,7 @@ class PickUp:
             initial,
             self.peer,
             self.round,
+            self.claims is not None,
         )
         sent = time.monotonic()
         await self.layer.send(self.key, encode(frame))

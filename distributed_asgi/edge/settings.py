@@ -14,6 +14,7 @@ from distributed_asgi.layers.validate import require_capacity, require_seconds
 
 if TYPE_CHECKING:
     from distributed_asgi.edge.connection import EdgeConnection
+    from distributed_asgi.layers import ClaimingLayer
 
 __all__ = ["DEFAULT_RETRY_METHODS", "ConnectionRegistry", "EdgeSettings"]
 
@@ -92,6 +93,9 @@ class ConnectionRegistry(Protocol):
     """What a connection asks of the edge that runs it: the edge's liveness channel (for the
     connect), to have its Node watched while it is pinned to it (``register``; ``heard`` for
     each frame from it), and to run a last message to the Node after it has returned."""
+
+    # The layer when it can claim connections (core/claims.py), else None.
+    claims: ClaimingLayer | None
 
     async def peer_channel(self) -> str: ...
 

@@ -10,7 +10,7 @@
     }
 """
 
-from .base import ChannelFull, GatewayLayer, WrongClientPrefix
+from .base import ChannelFull, ClaimingLayer, GatewayLayer, WrongClientPrefix
 from .cluster import RedisClusterChannelLayer
 from .errors import LayerError, LayerRefused, LayerUnavailable
 from .local import RedisLocalChannelLayer, central_layer
@@ -19,6 +19,7 @@ from .redis import RedisChannelLayer
 
 __all__ = [
     "ChannelFull",
+    "ClaimingLayer",
     "GatewayLayer",
     "InMemoryChannelLayer",
     "LayerError",

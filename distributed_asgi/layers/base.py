@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from distributed_asgi.core.names import (
     MAX_NAME_LENGTH,
@@ -25,6 +25,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "CapacityRules",
     "ChannelFull",
+    "ClaimingLayer",
     "GatewayLayer",
     "Message",
     "WrongClientPrefix",
@@ -89,6 +90,22 @@ class GatewayLayer(Protocol):
     async def new_channel(self, prefix: str = "specific") -> str: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ClaimingLayer(GatewayLayer, Protocol):
+    """A gateway layer that can also say who decides a connection (every layer here can).
+
+    With one, a Node tells the edge it took a connection with its first response frame
+    instead of a frame of its own, and an edge that heard nothing by the pick-up timeout
+    claims the connection itself before answering 503 (docs/PROTOCOL.md). A layer without
+    ``claim`` serves as before: an accept frame before the application runs.
+    """
+
+    async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
+        """Claim the process-specific ``channel`` for ``holder`` for ``ttl`` seconds: None when
+        this call got it, else the value of whoever holds it ("" if unknown)."""
+        ...
 
 
 def require_valid_message(message: object) -> Message:

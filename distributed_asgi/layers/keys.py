@@ -48,6 +48,7 @@ GROUP = "g"
 GROUP_CAPACITIES = "gc"
 GROUP_INDEX = "gi"
 NODE = "node"
+CLAIM = "c"  # who decides a connection no accept came for in time (layer.claim())
 RETRIES = "r"  # a route's count of requests the edges sent to another Node (edge/retry.py)
 
 # Digits of the send time at the head of every queue entry (ms since the epoch: 13 digits

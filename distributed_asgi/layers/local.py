@@ -99,6 +99,11 @@ class RedisLocalChannelLayer:
     async def receive(self, channel: str) -> Message:
         return await self._for(channel).receive(channel)
 
+    async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
+        """Claim a process-specific channel (central, as its inbox); see
+        ``RedisChannelLayer.claim``."""
+        return await self.central.claim(channel, holder, ttl)
+
     async def new_channel(self, prefix: str = "specific") -> str:
         return await self.central.new_channel(prefix)
 

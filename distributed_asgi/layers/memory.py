@@ -87,6 +87,7 @@ class InMemoryChannelLayer:
         self.client_prefix = secrets.token_hex(6)
         self._channels: dict[str, _Channel] = {}
         self._groups: dict[str, dict[str, float]] = {}  # group -> channel -> added at
+        self._claims: dict[str, tuple[float, str]] = {}  # channel -> (expires at, holder)
 
     def _expire(self, state: _Channel) -> None:
         now = time.monotonic()
@@ -112,6 +113,23 @@ class InMemoryChannelLayer:
         state.counted += counted
         state.wake_one()
         return True
+
+    async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
+        """Claim a process-specific channel for ``holder`` (see ``RedisChannelLayer.claim``):
+        None when this call got it, else the holder's value."""
+        require_process_channel(require_valid_channel_name(channel))
+        now = time.monotonic()
+        claims = self._claims
+        while claims:  # oldest first: forget the expired ones at the front
+            name, (expires, _) = next(iter(claims.items()))
+            if expires > now:
+                break
+            del claims[name]
+        held = claims.get(channel)
+        if held is not None and held[0] > now:
+            return held[1]
+        self._claims[channel] = (now + ttl, holder)
+        return None
 
     async def receive(self, channel: str) -> Message:
         """The next message on ``channel``. As with the Redis layer, a process-specific channel
@@ -176,6 +194,7 @@ class InMemoryChannelLayer:
     async def flush(self) -> None:
         self._channels.clear()
         self._groups.clear()
+        self._claims.clear()
 
     async def close(self) -> None:
         pass

@@ -38,14 +38,14 @@ from .channel_reader import ChannelReader
 from .hashring import HashRing
 from .hosts import HostSpec, parse_hosts, single_host
 from .inbox_reader import InboxReader
-from .keys import KeySpace, entry
+from .keys import CLAIM, KeySpace, entry
 from .options import LayerOptions
 from .placement import Placement, RingPlacement
 from .queue_reader import QueueReader
 from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND
 from .serialization import BadMessage
 from .server import Server
-from .shard import COMMANDS, translated
+from .shard import COMMAND, COMMANDS, translated
 
 __all__ = ["RedisChannelLayer"]
 
@@ -227,6 +227,23 @@ class RedisChannelLayer:
             (),
             [("RPUSH", queue, pushed), ("PEXPIRE", queue, self.options.expiry_ms)],
         )
+
+    async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
+        """Claim ``channel`` (a process-specific name) for ``holder``, for ``ttl`` seconds:
+        None when this call got it, else the holder's value ("" if it expired meanwhile).
+
+        One ``SET NX PX`` on the channel's server (a ``GET`` more when another holds it), so
+        the edge and the Node, which both know the reply channel of a connection, agree on who
+        decides it (docs/PROTOCOL.md). ``LayerUnavailable``/``LayerRefused`` as ``send``.
+        """
+        place, _ = self._inbox_route(channel)
+        require_process_channel(channel)
+        key = self.keys.key(CLAIM, channel, self.placement.tag(place))
+        ms = max(1, int(ttl * 1000))
+        if await self.placement.call(place, COMMAND, (), ["SET", key, holder, "NX", "PX", ms]):
+            return None
+        held = await self.placement.call(place, COMMAND, (), ["GET", key])
+        return "" if held is None else bytes(held).decode()
 
     async def receive(self, channel: str) -> Message:
         """The next message on ``channel``, waiting for one to arrive.

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from distributed_asgi import Node
+from distributed_asgi.core.claims import EDGE_HOLDER
 from distributed_asgi.core.frames import Accept, Connect, End, decode_frame, encode
 from distributed_asgi.layers import RedisChannelLayer
 from tests.gateway.fixtures import Gateway
@@ -131,3 +132,56 @@ async def test_an_accept_that_reached_redis_after_the_edge_gave_up_never_starts_
     assert isinstance(frames[1], End)
     assert frames[1].error is not None and "too late" in frames[1].error
     assert ran == []
+
+
+# -- a claimed connection (core/claims.py): a whole request, its accept with the response -------
+
+
+def test_a_node_silent_past_the_pickup_timeout_holds_its_claim_and_answers(
+    gateway: Gateway,
+) -> None:
+    """The Node claims a bodiless GET, then its application blocks the loop past the edge's
+    pick-up deadline, so nothing (not even the lone accept) is written meanwhile. The edge's
+    own claim finds the Node holding it: it waits for that Node instead of answering 503."""
+    gateway.start_edge(pickup_timeout=0.5, retries=0)
+    gateway.start_node(app=CONTRACT_APP, heartbeat_interval=1.0, lifespan="off")
+    started = time.monotonic()
+    response = httpx.get(gateway.url("/block/slow?seconds=1.5"), timeout=30)
+    seconds = time.monotonic() - started
+    print(f"answered after {seconds:.2f}s")
+    assert response.status_code == 200, gateway.logs()[-3000:]
+    assert seconds >= 1.5
+    assert "sent nothing by the pick-up deadline: waiting for it" in gateway.logs()
+
+
+def test_a_node_killed_after_its_claim_gives_502_not_503(gateway: Gateway) -> None:
+    gateway.start_edge(pickup_timeout=0.5, retries=0)
+    node, _ = gateway.start_node(app=CONTRACT_APP, heartbeat_interval=0.3, lifespan="off")
+    results: dict[str, Any] = {}
+
+    def get() -> None:
+        results["response"] = httpx.get(gateway.url("/block/claimed?seconds=30"), timeout=30)
+
+    thread = threading.Thread(target=get)
+    thread.start()
+    gateway.wait_marker("ran-claimed")
+    os.kill(node.pid, signal.SIGKILL)
+    thread.join()
+    assert results["response"].status_code == 502
+
+
+async def test_with_no_node_the_edge_holds_the_claim_it_answered_503_for(
+    gateway: Gateway,
+) -> None:
+    gateway.start_edge(pickup_timeout=0.3, retry_after=2)
+    async with httpx.AsyncClient() as client:
+        response = await client.get(gateway.url("/nobody"), timeout=30)
+    assert (response.status_code, response.headers.get("retry-after")) == (503, "2")
+    layer = RedisChannelLayer(hosts=[gateway.redis_url], prefix=gateway.prefix)
+    try:
+        (server,) = await layer.servers()
+        keys = await server.scan(f"{gateway.prefix}:c:*")
+        values = [await server.execute(["GET", key]) for key in keys]
+    finally:
+        await layer.close()
+    assert values == [[EDGE_HOLDER.encode()]]
