@@ -14,6 +14,8 @@ Rules of this file:
   two clocks say. Losing it means a Node holds it: the holder's value names that Node's
   liveness channel and alive round, so the edge watches that Node while it waits for its frames.
 - A Node that loses (the edge claimed first) does not start the application.
+- Before its deadline the edge only looks (``holder``), never claims: a Node may still take
+  the connect. A holder found so is watched as one found by the claim.
 """
 
 from __future__ import annotations
@@ -21,10 +23,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["EDGE_HOLDER", "NodeHolder", "node_holder", "parse_holder"]
+__all__ = ["ACCEPT_HOLD", "EDGE_HOLDER", "FIRST_LOOK", "NodeHolder", "node_holder", "parse_holder"]
 
 # The edge's value: it answered (503) and no Node may start the connection.
 EDGE_HOLDER = "edge"
+# A claimed connection's accept waits this long (seconds) for the application's first frame to
+# ride with; then it goes alone, so the edge of a slow response hears from its Node early.
+ACCEPT_HOLD = 0.05
+# An edge that heard nothing this long after its connect looks (without claiming) for a Node
+# holding it, and again after twice as long, and so on until its deadline: a Node that died
+# before its accept went out is then judged by the liveness watch, not the pick-up timeout.
+FIRST_LOOK = 5 * ACCEPT_HOLD
 _NODE = "node"
 
 

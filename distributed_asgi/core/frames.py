@@ -101,8 +101,8 @@ class Connect:
 class Accept:
     """Node -> reply channel: this Node runs the connection; talk to ``channel`` from now on.
 
-    ``messages`` are the application's first messages when they were ready with the accept
-    (saves a frame and a Redis round trip each way on short requests).
+    ``messages`` are the application's first messages when the accept rides with them (a
+    claimed connection, core/claims.py): one frame instead of two on short requests.
     """
 
     conn_id: str

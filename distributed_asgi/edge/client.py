@@ -8,13 +8,29 @@ the server. A WebSocket denial response is held until its last body chunk (edge/
 
 from __future__ import annotations
 
+import asyncio
+
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
-from distributed_asgi.core.types import Message, Scope, Send
+from distributed_asgi.core.types import Message, Receive, Scope, Send
 from distributed_asgi.edge.denial import HeldDenial
 from distributed_asgi.edge.refusal import RemoteApplicationError, edge_answer
 from distributed_asgi.edge.settings import EdgeSettings
 
-__all__ = ["ClientSide"]
+__all__ = ["ClientSide", "first_message"]
+
+
+async def first_message(
+    receive: Receive, has_body: bool
+) -> tuple[Message | None, asyncio.Future[Message] | None]:
+    """The client's first message when it is here, else (a body that is not here yet) None
+    and the future of it. A request without a body (or ``websocket.connect``) the server
+    answers at once; a body gets one turn of the loop, enough for one already here to come
+    back with the connect frame, never a wait for a slow client before a Node is even asked."""
+    if not has_body:
+        return await receive(), None
+    first = asyncio.ensure_future(receive())
+    await asyncio.sleep(0)
+    return (first.result(), None) if first.done() else (None, first)
 
 
 class ClientSide:

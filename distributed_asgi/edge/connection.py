@@ -30,38 +30,30 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from typing import Any
 
-from distributed_asgi._aio import Deadline, DeadlineExceeded, within
+from distributed_asgi._aio import Deadline
 from distributed_asgi.core.claims import NodeHolder
-from distributed_asgi.core.flow import CreditWindow
 from distributed_asgi.core.frames import (
     Accept,
     Asgi,
     Credit,
     End,
-    FrameError,
     Heartbeat,
-    decode_frame,
     describe,
-    encode,
 )
 from distributed_asgi.core.names import new_connection_id
 from distributed_asgi.core.outcomes import HTTPTimeout, Outcome
 from distributed_asgi.core.types import Message, Receive, Scope, Send
-from distributed_asgi.edge.client import ClientSide
+from distributed_asgi.edge.client import ClientSide, first_message
+from distributed_asgi.edge.node_link import LAYER_FAILURES, NodeLink, decode_logged
 from distributed_asgi.edge.pickup import PickUp, Refused
-from distributed_asgi.edge.refusal import (
-    RemoteApplicationError,
-    announced_body,
-)
+from distributed_asgi.edge.refusal import RemoteApplicationError, announced_body
 from distributed_asgi.edge.retry import log_retry, may_retry
 from distributed_asgi.edge.settings import ConnectionRegistry, EdgeSettings
-from distributed_asgi.layers import GatewayLayer, LayerError
+from distributed_asgi.layers import GatewayLayer
 
 __all__ = ["EdgeConnection", "RemoteApplicationError"]
 
@@ -70,9 +62,6 @@ logger = logging.getLogger("distributed_asgi.distributor")
 
 # How long a response to a whole request may take before the client's disconnect is watched.
 WATCH_DISCONNECT_AFTER = 0.05
-
-# A layer call for a connection failed or did not answer in time.
-_LAYER_FAILURES: tuple[type[Exception], ...] = (DeadlineExceeded, LayerError)
 
 
 def _cancel(future: asyncio.Future[Message] | None) -> None:
@@ -84,7 +73,6 @@ class EdgeConnection:
     """One client connection at the edge: uvicorn's cycle, with a Node instead of an app."""
 
     deadline: Deadline  # made by run(), in the task whose waits it bounds
-    flow: CreditWindow  # frames to the Node, and the Node's frames taken (made by _pump)
 
     def __init__(
         self,
@@ -128,6 +116,7 @@ class EdgeConnection:
         self.client = ClientSide(self.scope, self.client_send, self.settings)
         self.pickup = PickUp(self.layer, self.settings, self.key, self.conn_id, self.scope)
         self.node_channel: str | None = None
+        self.link: NodeLink | None = None  # frames to the Node (see _link)
         # The Node process, as the edge's liveness watch names it (set at the accept), and the
         # connection id to heartbeat when that Node beats per connection (None: it does not).
         self.peer_key = ""
@@ -156,17 +145,7 @@ class EdgeConnection:
             self.outcome = Outcome.TOO_LARGE
             await self.client.respond(413)
             return
-        # The client's first message, or (a body that is not here yet) the wait for it.
-        first: asyncio.Future[Message] | None = None
-        if not body:
-            # websocket.connect, or a request without a body: the server answers at once.
-            message: Message | None = await self.receive()
-        else:
-            first = asyncio.ensure_future(self.receive())
-            # One turn of the loop: enough for a body that is already here to come back with
-            # the connect frame, never a wait for a slow client before a Node is even asked.
-            await asyncio.sleep(0)
-            message = first.result() if first.done() else None
+        message, first = await first_message(self.receive, body)
         initial: list[Message] = []
         if message is not None:
             first = None
@@ -244,28 +223,12 @@ class EdgeConnection:
             self.node_name,
             describe(self.scope),
         )
-        deadline = self.deadline
-        while self._stop is None:
-            when, expired = self._deadline()
-            try:
-                raw = await deadline.wait(self.layer.receive(self.pickup.reply_channel), when)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise  # not ours: the layer's own
-                if self._stop is None and expired is not None:
-                    await self._timed_out(expired)
-                    return None
-                break
-            self.registry.heard(self.peer_key)
-            frame = self._decode(raw)
-            if isinstance(frame, Accept):
-                return frame
-            if frame is not None:
-                logger.warning(
-                    "dropped a %s frame on %s: expected an accept",
-                    type(frame).__name__,
-                    self.pickup.reply_channel,
-                )
+        answer = await self.pickup.accept_from_holder(self.deadline, self._deadline, self._heard)
+        if isinstance(answer, Accept):
+            return answer
+        if self._stop is None and answer is not None:
+            await self._timed_out(answer)
+            return None
         await self._node_failed()
         if self._stop is not None and self.outcome is Outcome.SERVED and not self._retrying:
             self.outcome = self._stop
@@ -288,7 +251,8 @@ class EdgeConnection:
         return bool(messages) and await self.client.pass_on(messages)
 
     async def _pump(self, first: asyncio.Future[Message] | None, *, watch_later: bool) -> None:
-        self.flow = CreditWindow()  # frames to the Node, and the Node's frames taken
+        link = self._link()
+        assert link is not None, "pumped once accepted"
         # Only the client's disconnect can come after a whole request: watched for once the
         # response takes a while (most are done by then), which spares a task per request.
         loop = asyncio.get_running_loop()
@@ -296,7 +260,7 @@ class EdgeConnection:
         if not later:
             self._pump_client(first)
         try:
-            await self._node_to_client()
+            await self._node_to_client(link)
         finally:
             if later:
                 later.cancel()
@@ -313,24 +277,25 @@ class EdgeConnection:
     # -- client -> Node ----------------------------------------------------------------------
 
     def _pump_client(self, first: asyncio.Future[Message] | None) -> None:
-        self._client_pump = asyncio.ensure_future(self._client_to_node(first))
+        assert self.link is not None
+        self._client_pump = asyncio.ensure_future(self._client_to_node(first, self.link))
 
-    async def _client_to_node(self, first: asyncio.Future[Message] | None) -> None:
+    async def _client_to_node(self, first: asyncio.Future[Message] | None, link: NodeLink) -> None:
         try:
             message = await first if first is not None else await self.receive()
             while True:
                 if not self._check_body(message):
-                    await self._too_large()
+                    await self._too_large(link)
                     return
                 self._note_client_message(message)
-                await self._send_to_node([message])
+                await link.send([message])
                 if self.disconnected:
                     self._finish(Outcome.CLIENT_GONE)
                     return
                 # After a complete body this waits for the disconnect (uvicorn's receive()
                 # returns only that); the pump is cancelled when the response is done.
                 message = await self.receive()
-        except _LAYER_FAILURES as exc:
+        except LAYER_FAILURES as exc:
             logger.warning(
                 "lost Redis while forwarding %s: %s",
                 describe(self.scope),
@@ -349,9 +314,9 @@ class EdgeConnection:
             return self.body_size <= self.settings.max_body_size
         return True
 
-    async def _too_large(self) -> None:
+    async def _too_large(self, link: NodeLink) -> None:
         self.node_done = True
-        await self._send_to_node([{"type": "http.disconnect"}], retry=False)
+        await link.send([{"type": "http.disconnect"}], retry=False)
         self.outcome = Outcome.TOO_LARGE
         if not self.client.cycle.started:
             await self.client.respond(413)
@@ -361,37 +326,24 @@ class EdgeConnection:
         """In the background: the connection may be returning (the server's task ends), or
         be pinned to another Node by a retry before this runs, so the frame is made now."""
         self.node_done = True
-        if self.node_channel is None:
-            return  # claimed, not accepted yet: the edge's next alive frame no longer lists it
-        frame = encode(Asgi(self.conn_id, [self._disconnect_message()]))
-        self.registry.spawn(self._last_word(self.node_channel, frame, self.window))
+        link = self._link()
+        if link is not None:  # else claimed, not accepted: the edge's next alive frame tells
+            self.registry.spawn(link.last_word())
 
-    async def _last_word(self, channel: str, frame: Message, window: float) -> None:
-        with contextlib.suppress(*_LAYER_FAILURES):
-            await within(window, self.layer.push(channel, frame))
-
-    async def _send_to_node(self, messages: list[Message], *, retry: bool = True) -> None:
-        """One ``asgi`` frame to the Node; ``retry=False`` for a last word, which neither
-        waits for credit nor fails."""
-        assert self.node_channel is not None
-        if retry:
-            await self.flow.take()  # the application may be slower than the client
-        try:
-            # A Redis that cannot take a frame within the Node's window has lost this
-            # connection as surely as a silent Node.
-            await within(self.window, self._push(Asgi(self.conn_id, messages)))
-        except _LAYER_FAILURES:
-            if retry:
-                raise
-
-    async def _push(self, frame: Asgi | Credit) -> None:
-        assert self.node_channel is not None
-        await self.layer.push(self.node_channel, encode(frame))
+    def _link(self) -> NodeLink | None:
+        """The frames to the Node, once its accept named its channel (made by the first use:
+        a response that came whole with the accept needs none)."""
+        if self.link is None and self.node_channel is not None:
+            self.link = NodeLink(
+                self.layer, self.conn_id, self.node_channel, self.window, self.is_http
+            )
+        return self.link
 
     # -- Node -> client ------------------------------------------------------------------------
 
-    async def _node_to_client(self) -> None:
+    async def _node_to_client(self, link: NodeLink) -> None:
         deadline = self.deadline
+        flow = link.flow
         while not self.client.cycle.finished and self._stop is None:
             when, expired = self._deadline()
             try:
@@ -404,15 +356,15 @@ class EdgeConnection:
                     return
                 break
             self.registry.heard(self.peer_key)
-            frame = self._decode(raw)
+            frame = decode_logged(raw, self.pickup.reply_channel)
             if isinstance(frame, Asgi):
                 if await self.client.pass_on(frame.messages):
                     return
-                self.flow.consumed()
-                if frames := self.flow.due():
-                    await self._give_credit(frames)
+                flow.consumed()
+                if frames := flow.due():
+                    await link.give_credit(frames)
             elif isinstance(frame, Credit):
-                self.flow.granted(frame.frames)
+                flow.granted(frame.frames)
             elif isinstance(frame, End):
                 self.node_done = True
                 if frame.error is None:
@@ -445,6 +397,9 @@ class EdgeConnection:
             )
             if not self._retrying:
                 await self.client.upstream_failed()
+
+    def _heard(self) -> None:
+        self.registry.heard(self.peer_key)
 
     def _deadline(self) -> tuple[float | None, HTTPTimeout | None]:
         """When (loop time) an HTTP timeout ends the wait for the Node's next frame, and which
@@ -493,21 +448,3 @@ class EdgeConnection:
             return
         self._stop = outcome
         self.deadline.expire()  # end the receive under way, if one is
-
-    # -- helpers ------------------------------------------------------------------------------
-
-    def _decode(self, raw: Message) -> Any:
-        try:
-            return decode_frame(raw)
-        except FrameError as exc:
-            logger.warning("dropped a bad frame on %s: %s", self.pickup.reply_channel, exc)
-            return None
-
-    async def _give_credit(self, frames: int) -> None:
-        with contextlib.suppress(*_LAYER_FAILURES):  # lost: the Node's liveness judges the rest
-            await within(self.window, self._push(Credit(self.conn_id, frames)))
-
-    def _disconnect_message(self) -> Message:
-        if self.is_http:
-            return {"type": "http.disconnect"}
-        return {"type": "websocket.disconnect", "code": 1006}

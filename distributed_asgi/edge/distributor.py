@@ -35,7 +35,7 @@ from distributed_asgi.edge.connection import EdgeConnection
 from distributed_asgi.edge.refusal import RemoteApplicationError, refuse
 from distributed_asgi.edge.retry import count_retry
 from distributed_asgi.edge.settings import DEFAULT_RETRY_METHODS, EdgeSettings
-from distributed_asgi.layers import ClaimingLayer, GatewayLayer
+from distributed_asgi.layers import GatewayLayer, claiming
 from distributed_asgi.layers.build import build_layer
 
 __all__ = [
@@ -123,7 +123,7 @@ class Distributor:
         metrics: EdgeRecorder | None = None,
     ) -> None:
         self.layer = layer
-        self.claims = layer if isinstance(layer, ClaimingLayer) else None
+        self.claims = claiming(layer)
         self.routes = routes if isinstance(routes, RouteTable) else RouteTable(routes)
         self.settings = EdgeSettings(
             pickup_timeout=pickup_timeout,

@@ -22,23 +22,24 @@ leaves the refusal above, as for a connect that does not ask.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from distributed_asgi._aio import Deadline, DeadlineExceeded, within
-from distributed_asgi.core.claims import EDGE_HOLDER, NodeHolder, parse_holder
+from distributed_asgi.core.claims import EDGE_HOLDER, FIRST_LOOK, NodeHolder, parse_holder
 from distributed_asgi.core.frames import (
     PICKUP_GRACE,
     Accept,
     Connect,
-    FrameError,
-    decode_frame,
     describe,
     encode,
 )
-from distributed_asgi.core.outcomes import Outcome
+from distributed_asgi.core.outcomes import HTTPTimeout, Outcome
 from distributed_asgi.core.types import Message, Scope
+from distributed_asgi.edge.node_link import decode_logged
 from distributed_asgi.edge.settings import EdgeSettings
 from distributed_asgi.layers import (
     ChannelFull,
@@ -86,9 +87,10 @@ class PickUp:
         self, initial: list[Message], deadline: Deadline
     ) -> Accept | NodeHolder | Refused:
         settings = self.settings
+        loop = asyncio.get_running_loop()
         try:
-            return await deadline.within(
-                self._connect(initial), settings.pickup_timeout + PICKUP_GRACE
+            return await self._connect(
+                initial, deadline, loop.time() + settings.pickup_timeout + PICKUP_GRACE
             )
         except TimeoutError:
             if not deadline.expired():
@@ -125,6 +127,15 @@ class PickUp:
             )
             return Refused(Outcome.CAPACITY, 503)
 
+    async def _look(self, claims: ClaimingLayer, budget: float) -> NodeHolder | None:
+        """The Node holding the connection, if one claimed it (a Node slow to speak, or one
+        that died before its accept went out); None: none (yet), or no answer."""
+        try:
+            held = await within(budget, claims.holder(self.reply_channel))
+        except (DeadlineExceeded, LayerError):
+            return None  # the claim at the deadline decides
+        return None if held is None else parse_holder(held)
+
     async def _claim(self, claims: ClaimingLayer) -> NodeHolder | Refused | None:
         """Claim the connection no Node spoke for: None when the edge got it (or could not ask:
         answered as if no Node took it), else the Node holding it."""
@@ -148,7 +159,11 @@ class PickUp:
             return Refused(Outcome.NODE_LOST, 502)
         return holder
 
-    async def _connect(self, initial: list[Message]) -> Accept:
+    async def _connect(
+        self, initial: list[Message], deadline: Deadline, final: float
+    ) -> Accept | NodeHolder:
+        """The connect out, and its accept back by ``final`` (loop time), or the Node found
+        holding a claimed one."""
         settings = self.settings
         self.reply_channel = await self.layer.new_channel("edge")
         frame = Connect(
@@ -163,20 +178,60 @@ class PickUp:
             self.claims is not None,
         )
         sent = time.monotonic()
-        await self.layer.send(self.key, encode(frame))
+        await deadline.wait(self.layer.send(self.key, encode(frame)), final)
         self.queued = True
+        loop = asyncio.get_running_loop()
+        look = FIRST_LOOK
         while True:
-            raw = await self.layer.receive(self.reply_channel)
+            when = final
+            if self.claims is not None and loop.time() + look < final:
+                when = loop.time() + look
             try:
-                answer = decode_frame(raw)
-            except FrameError as exc:
-                logger.warning("dropped a bad frame on %s: %s", self.reply_channel, exc)
+                raw = await deadline.wait(self.layer.receive(self.reply_channel), when)
+            except TimeoutError:
+                if when == final or not deadline.expired():
+                    raise
+                assert self.claims is not None
+                holder = await self._look(self.claims, final - loop.time())
+                if holder is not None:
+                    return holder
+                look *= 2
                 continue
-            if isinstance(answer, Accept):
+            answer = self._accept_in(raw)
+            if answer is not None:
                 self.wait = time.monotonic() - sent
                 return answer
-            logger.warning(
-                "dropped a %s frame on %s: expected an accept",
-                type(answer).__name__,
-                self.reply_channel,
-            )
+
+    async def accept_from_holder(
+        self,
+        deadline: Deadline,
+        next_deadline: Callable[[], tuple[float | None, HTTPTimeout | None]],
+        heard: Callable[[], None],
+    ) -> Accept | HTTPTimeout | None:
+        """The accept of the Node found holding the connection, waited for past the pick-up
+        (the liveness watch judges that Node meanwhile): the HTTP timeout (``next_deadline``)
+        that ended the wait instead, or None when ``deadline.expire()`` did."""
+        while True:
+            when, which = next_deadline()
+            try:
+                raw = await deadline.wait(self.layer.receive(self.reply_channel), when)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise  # not ours: the layer's own
+                return which
+            heard()
+            answer = self._accept_in(raw)
+            if answer is not None:
+                return answer
+
+    def _accept_in(self, raw: Message) -> Accept | None:
+        """The accept in a frame of the reply channel; None (logged) for anything else."""
+        answer = decode_logged(raw, self.reply_channel)
+        if answer is None or isinstance(answer, Accept):
+            return answer
+        logger.warning(
+            "dropped a %s frame on %s: expected an accept",
+            type(answer).__name__,
+            self.reply_channel,
+        )
+        return None

@@ -10,7 +10,7 @@
     }
 """
 
-from .base import ChannelFull, ClaimingLayer, GatewayLayer, WrongClientPrefix
+from .base import ChannelFull, ClaimingLayer, GatewayLayer, WrongClientPrefix, claiming
 from .cluster import RedisClusterChannelLayer
 from .errors import LayerError, LayerRefused, LayerUnavailable
 from .local import RedisLocalChannelLayer, central_layer
@@ -30,4 +30,5 @@ __all__ = [
     "RedisLocalChannelLayer",
     "WrongClientPrefix",
     "central_layer",
+    "claiming",
 ]

@@ -104,6 +104,9 @@ class RedisLocalChannelLayer:
         ``RedisChannelLayer.claim``."""
         return await self.central.claim(channel, holder, ttl)
 
+    async def holder(self, channel: str) -> str | None:
+        return await self.central.holder(channel)
+
     async def new_channel(self, prefix: str = "specific") -> str:
         return await self.central.new_channel(prefix)
 

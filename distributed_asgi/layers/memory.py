@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from .base import (
     ChannelFull,
     Message,
+    require_claimable,
     require_own_channel,
     require_process_channel,
     require_valid_channel_name,
@@ -117,7 +118,16 @@ class InMemoryChannelLayer:
     async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
         """Claim a process-specific channel for ``holder`` (see ``RedisChannelLayer.claim``):
         None when this call got it, else the holder's value."""
-        require_process_channel(require_valid_channel_name(channel))
+        held = await self.holder(channel)
+        if held is not None:
+            return held
+        self._claims.pop(channel, None)  # an expired one: the new one goes to the end
+        self._claims[channel] = (time.monotonic() + ttl, holder)
+        return None
+
+    async def holder(self, channel: str) -> str | None:
+        """The value of the claim on ``channel``; None while nobody holds it."""
+        require_claimable(require_valid_channel_name(channel))
         now = time.monotonic()
         claims = self._claims
         while claims:  # oldest first: forget the expired ones at the front
@@ -126,10 +136,7 @@ class InMemoryChannelLayer:
                 break
             del claims[name]
         held = claims.get(channel)
-        if held is not None and held[0] > now:
-            return held[1]
-        self._claims[channel] = (now + ttl, holder)
-        return None
+        return held[1] if held is not None and held[0] > now else None
 
     async def receive(self, channel: str) -> Message:
         """The next message on ``channel``. As with the Redis layer, a process-specific channel

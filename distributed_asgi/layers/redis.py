@@ -27,6 +27,7 @@ from .base import (
     ChannelFull,
     Message,
     non_local_name,
+    require_claimable,
     require_own_channel,
     require_process_channel,
     require_valid_channel_name,
@@ -236,14 +237,20 @@ class RedisChannelLayer:
         the edge and the Node, which both know the reply channel of a connection, agree on who
         decides it (docs/PROTOCOL.md). ``LayerUnavailable``/``LayerRefused`` as ``send``.
         """
-        place, _ = self._inbox_route(channel)
-        require_process_channel(channel)
+        place, _ = self._inbox_route(require_claimable(channel))
         key = self.keys.key(CLAIM, channel, self.placement.tag(place))
         ms = max(1, int(ttl * 1000))
         if await self.placement.call(place, COMMAND, (), ["SET", key, holder, "NX", "PX", ms]):
             return None
         held = await self.placement.call(place, COMMAND, (), ["GET", key])
         return "" if held is None else bytes(held).decode()
+
+    async def holder(self, channel: str) -> str | None:
+        """The value of the claim on ``channel`` (one ``GET``); None while nobody holds it."""
+        place, _ = self._inbox_route(require_claimable(channel))
+        key = self.keys.key(CLAIM, channel, self.placement.tag(place))
+        held = await self.placement.call(place, COMMAND, (), ["GET", key])
+        return None if held is None else bytes(held).decode()
 
     async def receive(self, channel: str) -> Message:
         """The next message on ``channel``, waiting for one to arrive.

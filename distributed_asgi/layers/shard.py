@@ -33,7 +33,6 @@ from .redis_errors import CONNECTION_ERRORS, is_noscript, reply_error, translate
 from .scripts import LuaScript
 
 __all__ = [
-    "COMMAND",
     "COMMANDS",
     "CONNECTION_ERRORS",
     "HEALTH_HOOKS",

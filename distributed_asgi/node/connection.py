@@ -4,8 +4,10 @@ Rules of this file:
 
 - The ``accept`` is written to Redis before the application's first line runs (the 503
   contract: a 503 means no application code ran), and only when it landed in time for the
-  edge to hear it. Then everything the application sends goes out in order, one at a time
-  (``_aio.Turns``), as ``asgi`` frames on the edge's reply channel.
+  edge to hear it. A connect that asks for a claim (core/claims.py) is claimed instead, and its
+  accept owed: it rides the first frame, or goes alone when the application waits for the edge
+  or has sent nothing after ``ACCEPT_HOLD``. Then everything the application sends goes out in
+  order, one at a time (``_aio.Turns``), as ``asgi`` frames on the edge's reply channel.
 - An HTTP response is framed by node/framing.py: its start held for one loop turn so a body
   sent right after it travels in the same frame, bodies cut into frames of bounded size.
 - Frames go to the edge with ``push`` (no capacity in Redis): flow control is end to end.
@@ -40,7 +42,6 @@ from uvicorn.protocols.utils import ClientDisconnected
 
 from distributed_asgi._aio import Turns
 from distributed_asgi._liveness import Liveness
-from distributed_asgi.core.claims import node_holder
 from distributed_asgi.core.cycle import HTTPCycle, WebSocketCycle, WebSocketState, cycle_for
 from distributed_asgi.core.flow import CreditWindow
 from distributed_asgi.core.frames import (
@@ -56,13 +57,12 @@ from distributed_asgi.core.frames import (
     decode_frame,
     describe,
     encode,
-    encode_accept,
-    encode_asgi,
     plain_message,
     plain_response_start,
 )
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import ClaimingLayer, GatewayLayer, LayerError
+from distributed_asgi.node.acceptance import Acceptance
 from distributed_asgi.node.framing import ResponseFraming
 
 __all__ = ["ACCEPT_LATEST", "NodeConnection"]
@@ -75,12 +75,6 @@ logger = logging.getLogger("distributed_asgi.node")
 # never starts the application.
 ACCEPT_LATEST = PICKUP_GRACE / 2
 _ACCEPT_ERRORS: tuple[type[Exception], ...] = (LayerError,)  # the edge then answers 503
-# A claimed connection's accept waits this long for the application's first frame to ride
-# with; then it goes alone, so the edge of a slow response is not left to claim it.
-ACCEPT_HOLD = 0.05
-# How long a Node's claim outlives the connect's deadline: past the edge's own claim at its
-# deadline plus PICKUP_GRACE, with room for a busy edge and the two clocks' difference.
-CLAIM_KEPT = 10.0
 # uvicorn's 500 for an application that returned without starting its response.
 _ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
 
@@ -90,12 +84,11 @@ class NodeConnection:
 
     # fmt: off
     __slots__ = (
-        "_accept_owed", "_accept_timer", "_arrived", "_claim", "_reader", "_reading",
-        "_response", "_turns",
+        "_arrived", "_reader", "_reading", "_response", "acceptance",
         "accepted", "beat_id", "channel", "conn_id", "cycle", "deadline", "disconnected",
         "edge_round", "edge_window", "failed", "flow", "heartbeat_interval", "inbox",
         "is_http", "layer", "liveness", "loop", "node_id", "on_done", "own_peer", "peer_key",
-        "raised", "reply_channel", "route_key", "scope", "started", "taken",
+        "raised", "reply_channel", "route_key", "scope", "started", "taken", "turns",
     )
     # fmt: on
 
@@ -112,6 +105,7 @@ class NodeConnection:
         peer: str | None,
         node_id: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        claims: ClaimingLayer | None = None,  # the layer, when it can claim (checked once)
     ) -> None:
         self.layer = layer
         # The Node's loop, kept: asyncio.get_running_loop() costs a getpid() system call.
@@ -144,20 +138,15 @@ class NodeConnection:
         self._arrived: asyncio.Event | None = None  # made by the first receive() that waits
         self.flow = CreditWindow()  # frames to the edge, and the edge's frames read
         # Frames go out one at a time, in order (an application may send from two tasks).
-        self._turns = Turns(self.loop)
+        self.turns = Turns(self.loop)
         self._response = ResponseFraming(
             self.loop, is_head=self.is_http and scope.get("method") == "HEAD"
         )
         self.accepted = False
-        # Claim the connection instead of an accept frame first (core/claims.py); then the
-        # accept is owed, and goes with the first frame to the edge.
-        self._claim = (
-            layer
-            if connect.claim and connect.peer and peer and isinstance(layer, ClaimingLayer)
-            else None
+        # Claimed instead of an accept frame first when the edge asks and the layer can.
+        self.acceptance = Acceptance(
+            self, claims if connect.claim and connect.peer and peer else None
         )
-        self._accept_owed = False
-        self._accept_timer: asyncio.TimerHandle | None = None
         self._reader: asyncio.Task[None] | None = None
         self._reading = False  # the reader waits for the edge's next frame
         for message in connect.messages:
@@ -180,8 +169,7 @@ class NodeConnection:
             raise
         finally:
             self.liveness.detach(self, self.peer_key)
-            if self._accept_timer is not None:
-                self._accept_timer.cancel()
+            self.acceptance.cancel()
             if self._reader is not None:
                 self._reader.cancel()
             try:
@@ -201,8 +189,8 @@ class NodeConnection:
         """Tell the edge this Node has the connection; True when the application may start.
 
         Awaited before the application's first line, so that an edge answering 503 (no accept
-        in time) knows no application code ran: a Node that dies after this is a 502. It costs
-        one frame more than an accept carrying the first response, one Redis write per request.
+        in time, or, for a claimed connection, its own claim got) knows no application code
+        ran: a Node that dies after this is a 502.
         """
         if self.beat_id is None:
             # Listed to the edge from before the accept on: its alive rounds after the accept
@@ -211,11 +199,8 @@ class NodeConnection:
                 self, self.peer_key, self.edge_window, self.conn_id, after=self.edge_round
             )
         try:
-            if self._claim is not None:
-                if not await self._claimed(self._claim):
-                    return False
-            else:
-                await self.layer.push(self.reply_channel, self._accept_frame())
+            if not await self.acceptance.take():
+                return False
         except _ACCEPT_ERRORS as exc:
             logger.warning(
                 "could not accept %s (%s: %s): not starting the application",
@@ -237,9 +222,7 @@ class NodeConnection:
             with contextlib.suppress(LayerError):
                 await self._send_frame(encode(End(self.conn_id, error)))
             return False
-        if self._accept_owed:
-            hold = min(ACCEPT_HOLD, max(0.0, self.deadline - time.time()) / 2)
-            self._accept_timer = self.loop.call_later(hold, self._accept_alone)
+        self.acceptance.hold()
         # Nothing can come from the edge before it has the accept. Its connect was just heard.
         if self.beat_id is not None:
             self.liveness.attach(
@@ -254,55 +237,6 @@ class NodeConnection:
         if not self.is_http:
             self._start_reader()
         return True
-
-    def _accept_frame(self, messages: list[Message] | None = None) -> Message:
-        return encode_accept(
-            self.conn_id,
-            self.channel,
-            self.heartbeat_interval,
-            messages,
-            peer=self.own_peer,
-            round=self.liveness.round,
-            node=self.node_id,
-        )
-
-    async def _claimed(self, layer: ClaimingLayer) -> bool:
-        """Claim the connection (core/claims.py); False when the edge had claimed it first: it
-        answered 503, so the application must not start."""
-        assert self.own_peer is not None
-        holder = node_holder(
-            self.own_peer, self.liveness.round, self.heartbeat_interval, self.node_id
-        )
-        ttl = max(0.0, self.deadline - time.time()) + CLAIM_KEPT
-        if await layer.claim(self.reply_channel, holder, ttl) is not None:
-            logger.warning(
-                "the edge gave up on %s before this Node claimed it: not starting the application",
-                describe(self.scope),
-            )
-            return False
-        self._accept_owed = True
-        return True
-
-    def _accept_alone(self) -> None:
-        """The application sent nothing within ACCEPT_HOLD: the accept goes on its own."""
-        self._accept_timer = None
-        if self._accept_owed:
-            task = self.loop.create_task(self._send_owed_accept())
-            task.add_done_callback(_retrieve)
-
-    async def _send_owed_accept(self) -> None:
-        """The accept alone, in turn with the connection's other frames, if still owed."""
-        if not self._turns.take_now():
-            await self._turns.wait()
-        try:
-            await self._push_owed_accept()
-        finally:
-            self._turns.done()
-
-    async def _push_owed_accept(self) -> None:
-        if self._accept_owed:
-            self._accept_owed = False
-            await self.layer.push(self.reply_channel, self._accept_frame())
 
     def _start_reader(self) -> None:
         """Read the edge's frames from now on: started by the first wait for them (a
@@ -346,9 +280,9 @@ class NodeConnection:
             if isinstance(self.cycle, WebSocketCycle) and self.cycle.finished:
                 # uvicorn's next message once its connection is lost after a close.
                 return {"type": "websocket.disconnect", "code": 1005}
-            if self._accept_owed:  # the edge sends nothing before it has the accept
+            if self.acceptance.owed:  # the edge sends nothing before it has the accept
                 with contextlib.suppress(LayerError):
-                    await self._send_owed_accept()
+                    await self.acceptance.send_alone()
                 continue
             self._start_reader()
             if self._arrived is None:
@@ -478,8 +412,8 @@ class NodeConnection:
             self._arrived.set()
 
     async def _send_messages(self, messages: list[Message]) -> None:
-        if not self._turns.take_now():
-            await self._turns.wait()
+        if not self.turns.take_now():
+            await self.turns.wait()
         try:
             flow = self.flow
             if self.disconnected:
@@ -488,34 +422,22 @@ class NodeConnection:
                 self._start_reader()  # the edge is slower than the application: wait for it
                 if not await flow.take(self._is_disconnected):
                     return
-            if self._accept_owed:
-                self._accept_owed = False
-                frame = self._accept_frame(messages)
-            else:
-                frame = encode_asgi(self.conn_id, messages)
-            await self.layer.push(self.reply_channel, frame)
+            await self.layer.push(self.reply_channel, self.acceptance.first_frame(messages))
         finally:
-            self._turns.done()
+            self.turns.done()
 
     def _is_disconnected(self) -> bool:
         return self.disconnected
 
     async def _send_frame(self, frame: Message) -> None:
-        if not self._turns.take_now():
-            await self._turns.wait()
+        if not self.turns.take_now():
+            await self.turns.wait()
         try:
-            await self._push_owed_accept()  # the edge takes nothing before the accept
+            await self.acceptance.flush()  # the edge takes nothing before the accept
             await self.layer.push(self.reply_channel, frame)
         finally:
-            self._turns.done()
+            self.turns.done()
 
     async def _give_credit(self, frames: int) -> None:
         with contextlib.suppress(LayerError):  # lost: the edge's liveness judges the rest
             await self.layer.push(self.reply_channel, encode(Credit(self.conn_id, frames)))
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """A lone accept that could not be written: the edge claims the connection at its
-    deadline and finds this Node holding it (core/claims.py)."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("could not send an accept: %s", task.exception())

@@ -38,7 +38,7 @@ from distributed_asgi.core.frames import Connect, FrameError, decode_frame, desc
 from distributed_asgi.core.names import require_valid_channel_name
 from distributed_asgi.core.outcomes import NodeRecorder
 from distributed_asgi.core.types import Message
-from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
+from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError, claiming
 from distributed_asgi.layers.build import build_layer
 from distributed_asgi.layers.validate import require_capacity, require_seconds
 from distributed_asgi.node.connection import NodeConnection
@@ -134,6 +134,7 @@ class Node(StatelessServer):
         self.layer = build_layer(
             host, port, db, password, url=url, layer=layer, layer_options=layer_options
         )
+        self.claims = claiming(self.layer)
         self.keys = list(dict.fromkeys(names))
         self.drain_timeout = float(drain_timeout)
         self.lifespan_mode = lifespan
@@ -351,6 +352,7 @@ class Node(StatelessServer):
             peer=self.liveness.name,
             node_id=self.node_id,
             loop=self._loop,
+            claims=self.claims,
         )
         connection.route_key = key
         self.connections[connection.conn_id] = connection

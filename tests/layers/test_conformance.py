@@ -477,3 +477,43 @@ async def test_server_out_of_memory_raises_layer_refused(
             await layer.group_add("test.group", "test.oom")
     finally:
         await layer.close()
+
+
+# -- claim: who decides a gateway connection (core/claims.py) ------------------------------------
+
+
+async def test_claim_is_won_once_and_names_its_holder_to_the_others(
+    make_layer: LayerFactory,
+) -> None:
+    edge, node = make_layer(), make_layer()
+    channel = await edge.new_channel("edge")
+    other = await edge.new_channel("edge")
+    results = await asyncio.gather(*(node.claim(channel, f"n{i}", 30) for i in range(5)))
+    winners = [i for i, result in enumerate(results) if result is None]
+    assert len(winners) == 1
+    assert [r for r in results if r is not None] == [f"n{winners[0]}"] * 4
+    assert await edge.claim(channel, "edge", 30) == f"n{winners[0]}"
+    assert await edge.claim(other, "edge", 30) is None  # one claim per channel
+
+
+async def test_a_claim_expires_after_its_ttl(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    channel = await layer.new_channel("edge")
+    assert await layer.claim(channel, "first", 0.05) is None
+    await asyncio.sleep(0.2)
+    assert await layer.claim(channel, "second", 30) is None
+    assert await layer.claim(channel, "third", 30) == "second"
+
+
+async def test_claim_refuses_a_normal_channel(make_layer: LayerFactory) -> None:
+    with pytest.raises(ValueError, match="process-specific"):
+        await make_layer().claim("route.channel", "edge", 30)
+
+
+async def test_holder_reads_a_claim_without_taking_it(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    channel = await layer.new_channel("edge")
+    assert await layer.holder(channel) is None
+    assert await layer.holder(channel) is None  # looking took nothing
+    assert await layer.claim(channel, "node 1", 30) is None
+    assert await layer.holder(channel) == "node 1"

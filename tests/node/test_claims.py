@@ -15,7 +15,7 @@ from distributed_asgi import Node
 from distributed_asgi.core.claims import EDGE_HOLDER, parse_holder
 from distributed_asgi.core.frames import Accept, Asgi, Connect, Frame, decode_frame, encode
 from distributed_asgi.layers import RedisChannelLayer
-from distributed_asgi.node import connection as node_connection
+from distributed_asgi.node import acceptance
 from tests.gateway.harness import Receive, Scope, Send
 
 SCOPE = {"type": "http", "method": "GET", "path": "/", "headers": []}
@@ -48,6 +48,9 @@ class _CountedPushes:
     async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
         await asyncio.sleep(self.claim_delay)
         return await self.layer.claim(channel, holder, ttl)
+
+    async def holder(self, channel: str) -> str | None:
+        return await self.layer.holder(channel)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         return await self.layer.receive(channel)
@@ -165,7 +168,7 @@ async def test_an_application_waiting_for_the_edge_sends_the_accept_first(
 ) -> None:
     """Past its whole body the application waits for the client's disconnect: the edge can
     send it only to a channel the accept names, so the accept goes at once."""
-    monkeypatch.setattr(node_connection, "ACCEPT_HOLD", 30.0)  # not sent by the hold
+    monkeypatch.setattr(acceptance, "ACCEPT_HOLD", 30.0)  # not sent by the hold
     heard: list[str] = []
 
     async def listens(scope: Scope, receive: Receive, send: Send) -> None:
