@@ -17,15 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
+from distributed_asgi._aio import Turns
+from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.claims import ACCEPT_HOLD, node_holder
-from distributed_asgi.core.frames import describe, encode_accept, encode_asgi
+from distributed_asgi.core.frames import Connect, describe, encode_accept, encode_asgi
 from distributed_asgi.core.types import Message
-from distributed_asgi.layers import ClaimingLayer
-
-if TYPE_CHECKING:
-    from distributed_asgi.node.connection import NodeConnection
+from distributed_asgi.layers import ClaimingLayer, GatewayLayer
 
 __all__ = ["CLAIM_KEPT", "Acceptance"]
 
@@ -37,32 +36,50 @@ CLAIM_KEPT = 10.0
 
 
 class Acceptance:
-    """The accept of one connection: written before the application, or owed (claimed)."""
+    """The accept of one connection: written before the application, or owed (claimed).
 
-    __slots__ = ("_claims", "_conn", "_timer", "owed")
+    It keeps what the accept says, not the connection: no reference cycle, so a connection is
+    freed when it ends, not by the garbage collector."""
 
-    def __init__(self, connection: NodeConnection, claims: ClaimingLayer | None) -> None:
-        self._conn = connection
-        self._claims = claims
+    __slots__ = (
+        "_claims", "_connect", "_heartbeat", "_layer", "_liveness", "_loop", "_node", "_peer",
+        "_timer", "_turns", "channel", "owed",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        layer: GatewayLayer,
+        connect: Connect,
+        *,
+        claims: ClaimingLayer | None,
+        heartbeat: float,
+        peer: str | None,
+        node: str | None,
+        liveness: Liveness[Any],
+        turns: Turns,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._layer, self._connect, self._claims = layer, connect, claims
+        self._heartbeat, self._peer, self._node = heartbeat, peer, node
+        self._liveness, self._turns, self._loop = liveness, turns, loop
         self._timer: asyncio.TimerHandle | None = None
+        self.channel = ""  # the connection's own channel, named in the accept (take())
         self.owed = False  # claimed: the accept goes with the first frame to the edge
 
-    async def take(self) -> bool:
-        """Claim the connection or write its accept (``LayerError`` when Redis fails); False
-        when the edge had claimed it first."""
-        conn = self._conn
-        if self._claims is None:
-            await conn.layer.push(conn.reply_channel, self.frame())
+    async def take(self, channel: str) -> bool:
+        """Claim the connection or write its accept naming ``channel`` (``LayerError`` when
+        Redis fails); False when the edge had claimed it first."""
+        self.channel = channel
+        connect = self._connect
+        if self._claims is None or self._peer is None:
+            await self._layer.push(connect.reply_channel, self.frame())
             return True
-        assert conn.own_peer is not None
-        holder = node_holder(
-            conn.own_peer, conn.liveness.round, conn.heartbeat_interval, conn.node_id
-        )
-        ttl = max(0.0, conn.deadline - time.time()) + CLAIM_KEPT
-        if await self._claims.claim(conn.reply_channel, holder, ttl) is not None:
+        holder = node_holder(self._peer, self._liveness.round, self._heartbeat, self._node)
+        ttl = max(0.0, connect.deadline - time.time()) + CLAIM_KEPT
+        if await self._claims.claim(connect.reply_channel, holder, ttl) is not None:
             logger.warning(
                 "the edge gave up on %s before this Node claimed it: not starting the application",
-                describe(conn.scope),
+                describe(connect.scope),
             )
             return False
         self.owed = True
@@ -71,8 +88,8 @@ class Acceptance:
     def hold(self) -> None:
         """The application starts now: an owed accept goes alone if it sends nothing soon."""
         if self.owed:
-            hold = min(ACCEPT_HOLD, max(0.0, self._conn.deadline - time.time()) / 2)
-            self._timer = self._conn.loop.call_later(hold, self._alone)
+            hold = min(ACCEPT_HOLD, max(0.0, self._connect.deadline - time.time()) / 2)
+            self._timer = self._loop.call_later(hold, self._alone)
 
     def cancel(self) -> None:
         if self._timer is not None:
@@ -80,15 +97,14 @@ class Acceptance:
             self._timer = None
 
     def frame(self, messages: list[Message] | None = None) -> Message:
-        conn = self._conn
         return encode_accept(
-            conn.conn_id,
-            conn.channel,
-            conn.heartbeat_interval,
+            self._connect.conn_id,
+            self.channel,
+            self._heartbeat,
             messages,
-            peer=conn.own_peer,
-            round=conn.liveness.round,
-            node=conn.node_id,
+            peer=self._peer,
+            round=self._liveness.round,
+            node=self._node,
         )
 
     def first_frame(self, messages: list[Message]) -> Message:
@@ -96,17 +112,17 @@ class Acceptance:
         if self.owed:
             self.owed = False
             return self.frame(messages)
-        return encode_asgi(self._conn.conn_id, messages)
+        return encode_asgi(self._connect.conn_id, messages)
 
     async def flush(self) -> None:
         """An owed accept, alone; the caller has the connection's turn."""
         if self.owed:
             self.owed = False
-            await self._conn.layer.push(self._conn.reply_channel, self.frame())
+            await self._layer.push(self._connect.reply_channel, self.frame())
 
     async def send_alone(self) -> None:
         """An owed accept, alone, in turn with the connection's other frames."""
-        turns = self._conn.turns
+        turns = self._turns
         if not turns.take_now():
             await turns.wait()
         try:
@@ -117,7 +133,7 @@ class Acceptance:
     def _alone(self) -> None:
         self._timer = None
         if self.owed:
-            self._conn.loop.create_task(self.send_alone()).add_done_callback(_retrieve)
+            self._loop.create_task(self.send_alone()).add_done_callback(_retrieve)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -143,9 +143,16 @@ class NodeConnection:
             self.loop, is_head=self.is_http and scope.get("method") == "HEAD"
         )
         self.accepted = False
-        # Claimed instead of an accept frame first when the edge asks and the layer can.
         self.acceptance = Acceptance(
-            self, claims if connect.claim and connect.peer and peer else None
+            layer,
+            connect,
+            claims=claims if connect.claim and connect.peer else None,  # if the edge asks
+            heartbeat=heartbeat_interval,
+            peer=peer,
+            node=node_id,
+            liveness=liveness,
+            turns=self.turns,
+            loop=self.loop,
         )
         self._reader: asyncio.Task[None] | None = None
         self._reading = False  # the reader waits for the edge's next frame
@@ -199,7 +206,7 @@ class NodeConnection:
                 self, self.peer_key, self.edge_window, self.conn_id, after=self.edge_round
             )
         try:
-            if not await self.acceptance.take():
+            if not await self.acceptance.take(self.channel):
                 return False
         except _ACCEPT_ERRORS as exc:
             logger.warning(

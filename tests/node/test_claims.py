@@ -6,6 +6,7 @@ The test is the edge: it sends the connect asking for a claim and reads the repl
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from typing import Any
 
@@ -16,6 +17,8 @@ from distributed_asgi.core.claims import EDGE_HOLDER, parse_holder
 from distributed_asgi.core.frames import Accept, Asgi, Connect, Frame, decode_frame, encode
 from distributed_asgi.layers import RedisChannelLayer
 from distributed_asgi.node import acceptance
+from distributed_asgi.node.acceptance import Acceptance
+from distributed_asgi.node.connection import NodeConnection
 from tests.gateway.harness import Receive, Scope, Send
 
 SCOPE = {"type": "http", "method": "GET", "path": "/", "headers": []}
@@ -217,3 +220,26 @@ async def test_a_connection_the_edge_claimed_first_never_starts(
     assert quiet
     assert ran == []
     assert layer.to(reply) == []
+
+
+async def test_a_served_connection_is_freed_without_the_garbage_collector(
+    redis_url: str, prefix: str
+) -> None:
+    """No reference cycle through a connection: a cycle per request leaves its scope, frames
+    and buffers to the collector, which then runs often and long under load."""
+    edge = _Edge(redis_url, prefix)
+    node, _, running = await _serve(redis_url, prefix, hello)
+    gc.collect()
+    gc.disable()
+    try:
+        for claim in (True, False):
+            await edge.connect("claims", claim=claim)
+            await edge.frames(1 if claim else 2)
+        await asyncio.sleep(0.2)  # the connections' tasks end after their last frame
+        left = [o for o in gc.get_objects() if isinstance(o, (NodeConnection, Acceptance))]
+    finally:
+        gc.enable()
+        node.stop()
+        await asyncio.wait_for(running, 10)
+        await edge.layer.close()
+    assert left == []
