@@ -35,6 +35,7 @@ from .base import (
     require_valid_message,
     valid_after_inbox,
 )
+from .batch import COMMAND, COMMANDS
 from .channel_reader import ChannelReader
 from .hashring import HashRing
 from .hosts import HostSpec, parse_hosts, single_host
@@ -46,7 +47,7 @@ from .queue_reader import QueueReader
 from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND
 from .serialization import BadMessage
 from .server import Server
-from .shard import COMMAND, COMMANDS, translated
+from .shard import translated
 
 __all__ = ["RedisChannelLayer"]
 

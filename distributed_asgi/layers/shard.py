@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,13 +26,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .acks import AckLedger
+from .batch import COMMAND, COMMANDS, Call, ack_commands, assemble, regroup
 from .connection import DedicatedConnection, pack_commands
 from .hosts import HostSpec
 from .redis_errors import CONNECTION_ERRORS, is_noscript, reply_error, translate, translated
 from .scripts import LuaScript
 
 __all__ = [
-    "COMMANDS",
     "CONNECTION_ERRORS",
     "HEALTH_HOOKS",
     "AckLedger",
@@ -49,15 +48,6 @@ logger = logging.getLogger("distributed_asgi.layers")
 # outages and reconnects here, without the layer depending on prometheus-client.
 HEALTH_HOOKS: list[Callable[[str, bool], None]] = []
 
-# (script, keys, args, future); script None is an ack: keys is [counter key] and args holds one
-# Counter of channel -> messages received, taken from the ledger for this batch; script
-# COMMAND is a plain command: args is the command; script COMMANDS is several plain commands
-# written together in this batch (args holds them), answered with the list of their replies,
-# or with the first error reply among them.
-COMMAND = LuaScript("command", "")
-COMMANDS = LuaScript("commands", "")
-# A call nobody waits for (an ack, a post) has no future: a failure is logged instead.
-_Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any] | None"]
 # What reading the owed ack replies on close may raise (the connection is then dropped).
 _CLOSE_READ_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, RedisError)
 # How long close() spends writing acks that are still in the ledger.
@@ -76,7 +66,7 @@ class Shard:
         self.client: aioredis.Redis = spec.create_client()
         self.ledger = ledger if ledger is not None else AckLedger()
         self._batch_connection = DedicatedConnection(self.client)
-        self._pending: list[_Call] = []
+        self._pending: list[Call] = []
         self._flusher: asyncio.Task[None] | None = None
         self._active = False  # a batch is being executed (by a caller or the flusher)
         self._written = False  # the batch being executed has been written to the socket
@@ -190,7 +180,7 @@ class Shard:
         commands = [
             command
             for counter_key, counts in taken.items()
-            for command in _ack_commands(counter_key, counts)
+            for command in ack_commands(counter_key, counts)
         ]
         if self._batch_connection.write_now(pack_commands(commands)):
             self._unread += len(commands)
@@ -214,7 +204,7 @@ class Shard:
         """Queue a script call whose result nobody waits for (failures are logged)."""
         self._enqueue((script, keys, list(args), None))
 
-    def _enqueue(self, call: _Call) -> None:
+    def _enqueue(self, call: Call) -> None:
         self._pending.append(call)
         self._start_flusher()
 
@@ -229,7 +219,7 @@ class Shard:
             self._active = True
             self._flusher = self._get_loop().create_task(self._flush())
 
-    def _ack_calls(self) -> list[_Call]:
+    def _ack_calls(self) -> list[Call]:
         if not self.ledger:  # the common case, without the ledger's lock
             return []
         return [
@@ -260,7 +250,7 @@ class Shard:
             else:
                 self._active = False
 
-    async def _run(self, batch: list[_Call]) -> bool:
+    async def _run(self, batch: list[Call]) -> bool:
         """Execute ``batch``; False when it failed before it was written (its acks are back
         in the ledger)."""
         self._written = False
@@ -312,7 +302,7 @@ class Shard:
                 future.set_result(result)
         return True
 
-    def _keep_unwritten_acks(self, batch: list[_Call]) -> None:
+    def _keep_unwritten_acks(self, batch: list[Call]) -> None:
         """Acks of a batch that never reached the socket go back to the ledger (one written
         may have run: it is not repeated, as counting a message off twice would let its
         channel hold more than its capacity)."""
@@ -322,36 +312,8 @@ class Shard:
             if script is None:
                 self.ledger.restore(keys[0], args[0])
 
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        commands: list[Sequence[Any]] = []
-        spans: list[tuple[int, int]] = []  # per call: its first reply, how many
-        at = 0
-        while at < len(batch):
-            script, keys, args, _ = batch[at]
-            start = len(commands)
-            if script is COMMANDS:
-                queue = _pushed_to(args)
-                if queue is not None:
-                    # Pushes to one queue written one after the other are one RPUSH of all
-                    # their entries and one PEXPIRE: the same effect, in the same order.
-                    run = [args[0][2]]
-                    for following, _, more, _ in batch[at + 1 :]:
-                        if following is not COMMANDS or _pushed_to(more) != queue:
-                            break
-                        run.append(more[0][2])
-                    commands += [("RPUSH", queue, *run), args[1]]
-                    spans += [(start, 2)] * len(run)
-                    at += len(run)
-                    continue
-                commands.extend(args)
-            elif script is None:
-                commands += _ack_commands(keys[0], args[0])
-            elif script is COMMAND:
-                commands.append(args)
-            else:
-                commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
-            spans.append((start, len(commands) - start))
-            at += 1
+    async def _execute(self, batch: list[Call]) -> list[Any]:
+        commands, spans = assemble(batch)
         packed = pack_commands(commands)
         connection = self._batch_connection
         if self._unread and not connection.connected:
@@ -368,7 +330,7 @@ class Shard:
             await connection.send(packed)
             self._written = True
             replies = await connection.read(len(commands))
-        return _regroup(batch, spans, replies)
+        return regroup(batch, spans, replies)
 
     async def _read_replies(self, count: int) -> list[Any]:
         """This batch's ``count`` replies, after those owed for acks written on their own."""
@@ -413,36 +375,6 @@ class Shard:
                 await self._batch_connection.disconnect()
         await self._batch_connection.release()
         await self.client.aclose()
-
-
-def _pushed_to(args: Sequence[Any]) -> str | None:
-    """The queue of a push's commands (``RPUSH q entry``, ``PEXPIRE q ms``); None for others."""
-    if len(args) == 2 and len(args[0]) == 3 and args[0][0] == "RPUSH" and args[1][0] == "PEXPIRE":
-        queue: str = args[0][1]
-        return queue if args[1][1] == queue else None
-    return None
-
-
-def _regroup(batch: list[_Call], spans: list[tuple[int, int]], replies: list[Any]) -> list[Any]:
-    """One result per call of ``batch``: a COMMANDS call's replies gathered into one (the
-    first error reply instead, if any)."""
-    results: list[Any] = []
-    for (script, *_), (start, count) in zip(batch, spans, strict=True):
-        if script is not COMMANDS and script is not None:
-            results.append(replies[start])
-            continue
-        group = replies[start : start + count]
-        error = next((r for r in group if isinstance(r, Exception)), None)
-        results.append(group if error is None else error)
-    return results
-
-
-def _ack_commands(counter_key: str, counts: Counter[str]) -> list[tuple[Any, ...]]:
-    # Plain commands, one per channel, not a script: one written after a call in the same
-    # batch may never be reordered after it, as a script call answered NOSCRIPT (and run again
-    # after the rest of its batch) would be; and each costs the server less than a script's
-    # call of it.
-    return [("HINCRBY", counter_key, channel, -count) for channel, count in counts.items()]
 
 
 def _report_failure(error: BaseException) -> None:
