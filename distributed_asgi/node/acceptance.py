@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from distributed_asgi._aio import Turns
@@ -24,15 +25,56 @@ from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.claims import ACCEPT_HOLD, node_holder
 from distributed_asgi.core.frames import Connect, describe, encode_accept, encode_asgi
 from distributed_asgi.core.types import Message
-from distributed_asgi.layers import ClaimingLayer, GatewayLayer
+from distributed_asgi.layers import ClaimingLayer, GatewayLayer, claiming
 
-__all__ = ["CLAIM_KEPT", "Acceptance"]
+__all__ = ["CLAIM_KEPT", "Acceptance", "NodeClaims"]
 
 logger = logging.getLogger("distributed_asgi.node")
 
 # How long a Node's claim outlives the connect's deadline: past the edge's own claim at its
 # deadline plus PICKUP_GRACE, with room for a busy edge and the two clocks' difference.
 CLAIM_KEPT = 10.0
+
+
+class NodeClaims:
+    """What one Node's claimed connections share: the layer that claims, and one timer for the
+    accepts they owe (a timer per connection costs about 2 µs to make and cancel)."""
+
+    __slots__ = ("_held", "_loop", "_timer", "layer")
+
+    def __init__(self, layer: ClaimingLayer) -> None:
+        self.layer = layer
+        self._loop: asyncio.AbstractEventLoop | None = None  # the Node's, from the first hold
+        self._held: deque[tuple[float, Acceptance]] = deque()  # (due, accept), as held
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, layer: object) -> NodeClaims | None:
+        """A Node's, when its layer can claim; None otherwise."""
+        claims = claiming(layer)
+        return None if claims is None else cls(claims)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None or self._loop.is_closed():  # a Node run again runs a new loop
+            self._loop, self._timer = asyncio.get_running_loop(), None
+            self._held.clear()
+        return self._loop
+
+    def hold(self, acceptance: Acceptance) -> None:
+        """``acceptance`` goes alone ``ACCEPT_HOLD`` from now if it is still owed then."""
+        due = self.loop.time() + ACCEPT_HOLD
+        self._held.append((due, acceptance))
+        if self._timer is None:
+            self._timer = self.loop.call_at(due, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        held, now = self._held, self.loop.time()
+        while held and held[0][0] <= now:
+            held.popleft()[1].due()
+        if held:
+            self._timer = self.loop.call_at(held[0][0], self._due)
 
 
 class Acceptance:
@@ -42,8 +84,8 @@ class Acceptance:
     freed when it ends, not by the garbage collector."""
 
     __slots__ = (
-        "_claims", "_connect", "_heartbeat", "_layer", "_liveness", "_loop", "_node", "_peer",
-        "_timer", "_turns", "channel", "owed",
+        "_claims", "_connect", "_ended", "_heartbeat", "_layer", "_liveness", "_node", "_peer",
+        "_turns", "channel", "owed",
     )  # fmt: skip
 
     def __init__(
@@ -51,18 +93,17 @@ class Acceptance:
         layer: GatewayLayer,
         connect: Connect,
         *,
-        claims: ClaimingLayer | None,
+        claims: NodeClaims | None,
         heartbeat: float,
         peer: str | None,
         node: str | None,
         liveness: Liveness[Any],
         turns: Turns,
-        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._layer, self._connect, self._claims = layer, connect, claims
         self._heartbeat, self._peer, self._node = heartbeat, peer, node
-        self._liveness, self._turns, self._loop = liveness, turns, loop
-        self._timer: asyncio.TimerHandle | None = None
+        self._liveness, self._turns = liveness, turns
+        self._ended = False  # the connection ended: nothing goes alone any more
         self.channel = ""  # the connection's own channel, named in the accept (take())
         self.owed = False  # claimed: the accept goes with the first frame to the edge
 
@@ -76,7 +117,7 @@ class Acceptance:
             return True
         holder = node_holder(self._peer, self._liveness.round, self._heartbeat, self._node)
         ttl = max(0.0, connect.deadline - time.time()) + CLAIM_KEPT
-        if await self._claims.claim(connect.reply_channel, holder, ttl) is not None:
+        if await self._claims.layer.claim(connect.reply_channel, holder, ttl) is not None:
             logger.warning(
                 "the edge gave up on %s before this Node claimed it: not starting the application",
                 describe(connect.scope),
@@ -86,15 +127,22 @@ class Acceptance:
         return True
 
     def hold(self) -> None:
-        """The application starts now: an owed accept goes alone if it sends nothing soon."""
-        if self.owed:
-            hold = min(ACCEPT_HOLD, max(0.0, self._connect.deadline - time.time()) / 2)
-            self._timer = self._loop.call_later(hold, self._alone)
+        """The application starts now: an owed accept goes alone if it sends nothing soon, or
+        at once when the pick-up deadline is too near to wait."""
+        if self.owed and self._claims is not None:
+            if self._connect.deadline - time.time() > 2 * ACCEPT_HOLD:
+                self._claims.hold(self)
+            else:
+                self.due()
 
     def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """The connection ended: what it still sends, it sends itself."""
+        self._ended = True
+
+    def due(self) -> None:
+        """The application sent nothing within ``ACCEPT_HOLD``: the accept goes alone."""
+        if self.owed and not self._ended and self._claims is not None:
+            self._claims.loop.create_task(self.send_alone()).add_done_callback(_retrieve)
 
     def frame(self, messages: list[Message] | None = None) -> Message:
         return encode_accept(
@@ -129,11 +177,6 @@ class Acceptance:
             await self.flush()
         finally:
             turns.done()
-
-    def _alone(self) -> None:
-        self._timer = None
-        if self.owed:
-            self._loop.create_task(self.send_alone()).add_done_callback(_retrieve)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -61,8 +61,8 @@ from distributed_asgi.core.frames import (
     plain_response_start,
 )
 from distributed_asgi.core.types import Message
-from distributed_asgi.layers import ClaimingLayer, GatewayLayer, LayerError
-from distributed_asgi.node.acceptance import Acceptance
+from distributed_asgi.layers import GatewayLayer, LayerError
+from distributed_asgi.node.acceptance import Acceptance, NodeClaims
 from distributed_asgi.node.framing import ResponseFraming
 
 __all__ = ["ACCEPT_LATEST", "NodeConnection"]
@@ -105,7 +105,7 @@ class NodeConnection:
         peer: str | None,
         node_id: str | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
-        claims: ClaimingLayer | None = None,  # the layer, when it can claim (checked once)
+        claims: NodeClaims | None = None,  # the Node's, when its layer can claim
     ) -> None:
         self.layer = layer
         # The Node's loop, kept: asyncio.get_running_loop() costs a getpid() system call.
@@ -152,7 +152,6 @@ class NodeConnection:
             node=node_id,
             liveness=liveness,
             turns=self.turns,
-            loop=self.loop,
         )
         self._reader: asyncio.Task[None] | None = None
         self._reading = False  # the reader waits for the edge's next frame

@@ -38,9 +38,10 @@ from distributed_asgi.core.frames import Connect, FrameError, decode_frame, desc
 from distributed_asgi.core.names import require_valid_channel_name
 from distributed_asgi.core.outcomes import NodeRecorder
 from distributed_asgi.core.types import Message
-from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError, claiming
+from distributed_asgi.layers import ChannelFull, GatewayLayer, LayerError
 from distributed_asgi.layers.build import build_layer
 from distributed_asgi.layers.validate import require_capacity, require_seconds
+from distributed_asgi.node.acceptance import NodeClaims
 from distributed_asgi.node.connection import NodeConnection
 from distributed_asgi.node.intake import Traffic, new_intake
 from distributed_asgi.node.interface import as_asgi3
@@ -134,7 +135,7 @@ class Node(StatelessServer):
         self.layer = build_layer(
             host, port, db, password, url=url, layer=layer, layer_options=layer_options
         )
-        self.claims = claiming(self.layer)
+        self.claims = NodeClaims.of(self.layer)  # None: the layer cannot claim
         self.keys = list(dict.fromkeys(names))
         self.drain_timeout = float(drain_timeout)
         self.lifespan_mode = lifespan
@@ -363,10 +364,9 @@ class Node(StatelessServer):
         return connection.run(self.application)
 
     def get_or_create_application_instance(self, scope_id: str, scope: Mapping[str, Any]) -> Any:
-        # Overridden: the base's unbounded input queue would defeat flow control (the inbox is
-        # bounded), and its eviction never applies (room is reserved before a connect is taken).
-        # The instance runs in the intake's task that took its connect (node/intake.py), which
-        # awaits the connection's run() next: that task is the instance's future.
+        # Overridden: the base's unbounded input queue would defeat flow control, and its
+        # eviction never applies (room is reserved before a connect is taken). The instance runs
+        # in the intake's task that took its connect (node/intake.py): that task is its future.
         task = asyncio.current_task(self._loop)
         assert task is not None, "called from the intake's task"
         self.application_instances[scope_id] = {"future": task, "scope": scope}

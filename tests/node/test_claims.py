@@ -171,7 +171,7 @@ async def test_an_application_waiting_for_the_edge_sends_the_accept_first(
 ) -> None:
     """Past its whole body the application waits for the client's disconnect: the edge can
     send it only to a channel the accept names, so the accept goes at once."""
-    monkeypatch.setattr(acceptance, "ACCEPT_HOLD", 30.0)  # not sent by the hold
+    monkeypatch.setattr(acceptance, "ACCEPT_HOLD", 2.0)  # not sent by the hold
     heard: list[str] = []
 
     async def listens(scope: Scope, receive: Receive, send: Send) -> None:
@@ -182,8 +182,10 @@ async def test_an_application_waiting_for_the_edge_sends_the_accept_first(
     edge = _Edge(redis_url, prefix)
     node, _, running = await _serve(redis_url, prefix, listens)
     try:
+        sent = time.monotonic()
         await edge.connect("claims", claim=True)
         (accept,) = await edge.frames(1, timeout=5)
+        assert time.monotonic() - sent < 1.0
         assert isinstance(accept, Accept)
         await edge.layer.push(accept.channel, encode(Asgi("c1", [{"type": "http.disconnect"}])))
         await asyncio.sleep(0.3)
