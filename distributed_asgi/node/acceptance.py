@@ -31,6 +31,9 @@ __all__ = ["CLAIM_KEPT", "Acceptance", "NodeClaims"]
 
 logger = logging.getLogger("distributed_asgi.node")
 
+# How often at most the owed accepts are looked at: an accept goes alone between ACCEPT_HOLD
+# and ACCEPT_HOLD + SWEEP_EVERY after its application started.
+SWEEP_EVERY = 0.01
 # How long a Node's claim outlives the connect's deadline: past the edge's own claim at its
 # deadline plus PICKUP_GRACE, with room for a busy edge and the two clocks' difference.
 CLAIM_KEPT = 10.0
@@ -73,8 +76,8 @@ class NodeClaims:
         held, now = self._held, self.loop.time()
         while held and held[0][0] <= now:
             held.popleft()[1].due()
-        if held:
-            self._timer = self.loop.call_at(held[0][0], self._due)
+        if held:  # not before SWEEP_EVERY: one timer for the accepts held meanwhile
+            self._timer = self.loop.call_at(max(held[0][0], now + SWEEP_EVERY), self._due)
 
 
 class Acceptance:
