@@ -43,12 +43,15 @@ class NodeClaims:
     """What one Node's claimed connections share: the layer that claims, and one timer for the
     accepts they owe (a timer per connection costs about 2 µs to make and cancel)."""
 
-    __slots__ = ("_held", "_loop", "_timer", "layer")
+    __slots__ = ("_held", "_loop", "_owed", "_timer", "layer")
 
     def __init__(self, layer: ClaimingLayer) -> None:
         self.layer = layer
         self._loop: asyncio.AbstractEventLoop | None = None  # the Node's, from the first hold
-        self._held: deque[tuple[float, Acceptance]] = deque()  # (due, accept), as held
+        # The accepts held, by connection id, until they are sent or due (an accept sent or a
+        # connection ended is forgotten at once: nothing is kept alive for the timer).
+        self._owed: dict[str, Acceptance] = {}
+        self._held: deque[tuple[float, str]] = deque()  # (due, connection id), as held
         self._timer: asyncio.TimerHandle | None = None
 
     @classmethod
@@ -62,20 +65,27 @@ class NodeClaims:
         if self._loop is None or self._loop.is_closed():  # a Node run again runs a new loop
             self._loop, self._timer = asyncio.get_running_loop(), None
             self._held.clear()
+            self._owed.clear()
         return self._loop
 
-    def hold(self, acceptance: Acceptance) -> None:
-        """``acceptance`` goes alone ``ACCEPT_HOLD`` from now if it is still owed then."""
+    def hold(self, conn_id: str, acceptance: Acceptance) -> None:
+        """``acceptance`` goes alone ``ACCEPT_HOLD`` from now unless forgotten before."""
         due = self.loop.time() + ACCEPT_HOLD
-        self._held.append((due, acceptance))
+        self._owed[conn_id] = acceptance
+        self._held.append((due, conn_id))
         if self._timer is None:
             self._timer = self.loop.call_at(due, self._due)
 
+    def forget(self, conn_id: str) -> None:
+        self._owed.pop(conn_id, None)
+
     def _due(self) -> None:
         self._timer = None
-        held, now = self._held, self.loop.time()
+        held, owed, now = self._held, self._owed, self.loop.time()
         while held and held[0][0] <= now:
-            held.popleft()[1].due()
+            acceptance = owed.pop(held.popleft()[1], None)
+            if acceptance is not None:
+                acceptance.due()
         if held:  # not before SWEEP_EVERY: one timer for the accepts held meanwhile
             self._timer = self.loop.call_at(max(held[0][0], now + SWEEP_EVERY), self._due)
 
@@ -87,8 +97,8 @@ class Acceptance:
     freed when it ends, not by the garbage collector."""
 
     __slots__ = (
-        "_claims", "_connect", "_ended", "_heartbeat", "_layer", "_liveness", "_node", "_peer",
-        "_turns", "channel", "owed",
+        "_claims", "_connect", "_heartbeat", "_layer", "_liveness", "_node", "_peer", "_turns",
+        "channel", "owed",
     )  # fmt: skip
 
     def __init__(
@@ -106,7 +116,6 @@ class Acceptance:
         self._layer, self._connect, self._claims = layer, connect, claims
         self._heartbeat, self._peer, self._node = heartbeat, peer, node
         self._liveness, self._turns = liveness, turns
-        self._ended = False  # the connection ended: nothing goes alone any more
         self.channel = ""  # the connection's own channel, named in the accept (take())
         self.owed = False  # claimed: the accept goes with the first frame to the edge
 
@@ -134,18 +143,24 @@ class Acceptance:
         at once when the pick-up deadline is too near to wait."""
         if self.owed and self._claims is not None:
             if self._connect.deadline - time.time() > 2 * ACCEPT_HOLD:
-                self._claims.hold(self)
+                self._claims.hold(self._connect.conn_id, self)
             else:
                 self.due()
 
     def cancel(self) -> None:
         """The connection ended: what it still sends, it sends itself."""
-        self._ended = True
+        if self._claims is not None:
+            self._claims.forget(self._connect.conn_id)
 
     def due(self) -> None:
         """The application sent nothing within ``ACCEPT_HOLD``: the accept goes alone."""
-        if self.owed and not self._ended and self._claims is not None:
+        if self.owed and self._claims is not None:
             self._claims.loop.create_task(self.send_alone()).add_done_callback(_retrieve)
+
+    def _sent(self) -> None:
+        self.owed = False
+        if self._claims is not None:
+            self._claims.forget(self._connect.conn_id)
 
     def frame(self, messages: list[Message] | None = None) -> Message:
         return encode_accept(
@@ -161,14 +176,14 @@ class Acceptance:
     def first_frame(self, messages: list[Message]) -> Message:
         """The frame of the application's ``messages``: with the accept while it is owed."""
         if self.owed:
-            self.owed = False
+            self._sent()
             return self.frame(messages)
         return encode_asgi(self._connect.conn_id, messages)
 
     async def flush(self) -> None:
         """An owed accept, alone; the caller has the connection's turn."""
         if self.owed:
-            self.owed = False
+            self._sent()
             await self._layer.push(self._connect.reply_channel, self.frame())
 
     async def send_alone(self) -> None:
