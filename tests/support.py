@@ -60,3 +60,28 @@ def stop_processes(processes: Sequence[Process], timeout: float = 10.0) -> list[
             process.wait()
             killed.append(process)
     return killed
+
+
+class WrappedLayer:
+    """A real layer behind the gateway's layer API, for tests that change one call of it
+    (subclasses override that call and ``await super()...`` for the real one)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        await self.layer.send(channel, message)
+
+    async def push(self, channel: str, message: dict[str, Any]) -> None:
+        await self.layer.push(channel, message)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.layer.receive(channel)
+        return result
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        name: str = await self.layer.new_channel(prefix)
+        return name
+
+    async def close(self) -> None:
+        await self.layer.close()

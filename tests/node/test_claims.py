@@ -6,8 +6,10 @@ The test is the edge: it sends the connect asking for a claim and reads the repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from distributed_asgi.node import acceptance
 from distributed_asgi.node.acceptance import Acceptance
 from distributed_asgi.node.connection import NodeConnection
 from tests.gateway.harness import Receive, Scope, Send
+from tests.support import WrappedLayer
 
 SCOPE = {"type": "http", "method": "GET", "path": "/", "headers": []}
 REQUEST = {"type": "http.request", "body": b"", "more_body": False}
@@ -30,39 +33,29 @@ async def hello(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b"hello"})
 
 
-class _CountedPushes:
+class _CountedPushes(WrappedLayer):
     """A real Redis layer that lists the frames pushed, and may claim late."""
 
     def __init__(self, layer: RedisChannelLayer, claim_delay: float = 0.0) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.claim_delay = claim_delay
         self.pushed: list[tuple[str, str]] = []  # (channel, frame kind)
 
     def to(self, channel: str) -> list[str]:
         return [kind for to, kind in self.pushed if to == channel]
 
-    async def send(self, channel: str, message: dict[str, Any]) -> None:
-        await self.layer.send(channel, message)
-
     async def push(self, channel: str, message: dict[str, Any]) -> None:
         self.pushed.append((channel, str(message.get("t"))))
-        await self.layer.push(channel, message)
+        await super().push(channel, message)
 
     async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
         await asyncio.sleep(self.claim_delay)
-        return await self.layer.claim(channel, holder, ttl)
+        held: str | None = await self.layer.claim(channel, holder, ttl)
+        return held
 
     async def holder(self, channel: str) -> str | None:
-        return await self.layer.holder(channel)
-
-    async def receive(self, channel: str) -> dict[str, Any]:
-        return await self.layer.receive(channel)
-
-    async def new_channel(self, prefix: str = "specific") -> str:
-        return await self.layer.new_channel(prefix)
-
-    async def close(self) -> None:
-        await self.layer.close()
+        held: str | None = await self.layer.holder(channel)
+        return held
 
 
 class _Edge:
@@ -96,27 +89,30 @@ class _Edge:
         return False
 
 
-async def _serve(
+@contextlib.asynccontextmanager
+async def _serving(
     redis_url: str, prefix: str, app: Any, claim_delay: float = 0.0
-) -> tuple[Node, _CountedPushes, asyncio.Future[None]]:
+) -> AsyncIterator[tuple[_Edge, _CountedPushes]]:
+    """A real Node serving ``app`` on route "claims", and the test's edge, until the block ends."""
     layer = _CountedPushes(RedisChannelLayer(hosts=[redis_url], prefix=prefix), claim_delay)
     node = Node(app=app, key="claims", layer=layer, lifespan="off")
-    return node, layer, asyncio.ensure_future(node.arun())
+    running = asyncio.ensure_future(node.arun())
+    edge = _Edge(redis_url, prefix)
+    try:
+        yield edge, layer
+    finally:
+        node.stop()
+        await asyncio.wait_for(running, 10)
+        await edge.layer.close()
 
 
 async def test_a_claimed_request_answered_at_once_is_one_frame(redis_url: str, prefix: str) -> None:
-    edge = _Edge(redis_url, prefix)
-    node, layer, running = await _serve(redis_url, prefix, hello)
-    try:
+    async with _serving(redis_url, prefix, hello) as (edge, layer):
         reply = await edge.connect("claims", claim=True)
         (frame,) = await edge.frames(1)
         quiet = await edge.nothing_within(0.3)
         server, key = await edge.layer.locate("c", reply)
         (held,) = await server.execute(["GET", key])
-    finally:
-        node.stop()
-        await asyncio.wait_for(running, 10)
-        await edge.layer.close()
     assert isinstance(frame, Accept)
     assert [m["type"] for m in frame.messages] == ["http.response.start", "http.response.body"]
     assert frame.messages[1]["body"] == b"hello"
@@ -128,15 +124,9 @@ async def test_a_claimed_request_answered_at_once_is_one_frame(redis_url: str, p
 
 
 async def test_an_unclaimed_connect_gets_an_accept_frame_first(redis_url: str, prefix: str) -> None:
-    edge = _Edge(redis_url, prefix)
-    node, layer, running = await _serve(redis_url, prefix, hello)
-    try:
+    async with _serving(redis_url, prefix, hello) as (edge, layer):
         reply = await edge.connect("claims", claim=False)
         frames = await edge.frames(2)
-    finally:
-        node.stop()
-        await asyncio.wait_for(running, 10)
-        await edge.layer.close()
     assert isinstance(frames[0], Accept) and frames[0].messages == []
     assert isinstance(frames[1], Asgi)
     assert layer.to(reply) == ["accept", "asgi"]
@@ -149,18 +139,12 @@ async def test_a_slow_response_gets_its_accept_alone_after_the_hold(
         await asyncio.sleep(0.5)
         await hello(scope, receive, send)
 
-    edge = _Edge(redis_url, prefix)
-    node, _, running = await _serve(redis_url, prefix, slow)
-    try:
+    async with _serving(redis_url, prefix, slow) as (edge, _):
         sent = time.monotonic()
         await edge.connect("claims", claim=True)
         (accept,) = await edge.frames(1)
         accepted_after = time.monotonic() - sent
         (response,) = await edge.frames(1)
-    finally:
-        node.stop()
-        await asyncio.wait_for(running, 10)
-        await edge.layer.close()
     assert isinstance(accept, Accept) and accept.messages == []
     assert accepted_after < 0.4  # the hold (50 ms), not the response's 0.5 s
     assert isinstance(response, Asgi) and response.messages[-1]["body"] == b"hello"
@@ -179,9 +163,7 @@ async def test_an_application_waiting_for_the_edge_sends_the_accept_first(
         heard.append((await receive())["type"])
         await hello(scope, receive, send)
 
-    edge = _Edge(redis_url, prefix)
-    node, _, running = await _serve(redis_url, prefix, listens)
-    try:
+    async with _serving(redis_url, prefix, listens) as (edge, _):
         sent = time.monotonic()
         await edge.connect("claims", claim=True)
         (accept,) = await edge.frames(1, timeout=5)
@@ -189,10 +171,6 @@ async def test_an_application_waiting_for_the_edge_sends_the_accept_first(
         assert isinstance(accept, Accept)
         await edge.layer.push(accept.channel, encode(Asgi("c1", [{"type": "http.disconnect"}])))
         await asyncio.sleep(0.3)
-    finally:
-        node.stop()
-        await asyncio.wait_for(running, 10)
-        await edge.layer.close()
     assert heard == ["http.disconnect"]
 
 
@@ -207,17 +185,11 @@ async def test_a_connection_the_edge_claimed_first_never_starts(
         ran.append(scope["path"])
         await hello(scope, receive, send)
 
-    edge = _Edge(redis_url, prefix)
-    node, layer, running = await _serve(redis_url, prefix, app, claim_delay=1.0)
-    try:
+    async with _serving(redis_url, prefix, app, claim_delay=1.0) as (edge, layer):
         reply = await edge.connect("claims", claim=True, pickup=0.3)
         await asyncio.sleep(0.5)  # the Node has the connect and waits on its claim
         won = await edge.layer.claim(reply, EDGE_HOLDER, 60)
         quiet = await edge.nothing_within(1.5)
-    finally:
-        node.stop()
-        await asyncio.wait_for(running, 10)
-        await edge.layer.close()
     assert won is None
     assert quiet
     assert ran == []
@@ -229,19 +201,15 @@ async def test_a_served_connection_is_freed_without_the_garbage_collector(
 ) -> None:
     """No reference cycle through a connection: a cycle per request leaves its scope, frames
     and buffers to the collector, which then runs often and long under load."""
-    edge = _Edge(redis_url, prefix)
-    node, _, running = await _serve(redis_url, prefix, hello)
-    gc.collect()
-    gc.disable()
-    try:
-        for claim in (True, False):
-            await edge.connect("claims", claim=claim)
-            await edge.frames(1 if claim else 2)
-        await asyncio.sleep(0.2)  # the connections' tasks end after their last frame
-        left = [o for o in gc.get_objects() if isinstance(o, (NodeConnection, Acceptance))]
-    finally:
-        gc.enable()
-        node.stop()
-        await asyncio.wait_for(running, 10)
-        await edge.layer.close()
+    async with _serving(redis_url, prefix, hello) as (edge, _):
+        gc.collect()
+        gc.disable()
+        try:
+            for claim in (True, False):
+                await edge.connect("claims", claim=claim)
+                await edge.frames(1 if claim else 2)
+            await asyncio.sleep(0.2)  # the connections' tasks end after their last frame
+            left = [o for o in gc.get_objects() if isinstance(o, (NodeConnection, Acceptance))]
+        finally:
+            gc.enable()
     assert left == []

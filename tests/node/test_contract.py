@@ -21,6 +21,7 @@ from distributed_asgi.core.claims import EDGE_HOLDER
 from distributed_asgi.core.frames import Accept, Connect, End, decode_frame, encode
 from distributed_asgi.layers import RedisChannelLayer
 from tests.gateway.fixtures import Gateway
+from tests.support import WrappedLayer
 
 CONTRACT_APP = "tests.gateway.apps.contract:app"
 
@@ -75,31 +76,22 @@ def test_a_node_killed_before_it_accepted_gives_503_and_never_ran_the_app(
     assert not gateway.marker("ran-second").exists()
 
 
-class _SlowAccepts:
+class _SlowAccepts(WrappedLayer):
     """A real Redis layer whose ``accept`` frames reach Redis ``delay`` seconds late."""
 
     def __init__(self, layer: RedisChannelLayer, delay: float) -> None:
-        self.layer = layer
+        super().__init__(layer)
         self.delay = delay
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         if message.get("t") == "accept":
             await asyncio.sleep(self.delay)
-        await self.layer.send(channel, message)
+        await super().send(channel, message)
 
     async def push(self, channel: str, message: dict[str, Any]) -> None:
         if message.get("t") == "accept":
             await asyncio.sleep(self.delay)
-        await self.layer.push(channel, message)
-
-    async def receive(self, channel: str) -> dict[str, Any]:
-        return await self.layer.receive(channel)
-
-    async def new_channel(self, prefix: str = "specific") -> str:
-        return await self.layer.new_channel(prefix)
-
-    async def close(self) -> None:
-        await self.layer.close()
+        await super().push(channel, message)
 
 
 async def test_an_accept_that_reached_redis_after_the_edge_gave_up_never_starts_the_app(
