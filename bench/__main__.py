@@ -1,4 +1,5 @@
-"""``python -m bench [SECTION] [--quick] [--no-write] [--loop asyncio|uvloop] [--strict]``."""
+"""``python -m bench [SECTION] [--quick] [--no-write] [--loop asyncio|uvloop] [--strict]``;
+``python -m bench ab REV`` compares this tree with another revision (bench/ab.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ SECTIONS: dict[str, tuple[Callable[..., bool], Any, Any]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ab"]:  # this tree against another revision (bench/ab.py)
+        from . import ab
+
+        return ab.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Benchmarks of distributed_asgi, side by side with what it replaces.",
