@@ -71,7 +71,11 @@ class Deadline:
 
     async def within(self, awaitable: Awaitable[_T], seconds: float) -> _T:
         """``wait`` with a deadline ``seconds`` from now."""
-        return await self.wait(awaitable, self._loop.time() + max(0.0, seconds))
+        return await self.wait(awaitable, self.now() + max(0.0, seconds))
+
+    def now(self) -> float:
+        """The loop's time, as ``wait``'s ``when`` counts it."""
+        return self._loop.time()
 
     def expire(self) -> None:
         """End the wait under way now, with ``TimeoutError``."""

@@ -209,14 +209,9 @@ class EdgeConnection:
         await self.client.respond(refused.status, retry_after=True)
 
     async def _held_by(self, holder: NodeHolder) -> Accept | None:
-        """A Node claimed the connection but sent nothing by the pick-up deadline (a busy or
-        stalled Node): watch that Node as after an accept, and wait for its accept. None when
-        the wait ended otherwise (the Node lost, an HTTP timeout), the client answered."""
-        self.peer_key = holder.peer
-        self.node_name = holder.node or holder.peer
-        self.beat_id = None
-        self.node_round = holder.round
-        self.window = holder.heartbeat * self.settings.heartbeat_misses
+        """A Node claimed the connection but sent nothing by the pick-up deadline: watch it as
+        after an accept, and wait for its accept; None: the Node lost, or an HTTP timeout."""
+        self._watch_node(holder.peer, None, holder.node, holder.round, holder.heartbeat)
         self.registry.register(self)
         logger.warning(
             "Node %s holds %s but sent nothing by the pick-up deadline: waiting for it",
@@ -234,14 +229,19 @@ class EdgeConnection:
             self.outcome = self._stop
         return None
 
+    def _watch_node(
+        self, peer_key: str, beat_id: str | None, node: str | None, round: int | None, hb: float
+    ) -> None:
+        """The Node the liveness watch judges this connection by, from its accept or claim."""
+        self.peer_key, self.beat_id, self.node_round = peer_key, beat_id, round
+        self.node_name = node or peer_key  # for the logs
+        self.window = hb * self.settings.heartbeat_misses
+
     async def _accepted(self, accept: Accept) -> bool:
         """Pin the connection to the Node; True when the accept already finished it."""
         self.node_channel = accept.channel
-        self.window = accept.heartbeat * self.settings.heartbeat_misses
-        self.peer_key = accept.peer or accept.channel
-        self.node_name = accept.node or self.peer_key  # for the logs
-        self.beat_id = None if accept.peer else self.conn_id
-        self.node_round = accept.round
+        peer_key, beat_id = (accept.peer, None) if accept.peer else (accept.channel, self.conn_id)
+        self._watch_node(peer_key, beat_id, accept.node, accept.round, accept.heartbeat)
         messages = accept.messages
         if self.client.completed_by(messages):
             # The whole response came with the accept: the Node needs nothing more from this

@@ -22,7 +22,6 @@ leaves the refusal above, as for a connect that does not ask.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -87,10 +86,9 @@ class PickUp:
         self, initial: list[Message], deadline: Deadline
     ) -> Accept | NodeHolder | Refused:
         settings = self.settings
-        loop = asyncio.get_running_loop()
         try:
             return await self._connect(
-                initial, deadline, loop.time() + settings.pickup_timeout + PICKUP_GRACE
+                initial, deadline, deadline.now() + settings.pickup_timeout + PICKUP_GRACE
             )
         except TimeoutError:
             if not deadline.expired():
@@ -180,19 +178,18 @@ class PickUp:
         sent = time.monotonic()
         await deadline.wait(self.layer.send(self.key, encode(frame)), final)
         self.queued = True
-        loop = asyncio.get_running_loop()
         look = FIRST_LOOK
         while True:
             when = final
-            if self.claims is not None and loop.time() + look < final:
-                when = loop.time() + look
+            if self.claims is not None and deadline.now() + look < final:
+                when = deadline.now() + look
             try:
                 raw = await deadline.wait(self.layer.receive(self.reply_channel), when)
             except TimeoutError:
                 if when == final or not deadline.expired():
                     raise
                 assert self.claims is not None
-                holder = await self._look(self.claims, final - loop.time())
+                holder = await self._look(self.claims, final - deadline.now())
                 if holder is not None:
                     return holder
                 look *= 2

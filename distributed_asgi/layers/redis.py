@@ -238,20 +238,23 @@ class RedisChannelLayer:
         the edge and the Node, which both know the reply channel of a connection, agree on who
         decides it (docs/PROTOCOL.md). ``LayerUnavailable``/``LayerRefused`` as ``send``.
         """
-        place, _ = self._inbox_route(require_claimable(channel))
-        key = self.keys.key(CLAIM, channel, self.placement.tag(place))
+        place, key = self._claim_key(channel)
         ms = max(1, int(ttl * 1000))
         if await self.placement.call(place, COMMAND, (), ["SET", key, holder, "NX", "PX", ms]):
             return None
-        held = await self.placement.call(place, COMMAND, (), ["GET", key])
-        return "" if held is None else bytes(held).decode()
+        held = await self.holder(channel)
+        return "" if held is None else held
 
     async def holder(self, channel: str) -> str | None:
         """The value of the claim on ``channel`` (one ``GET``); None while nobody holds it."""
-        place, _ = self._inbox_route(require_claimable(channel))
-        key = self.keys.key(CLAIM, channel, self.placement.tag(place))
+        place, key = self._claim_key(channel)
         held = await self.placement.call(place, COMMAND, (), ["GET", key])
         return None if held is None else bytes(held).decode()
+
+    def _claim_key(self, channel: str) -> tuple[int, str]:
+        """(place, key) of the claim on ``channel``: on its inbox's server."""
+        place, _ = self._inbox_route(require_claimable(channel))
+        return place, self.keys.key(CLAIM, channel, self.placement.tag(place))
 
     async def receive(self, channel: str) -> Message:
         """The next message on ``channel``, waiting for one to arrive.
