@@ -3,9 +3,10 @@
 On a shared machine a change of a few percent is lost in the drift between runs (direct
 uvicorn alone moves by half within an hour here). Alternating the two builds run after run and
 comparing medians is what shows it. Each run starts bench/http.py's gateway (one edge, one
-worker, a private Redis) from one tree, loads it with the http section's load generator and
-reads each process's CPU and write/read system calls per request from /proc. REV is checked
-out in a temporary git worktree, removed afterwards. Nothing is written to the docs.
+worker, a private Redis) from one tree and measures a load as the http section does
+(``measure_run``: each process's CPU and Redis's commands per request), with the edge's and
+worker's write system calls per request from /proc. REV is checked out in a temporary git
+worktree, removed afterwards. Nothing is written to the docs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ FIGURES = [
     ("edge", "edge CPU per request (µs)"),
     ("worker", "worker CPU per request (µs)"),
     ("redis", "Redis CPU per request (µs)"),
+    ("commands", "Redis commands per request"),
     ("edge_writes", "edge write calls per request"),
     ("worker_writes", "worker write calls per request"),
 ]
@@ -40,8 +42,7 @@ FIGURES = [
 _RUN = r"""
 import json, sys
 sys.path.insert(0, ".")
-from bench.http import HttpSizes, gateway_server, measure
-from bench.counters import process_cpu
+from bench.http import HttpSizes, gateway_server, measure, measure_run
 
 def writes(pid):
     fields = dict(line.split(": ") for line in open(f"/proc/{pid}/io").read().splitlines())
@@ -53,15 +54,13 @@ out = []
 with gateway_server() as setup:
     measure(setup.port, sizes, "asyncio", duration=1.0)
     for _ in range(runs):
-        pids = setup.pids
-        cpu = {role: process_cpu(pid) for role, pid in pids.items()}
-        calls = {role: writes(pids[role]) for role in ("edge", "worker")}
-        load = measure(setup.port, sizes, "asyncio")
-        n = max(load.requests, 1)
-        run = {"rps": load.rps, "p99": load.p99_ms}
-        run.update({r: (process_cpu(p) - cpu[r]) / n * 1e6 for r, p in pids.items()})
-        run.update({f"{r}_writes": (writes(pids[r]) - calls[r]) / n for r in calls})
-        out.append(run)
+        calls = {role: writes(setup.pids[role]) for role in ("edge", "worker")}
+        result = measure_run(setup, sizes, "asyncio")
+        row = {"rps": result.load.rps, "p99": result.load.p99_ms, "commands": result.commands}
+        row.update({role: result.cpu_us(role) for role in ("edge", "worker", "redis")})
+        for role, before in calls.items():
+            row[f"{role}_writes"] = (writes(setup.pids[role]) - before) / result.answered
+        out.append({key: value for key, value in row.items() if value is not None})
 print(json.dumps(out))
 """
 
@@ -91,7 +90,7 @@ def summary_rows(
         if not mine or not theirs:
             continue
         a, b = statistics.median(mine), statistics.median(theirs)
-        digits = 2 if key.endswith("_writes") else 1
+        digits = 2 if key.endswith("_writes") or key == "commands" else 1
         rows.append([label, f"{a:,.{digits}f}", f"{b:,.{digits}f}", f"{a / b:.2f}x" if b else "-"])
     return rows
 

@@ -48,7 +48,7 @@ def assemble(batch: list[Call]) -> tuple[list[Sequence[Any]], list[tuple[int, in
                 for i in passed:
                     spans[i] = (len(commands), 1)
                     commands.append(batch[i][2])
-                at = max(pushes[-1], passed[-1] if passed else 0) + 1
+                at = pushes[-1] + 1  # the commands passed over lie between the pushes
                 continue
             commands.extend(args)
         elif script is None:
