@@ -69,10 +69,6 @@ class Deadline:
                 self._handle.cancel()
                 self._handle = None
 
-    async def within(self, awaitable: Awaitable[_T], seconds: float) -> _T:
-        """``wait`` with a deadline ``seconds`` from now."""
-        return await self.wait(awaitable, self.now() + max(0.0, seconds))
-
     def now(self) -> float:
         """The loop's time, as ``wait``'s ``when`` counts it."""
         return self._loop.time()

@@ -27,7 +27,7 @@ async def test_a_wait_that_finishes_in_time_returns_and_leaves_no_timer() -> Non
     assert await deadline.wait(future, loop.time() + 0.05) == 7
     assert not deadline.expired()
     await asyncio.sleep(0.1)  # past the deadline: the task must not be cancelled now
-    assert await deadline.within(asyncio.sleep(0, "again"), 1.0) == "again"
+    assert await deadline.wait(asyncio.sleep(0, "again"), deadline.now() + 1.0) == "again"
 
 
 async def test_expire_ends_the_wait_under_way_from_another_task() -> None:
@@ -52,14 +52,14 @@ async def test_a_timeout_error_from_inside_passes_through_as_not_expired() -> No
 
     deadline = Deadline()
     with pytest.raises(TimeoutError, match="own"):
-        await deadline.within(fails(), 1.0)
+        await deadline.wait(fails(), deadline.now() + 1.0)
     assert not deadline.expired()
 
 
 async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
     async def waits() -> None:
         deadline = Deadline()
-        await deadline.within(asyncio.sleep(10), 5.0)
+        await deadline.wait(asyncio.sleep(10), deadline.now() + 5.0)
 
     task = asyncio.ensure_future(waits())
     await asyncio.sleep(0.01)

@@ -181,8 +181,8 @@ class PickUp:
         look = FIRST_LOOK
         while True:
             when = final
-            if self.claims is not None and deadline.now() + look < final:
-                when = deadline.now() + look
+            if self.claims is not None:
+                when = min(final, deadline.now() + look)
             try:
                 raw = await deadline.wait(self.layer.receive(self.reply_channel), when)
             except TimeoutError:

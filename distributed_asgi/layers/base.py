@@ -31,7 +31,6 @@ __all__ = [
     "WrongClientPrefix",
     "claiming",
     "non_local_name",
-    "require_claimable",
     "require_own_channel",
     "require_process_channel",
     "require_valid_channel_name",
@@ -137,21 +136,14 @@ def non_local_name(channel: str) -> str:
     return channel if bang < 0 else channel[: bang + 1]
 
 
-def require_process_channel(channel: str) -> str:
-    """``channel`` if it is process-specific (has a ``!``); ``ValueError`` naming it otherwise."""
+def require_process_channel(channel: str, operation: str = "push") -> str:
+    """``channel`` if it is process-specific (has a ``!``), as ``operation`` (``push`` or
+    ``claim``) requires; ``ValueError`` naming it otherwise."""
     if "!" not in channel:
+        advice = ": a normal channel keeps its capacity, use send()" if operation == "push" else ""
         raise ValueError(
-            f"push() is for process-specific channels (new_channel() names), not {channel!r}: "
-            "a normal channel keeps its capacity, use send()"
-        )
-    return channel
-
-
-def require_claimable(channel: str) -> str:
-    """``channel`` if ``claim()`` takes it (process-specific); ``ValueError`` naming it."""
-    if "!" not in channel:
-        raise ValueError(
-            f"claim() is for process-specific channels (new_channel() names), not {channel!r}"
+            f"{operation}() is for process-specific channels (new_channel() names), "
+            f"not {channel!r}{advice}"
         )
     return channel
 

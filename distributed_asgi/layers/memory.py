@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from .base import (
     ChannelFull,
     Message,
-    require_claimable,
     require_own_channel,
     require_process_channel,
     require_valid_channel_name,
@@ -127,7 +126,7 @@ class InMemoryChannelLayer:
 
     async def holder(self, channel: str) -> str | None:
         """The value of the claim on ``channel``; None while nobody holds it."""
-        require_claimable(require_valid_channel_name(channel))
+        require_process_channel(require_valid_channel_name(channel), "claim")
         now = time.monotonic()
         claims = self._claims
         while claims:  # oldest first: forget the expired ones at the front

@@ -27,7 +27,6 @@ from .base import (
     ChannelFull,
     Message,
     non_local_name,
-    require_claimable,
     require_own_channel,
     require_process_channel,
     require_valid_channel_name,
@@ -242,18 +241,20 @@ class RedisChannelLayer:
         ms = max(1, int(ttl * 1000))
         if await self.placement.call(place, COMMAND, (), ["SET", key, holder, "NX", "PX", ms]):
             return None
-        held = await self.holder(channel)
+        held = await self._claim_value(place, key)
         return "" if held is None else held
 
     async def holder(self, channel: str) -> str | None:
         """The value of the claim on ``channel`` (one ``GET``); None while nobody holds it."""
-        place, key = self._claim_key(channel)
+        return await self._claim_value(*self._claim_key(channel))
+
+    async def _claim_value(self, place: int, key: str) -> str | None:
         held = await self.placement.call(place, COMMAND, (), ["GET", key])
         return None if held is None else bytes(held).decode()
 
     def _claim_key(self, channel: str) -> tuple[int, str]:
         """(place, key) of the claim on ``channel``: on its inbox's server."""
-        place, _ = self._inbox_route(require_claimable(channel))
+        place, _ = self._inbox_route(require_process_channel(channel, "claim"))
         return place, self.keys.key(CLAIM, channel, self.placement.tag(place))
 
     async def receive(self, channel: str) -> Message:
