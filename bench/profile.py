@@ -108,13 +108,17 @@ def _name(key: tuple[str, int, str]) -> str:
     return function if file == "~" else f"{file}:{line}({function})"
 
 
-def summary(path: Path, title: str, top: int = 15) -> str:
+def summary(path: Path, title: str, top: int = 15, requests: int = 0) -> str:
     """The top ``top`` entries by cumulative time and by own time (tottime), as text, each with
-    its share of the profiled total."""
+    its share of the profiled total; with ``requests`` (those served meanwhile), the calls per
+    request too: the interpreter's work per request, which the profiler's overhead leaves as
+    it is."""
     stats = pstats.Stats(str(path))
     entries = stats.stats  # type: ignore[attr-defined]
     total = sum(tt for _, _, tt, _, _ in entries.values()) or 1e-9
-    lines = [title, "", f"{stats.total_calls:,} calls, {total:.2f} s in Python functions"]  # type: ignore[attr-defined]
+    calls = stats.total_calls  # type: ignore[attr-defined]
+    per_request = f" ({calls / requests:,.0f} a request)" if requests else ""
+    lines = [title, "", f"{calls:,} calls{per_request}, {total:.2f} s in Python functions"]
     header = f"{'calls':>10} {'tottime':>8} {'cumtime':>8} {'cum %':>6} {'own %':>6}  function"
     orders = (("cumulative time", 3), ("own time (tottime)", 2))
     for label, index in orders:
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {load.errors} errors"
         )
         for name, path in (("edge", profiles.edge), ("worker", profiles.worker)):
-            text = summary(path, f"cProfile of the {name} ({header})", args.top)
+            text = summary(path, f"cProfile of the {name} ({header})", args.top, load.requests)
             target = out / f"profile-{name}.txt"
             target.write_text(text)
             print(f"  {name}: {target}")

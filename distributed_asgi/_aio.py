@@ -42,7 +42,7 @@ class Deadline:
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
+        task = asyncio.current_task(self._loop)  # given the loop: no second look-up
         assert task is not None, "a Deadline is made in the task whose waits it bounds"
         self._task = task
         self._cancelling = 0  # cancellations under way when it was made (3.11 counts them)

@@ -3,6 +3,8 @@ summaries name the gateway's own functions, ranked both ways."""
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 import re
 from pathlib import Path
 
@@ -35,6 +37,20 @@ def test_profiles_of_edge_and_worker_under_load(
     # shows the profile covers the gateway's own code, not only the server and the loop.
     assert "distributed_asgi/" in edge
     assert "distributed_asgi/" in worker
+
+
+def test_calls_per_request_are_the_profile_s_calls_over_the_requests(tmp_path: Path) -> None:
+    def count(n: int) -> int:
+        return n if n < 2 else count(n - 1) + 1
+
+    profiler = cProfile.Profile()
+    profiler.runcall(count, 99)  # 99 calls of count, one of runcall's own
+    path = tmp_path / "count.prof"
+    profiler.dump_stats(str(path))
+    calls = pstats.Stats(str(path)).total_calls  # type: ignore[attr-defined]
+    text = bench_profile.summary(path, "count", top=3, requests=4)
+    assert f"{calls:,} calls ({calls / 4:,.0f} a request)," in text
+    assert "a request" not in bench_profile.summary(path, "count", top=3)
 
 
 def test_main_writes_both_summaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
