@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from distributed_asgi.core.names import (
     MAX_NAME_LENGTH,
@@ -136,9 +136,9 @@ def non_local_name(channel: str) -> str:
     return channel if bang < 0 else channel[: bang + 1]
 
 
-def require_process_channel(channel: str, operation: str = "push") -> str:
-    """``channel`` if it is process-specific (has a ``!``), as ``operation`` (``push`` or
-    ``claim``) requires; ``ValueError`` naming it otherwise."""
+def require_process_channel(channel: str, operation: Literal["push", "claim"]) -> str:
+    """``channel`` if it is process-specific (has a ``!``), as ``operation`` requires;
+    ``ValueError`` naming both otherwise."""
     if "!" not in channel:
         advice = ": a normal channel keeps its capacity, use send()" if operation == "push" else ""
         raise ValueError(

@@ -101,7 +101,7 @@ class InMemoryChannelLayer:
     async def push(self, channel: str, message: Message) -> None:
         """Send to a process-specific channel without the capacity check (see
         ``RedisChannelLayer.push``); ``ValueError`` for a normal channel."""
-        require_process_channel(require_valid_channel_name(channel))
+        require_process_channel(require_valid_channel_name(channel), "push")
         self._send(channel, copy.deepcopy(require_valid_message(message)), counted=False)
 
     def _send(self, channel: str, message: Message, *, counted: bool = True) -> bool:

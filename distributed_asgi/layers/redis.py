@@ -218,7 +218,7 @@ class RedisChannelLayer:
         A normal channel is a ``ValueError``: route channels keep their capacity (``send``).
         """
         place, keys = self._inbox_route(channel)
-        require_process_channel(channel)
+        require_process_channel(channel, "push")
         payload = self.serializer.serialize(require_valid_message(message))
         queue = keys[0]
         pushed = entry(int(time.time() * 1000), channel, payload, counted=False)
