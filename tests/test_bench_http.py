@@ -31,10 +31,10 @@ def test_both_setups_measured_with_their_costs(monkeypatch: pytest.MonkeyPatch) 
         cpu = gateway.cpu_us(role)
         assert cpu is not None and cpu > 0, role
     assert outcome.direct_cpu_us is not None and outcome.direct_cpu_us > 0
-    # Every request is at least the edge's connect and the worker's response (two script calls
-    # today), and commandstats counts the commands those scripts run besides.
-    assert gateway.scripts is not None and gateway.scripts >= 1
-    assert gateway.commands is not None and gateway.commands > gateway.scripts
+    # Every request is at least the Node's claim (one SET), besides the pushes of its connect
+    # and response, which a batch may merge; a send within capacity runs no script.
+    assert gateway.commands is not None and gateway.commands >= 1
+    assert gateway.scripts is not None and gateway.scripts < 0.1
     assert gateway.redis is not None and "info" not in gateway.redis.commands  # ours: not counted
 
     rows = bench_http.table_rows(outcome)

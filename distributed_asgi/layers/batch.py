@@ -11,6 +11,8 @@ write and gives each caller its part of ``regroup(...)``.
 - Pushes (``RPUSH q entry``, ``PEXPIRE q ms``) to one queue, one after the other, are one
   ``RPUSH`` of all their entries and one ``PEXPIRE``: the same effect, in the same order. A
   plain command between two of them (a claim of another key) is written after them.
+- Each push of a merged ``RPUSH`` is answered the length its own ``RPUSH`` would have
+  returned (the list's length just after its entry), so a send can judge its capacity by it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from typing import Any
 
 from .scripts import LuaScript
 
-__all__ = ["COMMAND", "COMMANDS", "Call", "ack_commands", "assemble", "pushed_to", "regroup"]
+__all__ = [
+    "COMMAND",
+    "COMMANDS",
+    "Call",
+    "Span",
+    "ack_commands",
+    "assemble",
+    "pushed_to",
+    "regroup",
+]
 
 COMMAND = LuaScript("command", "")
 COMMANDS = LuaScript("commands", "")
@@ -30,10 +41,14 @@ COMMANDS = LuaScript("commands", "")
 Call = tuple[LuaScript | None, Sequence[str], list[Any], "asyncio.Future[Any] | None"]
 
 
-def assemble(batch: list[Call]) -> tuple[list[Sequence[Any]], list[tuple[int, int]]]:
-    """The commands of ``batch``, and per call where its replies are (first, how many)."""
+# Per call: its first reply, how many, and (a merged push) the entries pushed after its own.
+Span = tuple[int, int, int]
+
+
+def assemble(batch: list[Call]) -> tuple[list[Sequence[Any]], list[Span]]:
+    """The commands of ``batch``, and per call where its replies are."""
     commands: list[Sequence[Any]] = []
-    spans = [(0, 0)] * len(batch)
+    spans: list[Span] = [(0, 0, 0)] * len(batch)
     at = 0
     while at < len(batch):
         script, keys, args, _ = batch[at]
@@ -43,10 +58,11 @@ def assemble(batch: list[Call]) -> tuple[list[Sequence[Any]], list[tuple[int, in
             if queue is not None:
                 pushes, passed = _push_run(batch, at, queue)
                 commands += [("RPUSH", queue, *(batch[i][2][0][2] for i in pushes)), args[1]]
-                for i in pushes:
-                    spans[i] = (start, 2)
+                last = len(pushes) - 1
+                for n, i in enumerate(pushes):
+                    spans[i] = (start, 2, last - n)
                 for i in passed:
-                    spans[i] = (len(commands), 1)
+                    spans[i] = (len(commands), 1, 0)
                     commands.append(batch[i][2])
                 at = pushes[-1] + 1  # the commands passed over lie between the pushes
                 continue
@@ -57,7 +73,7 @@ def assemble(batch: list[Call]) -> tuple[list[Sequence[Any]], list[tuple[int, in
             commands.append(args)
         else:
             commands.append(("EVALSHA", script.sha, len(keys), *keys, *args))
-        spans[at] = (start, len(commands) - start)
+        spans[at] = (start, len(commands) - start, 0)
         at += 1
     return commands, spans
 
@@ -88,17 +104,22 @@ def _push_run(batch: list[Call], at: int, queue: str) -> tuple[list[int], list[i
     return pushes, passed
 
 
-def regroup(batch: list[Call], spans: list[tuple[int, int]], replies: list[Any]) -> list[Any]:
+def regroup(batch: list[Call], spans: list[Span], replies: list[Any]) -> list[Any]:
     """One result per call of ``batch``: a COMMANDS call's replies gathered into one (the
     first error reply instead, if any)."""
     results: list[Any] = []
-    for (script, *_), (start, count) in zip(batch, spans, strict=True):
+    for (script, *_), (start, count, after) in zip(batch, spans, strict=True):
         if script is not COMMANDS and script is not None:
             results.append(replies[start])
             continue
         group = replies[start : start + count]
         error = next((r for r in group if isinstance(r, Exception)), None)
-        results.append(group if error is None else error)
+        if error is not None:
+            results.append(error)
+        elif after:
+            results.append([group[0] - after, *group[1:]])
+        else:
+            results.append(group)
     return results
 
 

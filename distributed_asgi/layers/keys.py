@@ -16,12 +16,12 @@ servers, ``{B}`` on a Redis Cluster, B the bucket of the routing name, see place
 - ``P:node:TID`` a Node's presence (node/presence.py).
 - A queue entry is ``TTTTTTTTTTTTT`` (13-digit send time in ms) + channel + ``\\n`` +
   payload. The time lets any reader drop expired entries (against the Redis server's clock);
-  the channel lets one inbox serve many process-specific channels. ``send()`` writes the
-  server's time (its script reads ``TIME``), so no client clock matters for it.
+  the channel lets one inbox serve many process-specific channels. The time is the server's:
+  a script reads ``TIME``, and plain pushes use the layer's estimate of it (clock.py), so no
+  client clock matters.
 - An entry of ``push()`` (an *uncounted* entry: it took no capacity, so its receipt is not
   acked) has ``UNCOUNTED`` (``~``, which no channel name contains) between the time and the
-  channel, and its time is the sender's wall clock: expiry of pushed entries assumes the
-  machines' clocks agree (as ``PICKUP_GRACE`` in core/frames.py already does).
+  channel.
 - The Lua scripts write and read the same header (scripts.py formats ``TIME_DIGITS`` and
   ``UNCOUNTED`` into them).
 """
@@ -113,8 +113,8 @@ class KeySpace:
 
 
 def entry(sent_ms: int, channel: str, payload: bytes, *, counted: bool = True) -> bytes:
-    """A queue entry as the layer writes it: ``push()``'s with ``counted=False``, and
-    ``send()``'s form for tools and tests that write one directly (its script writes it)."""
+    """A queue entry as the layer writes it: ``push()``'s with ``counted=False``, ``send()``'s
+    otherwise (its script writes the same for a process-specific channel)."""
     mark = b"" if counted else _UNCOUNTED
     return b"%0*d" % (TIME_DIGITS, sent_ms) + mark + channel.encode() + b"\n" + payload
 

@@ -1,10 +1,11 @@
 """``RedisChannelLayer``: the Django Channels layer API over one or more Redis servers.
 
-Every operation is one script call where its name's keys live (``group_send``: one per place
-that may hold members, concurrently; ``push``: two plain commands, no script), batched with
-whatever else the process is sending at that moment. Where keys live is the placement's
-(placement.py): a ring of shards, or a Redis Cluster's slots (cluster.py), chosen from
-``hosts``; key names are keys.py's. State that belongs to an event loop (connections, reader
+Every operation is one call where its name's keys live (``group_send``: one per place that may
+hold members, concurrently), batched with whatever else the process is sending at that moment:
+a script, or plain commands where no script is needed (``push``; ``send`` to a normal channel,
+whose capacity a script decides only when its queue is over it). Where keys live is the
+placement's (placement.py): a ring of shards, or a Redis Cluster's slots (cluster.py), chosen
+from ``hosts``; key names are keys.py's. State that belongs to an event loop (connections, reader
 tasks) is kept per loop and torn down when the loop ends (see loops.py), so the layer also
 works from ``async_to_sync`` in threads, which run a new loop per call. What must outlive a
 loop is kept by the layer: the entries popped and not yet received (one ``Backlog`` per
@@ -19,7 +20,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from .backlog import Backlog
@@ -36,6 +37,7 @@ from .base import (
 )
 from .batch import COMMAND, COMMANDS
 from .channel_reader import ChannelReader
+from .clock import ServerClock
 from .hashring import HashRing
 from .hosts import HostSpec, parse_hosts, single_host
 from .inbox_reader import InboxReader
@@ -43,7 +45,7 @@ from .keys import CLAIM, KeySpace, entry
 from .options import LayerOptions
 from .placement import Placement, RingPlacement
 from .queue_reader import QueueReader
-from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, SEND
+from .scripts import GROUP_ADD, GROUP_DISCARD, GROUP_SEND, OVERFLOW, SEND, skipped_members
 from .serialization import BadMessage
 from .server import Server
 from .shard import translated
@@ -111,6 +113,7 @@ class RedisChannelLayer:
         self.capacity = options.capacities
         self.serializer = options.serializer
         self.placement = self._placement(self.hosts)
+        self.clock = ServerClock(self._server_time)
         self.client_prefix = secrets.token_hex(6)
         self._channel_numbers = itertools.count(1)
         timeouts = [spec.socket_timeout for spec in self.hosts if spec.socket_timeout]
@@ -137,6 +140,9 @@ class RedisChannelLayer:
 
             return ClusterPlacement(specs[0], self.keys)
         return RingPlacement(specs, self.keys)
+
+    def _server_time(self, place: int) -> Awaitable[Any]:
+        return self.placement.call(place, COMMAND, (), ["TIME"])
 
     @property
     def ring(self) -> HashRing:
@@ -198,12 +204,27 @@ class RedisChannelLayer:
     # -- the channel layer API -----------------------------------------------------------------
 
     async def send(self, channel: str, message: Message) -> None:
-        """Send ``message`` to ``channel``; raise ``ChannelFull`` if it is at capacity."""
+        """Send ``message`` to ``channel``; raise ``ChannelFull`` if it is at capacity.
+
+        To a process-specific channel: one script call (its capacity is counted in its inbox's
+        counters). To a normal channel: a plain ``RPUSH`` and ``PEXPIRE``, batched (and merged)
+        with this process's other pushes to that queue; the length ``RPUSH`` returns says
+        whether the queue is within its capacity, and only when it is not does a second call
+        (``OVERFLOW``) decide, taking the entry back if the queue is still full. So capacity is
+        exact, and the common send runs no script.
+        """
         place, keys, capacity = self._route(channel)
         payload = self.serializer.serialize(require_valid_message(message))
-        sent = await self.placement.call(
-            place, SEND, keys, [channel, payload, capacity, self.options.expiry_ms]
-        )
+        expiry = self.options.expiry_ms
+        if len(keys) > 1:
+            sent = await self.placement.call(
+                place, SEND, keys, [channel, payload, capacity, expiry]
+            )
+        else:
+            length, pushed = await self._push_entry(place, keys[0], channel, payload, counted=True)
+            sent = length <= capacity or await self.placement.call(
+                place, OVERFLOW, keys, [pushed, capacity, expiry]
+            )
         if not sent:
             raise ChannelFull(channel)
 
@@ -214,20 +235,35 @@ class RedisChannelLayer:
         connection), which needs no capacity in Redis: two plain commands (``RPUSH``,
         ``PEXPIRE`` of the inbox), batched in call order with this process's other calls, so a
         push and a send issued one after the other land in that order. The entry is marked
-        uncounted (keys.py) and stamped with this machine's clock; it expires like any other.
+        uncounted (keys.py); it expires like any other.
         A normal channel is a ``ValueError``: route channels keep their capacity (``send``).
         """
         place, keys = self._inbox_route(channel)
         require_process_channel(channel, "push")
         payload = self.serializer.serialize(require_valid_message(message))
-        queue = keys[0]
-        pushed = entry(int(time.time() * 1000), channel, payload, counted=False)
-        await self.placement.call(
-            place,
-            COMMANDS,
-            (),
-            [("RPUSH", queue, pushed), ("PEXPIRE", queue, self.options.expiry_ms)],
-        )
+        await self._push_entry(place, keys[0], channel, payload, counted=False)
+
+    async def _push_entry(
+        self, place: int, queue: str, channel: str, payload: bytes, *, counted: bool
+    ) -> tuple[int, bytes]:
+        """``RPUSH`` an entry stamped with its server's time (clock.py) and ``PEXPIRE`` its
+        queue; the queue's length just after the entry, and the entry."""
+        clock = self.clock
+        stamp = clock.now_ms(place)
+        if stamp is None:
+            stamp = await clock.sync(place)
+        pushed = entry(stamp, channel, payload, counted=counted)
+        commands: list[tuple[Any, ...]] = [
+            ("RPUSH", queue, pushed),
+            ("PEXPIRE", queue, self.options.expiry_ms),
+        ]
+        if not clock.due(place):
+            replies = await self.placement.call(place, COMMANDS, (), commands)
+        else:
+            asked = time.time()
+            replies = await self.placement.call(place, COMMANDS, (), [*commands, ("TIME",)])
+            clock.heard(place, replies[2], asked)
+        return int(replies[0]), pushed
 
     async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
         """Claim ``channel`` (a process-specific name) for ``holder``, for ``ttl`` seconds:
@@ -361,7 +397,9 @@ class RedisChannelLayer:
         ]
         # One place (one server): awaited here, without the task gather() would wrap it in.
         results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
-        _log_full_members(group, results)
+        skipped = skipped_members(group, results)
+        if skipped:
+            logger.warning(skipped)
 
     async def flush(self) -> None:
         """Delete every key of this layer's prefix on every server (SCAN, never KEYS)."""
@@ -407,17 +445,3 @@ class RedisChannelLayer:
 
     def __repr__(self) -> str:
         return f"<RedisChannelLayer prefix={self.prefix!r} {self.placement.describe()}>"
-
-
-def _log_full_members(group: str, results: Sequence[Any]) -> None:
-    """Warn about the members a group_send skipped (GROUP_SEND results: sent, full, names)."""
-    full = sum(int(result[1]) for result in results)
-    if full:
-        names = [n.decode() for result in results for n in result[2:]]
-        logger.warning(
-            "group_send to %r skipped %d member(s) at capacity: %s%s",
-            group,
-            full,
-            ", ".join(names),
-            ", ..." if len(names) < full else "",
-        )

@@ -13,7 +13,9 @@ is one script per shard and every message is written where its receiver reads.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .keys import TIME_DIGITS, UNCOUNTED
 
@@ -24,8 +26,10 @@ __all__ = [
     "GROUP_DISCARD",
     "GROUP_INDEX_ADD",
     "GROUP_SEND",
+    "OVERFLOW",
     "SEND",
     "LuaScript",
+    "skipped_members",
 ]
 
 
@@ -133,6 +137,25 @@ return push(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV
 """,
 )
 
+# KEYS: queue   ARGV: entry, capacity, expiry_ms
+# The second step of a send to a normal channel (redis.py): its plain RPUSH left the queue
+# longer than its capacity. Entries of other sends in the same step may be counted with it;
+# each of them is decided by its own call, so the queue never holds more kept entries than its
+# capacity. Over capacity once expired entries are trimmed, the entry is taken back (1: sent,
+# kept or already received; 0: taken back, the channel is full). Taken back where it lies, so
+# a kept entry never moves behind one pushed after it.
+OVERFLOW = LuaScript(
+    "overflow",
+    _COMMON
+    + r"""
+local q, capacity = KEYS[1], tonumber(ARGV[2])
+if redis.call('LLEN', q) <= capacity then return 1 end
+trim(q, nil, now_ms() - tonumber(ARGV[3]))
+if redis.call('LLEN', q) <= capacity then return 1 end
+return 1 - redis.call('LREM', q, -1, ARGV[1])
+""",
+)
+
 # KEYS: inbox counters   ARGV: channels
 # Receivers ack with a plain HINCRBY -1 (cheap, on every message's path), which leaves fields
 # at 0; a reader sweeps the channels it acked with this now and then.
@@ -213,6 +236,18 @@ end
 return result
 """,
 )
+
+
+def skipped_members(group: str, results: Sequence[Any]) -> str | None:
+    """The warning for the members a ``group_send`` skipped at capacity, from its GROUP_SEND
+    results (one per place: sent, full, the first full members' names); None if none was."""
+    full = sum(int(result[1]) for result in results)
+    if not full:
+        return None
+    names = [n.decode() for result in results for n in result[2:]]
+    more = ", ..." if len(names) < full else ""
+    return f"group_send to {group!r} skipped {full} member(s) at capacity: {', '.join(names)}{more}"
+
 
 # Cluster only. KEYS: group index   ARGV: bucket, group_expiry_ms
 GROUP_INDEX_ADD = LuaScript(

@@ -25,7 +25,7 @@ import redis
 import redis.asyncio as aioredis
 
 from distributed_asgi.core.frames import Accept, Connect, decode_frame, encode
-from distributed_asgi.layers import LayerUnavailable, RedisChannelLayer
+from distributed_asgi.layers import ChannelFull, LayerUnavailable, RedisChannelLayer
 from distributed_asgi.layers.serialization import MessageSerializer
 from distributed_asgi.ops.redis_process import RedisProcess, free_port
 from tests.gateway.fixtures import ROOT, Gateway
@@ -177,6 +177,16 @@ async def test_the_documented_acl_is_enough_for_the_layer(
         await layer.group_send("acl-group", {"n": 2})
         assert await asyncio.wait_for(layer.receive(me), 5) == {"n": 2}
         await layer.group_discard("acl-group", me)
+        # A send over a normal channel's capacity is decided by the OVERFLOW script (LLEN,
+        # LINDEX, LREM), a normal-channel member over capacity by group_send's (RPOP).
+        full = RedisChannelLayer(hosts=[url], prefix=prefix, capacity=1)
+        await full.send("acl.full", {"n": 0})
+        with pytest.raises(ChannelFull):
+            await full.send("acl.full", {"n": 1})
+        await full.group_add("acl-full", "acl.full")
+        await full.group_send("acl-full", {"n": 2})  # skipped: at capacity
+        assert await asyncio.wait_for(full.receive("acl.full"), 5) == {"n": 0}
+        await full.close()
         # A cancelled receive of a normal channel puts what it popped back (REQUEUE script).
         await layer.send("acl.normal", {"n": 3})
         assert await asyncio.wait_for(layer.receive("acl.normal"), 5) == {"n": 3}

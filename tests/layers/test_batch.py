@@ -38,7 +38,15 @@ def test_pushes_to_one_queue_around_plain_commands_are_one_rpush() -> None:
         ("PEXPIRE", "other", 1000),
     ]
     replies = ["OK", 2, 1, None, "OK", 1, 1]
-    assert regroup(batch, spans, replies) == ["OK", [2, 1], None, [2, 1], "OK", [1, 1]]
+    # Each push is answered the length its own RPUSH would have returned.
+    assert regroup(batch, spans, replies) == ["OK", [1, 1], None, [2, 1], "OK", [1, 1]]
+
+
+def test_each_push_of_a_merged_rpush_gets_the_length_just_after_its_entry() -> None:
+    batch = [push("q", b"1"), push("q", b"2"), push("q", b"3")]
+    commands, spans = assemble(batch)
+    assert commands == [("RPUSH", "q", b"1", b"2", b"3"), ("PEXPIRE", "q", 1000)]
+    assert regroup(batch, spans, [7, 1]) == [[5, 1], [6, 1], [7, 1]]
 
 
 def test_a_script_between_pushes_keeps_them_apart() -> None:

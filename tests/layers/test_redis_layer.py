@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
 
-from distributed_asgi.layers import RedisChannelLayer
+from distributed_asgi.layers import ChannelFull, RedisChannelLayer
+from distributed_asgi.layers.keys import entry
+from distributed_asgi.layers.scripts import OVERFLOW
 from distributed_asgi.ops.redis_process import RedisProcess
 
 
@@ -33,12 +36,91 @@ async def command_calls(client: aioredis.Redis, command: str) -> int:
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
-async def test_send_is_one_script_call(layer: RedisChannelLayer, admin: aioredis.Redis) -> None:
+async def test_a_send_to_a_normal_channel_within_capacity_runs_no_script(
+    layer: RedisChannelLayer, admin: aioredis.Redis
+) -> None:
     await layer.send("test.warmup", {"x": 0})
-    before = await command_calls(admin, "evalsha")
+    before = {name: await command_calls(admin, name) for name in ("evalsha", "rpush", "pexpire")}
     for i in range(10):
         await layer.send("test.one", {"i": i})
+    after = {name: await command_calls(admin, name) for name in before}
+    assert {name: after[name] - before[name] for name in before} == {
+        "evalsha": 0,
+        "rpush": 10,
+        "pexpire": 10,
+    }
+
+
+async def test_a_send_to_a_process_channel_is_one_script_call(
+    layer: RedisChannelLayer, admin: aioredis.Redis
+) -> None:
+    channel = await layer.new_channel()
+    await layer.send(channel, {"x": 0})
+    before = await command_calls(admin, "evalsha")
+    for i in range(10):
+        await layer.send(channel, {"i": i})
     assert await command_calls(admin, "evalsha") - before == 10
+
+
+async def test_sends_at_once_over_a_normal_channels_capacity_keep_exactly_it(
+    redis_url: str, prefix: str, admin: aioredis.Redis
+) -> None:
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=prefix, capacity=3)
+    try:
+        # One merged RPUSH: each send judges the length just after its own entry.
+        results = await asyncio.gather(
+            *(layer.send("test.full", {"i": i}) for i in range(10)), return_exceptions=True
+        )
+        assert [r is None for r in results] == [True] * 3 + [False] * 7
+        assert all(isinstance(r, ChannelFull) for r in results[3:])
+        assert await admin.llen(f"{prefix}:q:test.full") == 3
+        assert [(await layer.receive("test.full"))["i"] for _ in range(3)] == [0, 1, 2]
+        await layer.send("test.full", {"i": 10})  # room again
+        assert (await layer.receive("test.full"))["i"] == 10
+    finally:
+        await layer.flush()
+        await layer.close()
+
+
+async def test_a_full_normal_channel_trims_its_expired_entries_for_a_send(
+    redis_url: str, prefix: str
+) -> None:
+    layer = RedisChannelLayer(hosts=[redis_url], prefix=prefix, capacity=2, expiry=1)
+    try:
+        await layer.send("test.old", {"i": 0})
+        await layer.send("test.old", {"i": 1})
+        with pytest.raises(ChannelFull):
+            await layer.send("test.old", {"i": 2})
+        await asyncio.sleep(1.1)
+        await layer.send("test.old", {"i": 3})
+        assert (await layer.receive("test.old"))["i"] == 3
+    finally:
+        await layer.flush()
+        await layer.close()
+
+
+async def test_overflow_takes_back_only_an_entry_still_over_capacity(
+    admin: aioredis.Redis, prefix: str
+) -> None:
+    """The second step of a send over capacity, run on entries written by hand."""
+    queue, expiry = f"{prefix}:q:test.over", 60_000
+
+    async def overflow(pushed: bytes, capacity: int) -> int:
+        return int(await admin.eval(OVERFLOW.source, 1, queue, pushed, capacity, expiry))
+
+    now = int(time.time() * 1000)
+    a, b, c = (entry(now, "test.over", payload) for payload in (b"a", b"b", b"c"))
+    await admin.rpush(queue, a, b, c)
+    assert await overflow(c, 2) == 0  # still over: taken back
+    assert await admin.lrange(queue, 0, -1) == [a, b]
+    await admin.rpush(queue, c)
+    await admin.lpop(queue)  # a receiver took one meanwhile: c fits where it lies
+    assert await overflow(c, 2) == 1
+    assert await admin.lrange(queue, 0, -1) == [b, c]
+    await admin.delete(queue)
+    await admin.rpush(queue, a, b)
+    assert await overflow(c, 1) == 1  # not there any more (received): it was sent
+    assert await admin.lrange(queue, 0, -1) == [a, b]
 
 
 async def test_group_send_is_one_call_whatever_the_group_size(
