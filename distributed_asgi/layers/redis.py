@@ -399,7 +399,7 @@ class RedisChannelLayer:
         results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
         skipped = skipped_members(group, results)
         if skipped:
-            logger.warning(skipped)
+            logger.warning("%s", skipped)
 
     async def flush(self) -> None:
         """Delete every key of this layer's prefix on every server (SCAN, never KEYS)."""
