@@ -113,12 +113,13 @@ def regroup(batch: list[Call], spans: list[Span], replies: list[Any]) -> list[An
             results.append(replies[start])
             continue
         group = replies[start : start + count]
-        error = next((r for r in group if isinstance(r, Exception)), None)
-        if error is not None:
-            results.append(error)
-        elif after:
-            results.append([group[0] - after, *group[1:]])
+        for reply in group:  # a loop, not next() over a generator: this runs per call
+            if isinstance(reply, Exception):
+                results.append(reply)
+                break
         else:
+            if after:
+                group[0] -= after
             results.append(group)
     return results
 

@@ -221,7 +221,11 @@ class RedisChannelLayer:
                 place, SEND, keys, [channel, payload, capacity, expiry]
             )
         else:
-            length, pushed = await self._push_entry(place, keys[0], channel, payload, counted=True)
+            stamp = self.clock.now_ms(place)
+            if stamp is None:
+                stamp = await self.clock.sync(place)
+            pushed = entry(stamp, channel, payload)
+            length = (await self._push(place, keys[0], pushed))[0]
             sent = length <= capacity or await self.placement.call(
                 place, OVERFLOW, keys, [pushed, capacity, expiry]
             )
@@ -241,29 +245,26 @@ class RedisChannelLayer:
         place, keys = self._inbox_route(channel)
         require_process_channel(channel, "push")
         payload = self.serializer.serialize(require_valid_message(message))
-        await self._push_entry(place, keys[0], channel, payload, counted=False)
-
-    async def _push_entry(
-        self, place: int, queue: str, channel: str, payload: bytes, *, counted: bool
-    ) -> tuple[int, bytes]:
-        """``RPUSH`` an entry stamped with its server's time (clock.py) and ``PEXPIRE`` its
-        queue; the queue's length just after the entry, and the entry."""
-        clock = self.clock
-        stamp = clock.now_ms(place)
+        stamp = self.clock.now_ms(place)
         if stamp is None:
-            stamp = await clock.sync(place)
-        pushed = entry(stamp, channel, payload, counted=counted)
-        commands: list[tuple[Any, ...]] = [
-            ("RPUSH", queue, pushed),
-            ("PEXPIRE", queue, self.options.expiry_ms),
-        ]
-        if not clock.due(place):
-            replies = await self.placement.call(place, COMMANDS, (), commands)
-        else:
-            asked = time.time()
-            replies = await self.placement.call(place, COMMANDS, (), [*commands, ("TIME",)])
-            clock.heard(place, replies[2], asked)
-        return int(replies[0]), pushed
+            stamp = await self.clock.sync(place)
+        await self._push(place, keys[0], entry(stamp, channel, payload, counted=False))
+
+    def _push(self, place: int, queue: str, pushed: bytes) -> Awaitable[list[Any]]:
+        """``RPUSH`` an entry stamped with its server's time (clock.py) and ``PEXPIRE`` its
+        queue: the two replies (the queue's length just after the entry, and 1)."""
+        commands = [("RPUSH", queue, pushed), ("PEXPIRE", queue, self.options.expiry_ms)]
+        if self.clock.due(place):
+            return self._push_checking_clock(place, commands)
+        # The placement's own awaitable, not a coroutine around it: nothing added per push.
+        return self.placement.call(place, COMMANDS, (), commands)
+
+    async def _push_checking_clock(self, place: int, commands: Sequence[Any]) -> list[Any]:
+        """The push's commands with a ``TIME``, whose reply renews the clock's offset."""
+        asked = time.time()
+        replies: list[Any] = await self.placement.call(place, COMMANDS, (), [*commands, ("TIME",)])
+        self.clock.heard(place, replies[2], asked)
+        return replies
 
     async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
         """Claim ``channel`` (a process-specific name) for ``holder``, for ``ttl`` seconds:

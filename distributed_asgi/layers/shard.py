@@ -254,11 +254,12 @@ class Shard:
         """Execute ``batch``; False when it failed before it was written (its acks are back
         in the ledger)."""
         self._written = False
-        alone = sum(1 for *_, future in batch if future is not None) <= 1
-        self._alone = self._alone + 1 if alone else 0
+        self._alone = self._alone + 1 if _one_waiter_at_most(batch) else 0
         try:
             results = await self._execute(batch)
-            retry = [c for c, r in zip(batch, results, strict=True) if is_noscript(r)]
+            # Error replies are rare: only they are asked whether they are NOSCRIPT.
+            failed = [i for i, result in enumerate(results) if isinstance(result, Exception)]
+            retry = [batch[i] for i in failed if is_noscript(results[i])]
             if retry:
                 # The server restarted or flushed its script cache: load and run those again
                 # (they were not executed, so nothing runs twice).
@@ -375,6 +376,17 @@ class Shard:
                 await self._batch_connection.disconnect()
         await self._batch_connection.release()
         await self.client.aclose()
+
+
+def _one_waiter_at_most(batch: list[Call]) -> bool:
+    """Whether at most one call of ``batch`` has a caller waiting (acks and posts have none)."""
+    waiters = 0
+    for call in batch:
+        if call[3] is not None:
+            waiters += 1
+            if waiters > 1:
+                return False
+    return True
 
 
 def _report_failure(error: BaseException) -> None:
