@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +101,17 @@ class RedisProcess:
         binary: str | None = None,
         args: list[str] | None = None,
         unix_socket: bool = False,
+        port_options: Sequence[str] = (),
     ) -> None:
         self.binary = binary or find_server_binary()
-        self._port_picked = not port  # a free port picked here may be taken before start()
+        # A free port picked here may be taken before the first start() binds it; once the
+        # server has run (_served), clients know its ports, so a restart never moves them.
+        self._port_picked = not port
+        self._served = False
         self.port = port or free_port()
         self.args = list(args or [])
+        # More options whose value is a free port picked here (a cluster's "--cluster-port").
+        self.option_ports = {option: free_port() for option in port_options}
         self.dir = tempfile.mkdtemp(prefix="distributed-asgi-redis-")
         self.unix_socket_path = os.path.join(self.dir, "redis.sock") if unix_socket else None
         self.process: subprocess.Popen[bytes] | None = None
@@ -144,20 +150,33 @@ class RedisProcess:
         ]
         if self.unix_socket_path:
             cmd += ["--unixsocket", self.unix_socket_path, "--unixsocketperm", "700"]
+        for option, port in self.option_ports.items():
+            cmd += [option, str(port)]
         return cmd + self.args
 
     def start(self, timeout: float = 10.0) -> RedisProcess:
         if self.running:
             return self
-        for _ in range(PORT_ATTEMPTS - 1):
+        for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
-                return self._start(timeout)
+                self._start(timeout)
+                break
             except PortTaken as exc:
-                if exc.port != self.port or not self._port_picked:
+                if attempt == PORT_ATTEMPTS or self._served or not self._pick_again(exc.port):
                     raise
-                # Another process bound it between free_port() and the server's start.
-                self.port = free_port()
-        return self._start(timeout)
+        self._served = True
+        return self
+
+    def _pick_again(self, taken: int) -> bool:
+        """Replace ``taken`` if it is a port picked here (another process bound it first)."""
+        for option, port in self.option_ports.items():
+            if port == taken:
+                self.option_ports[option] = free_port()
+                return True
+        if taken == self.port and self._port_picked:
+            self.port = free_port()
+            return True
+        return False
 
     def _start(self, timeout: float) -> RedisProcess:
         self.process = subprocess.Popen(
@@ -249,7 +268,6 @@ class RedisClusterProcess:
             )
         self.masters = masters
         total = masters * (1 + replicas)
-        self.bus_ports = [free_port() for _ in range(total)]
         self.nodes = [
             RedisProcess(
                 binary=binary,
@@ -260,16 +278,20 @@ class RedisClusterProcess:
                     "nodes.conf",
                     "--cluster-node-timeout",
                     str(node_timeout_ms),
-                    # The bus port defaults to port + 10000, which may be taken or above 65535.
-                    "--cluster-port",
-                    str(bus_port),
                     # Diskless sync otherwise waits 5 s for more replicas to share a transfer.
                     "--repl-diskless-sync-delay",
                     "0",
                 ],
+                # The bus port defaults to port + 10000, which may be taken or above 65535.
+                port_options=["--cluster-port"],
             )
-            for bus_port in self.bus_ports
+            for _ in range(total)
         ]
+
+    @property
+    def bus_ports(self) -> list[int]:
+        """Each node's cluster bus port."""
+        return [node.option_ports["--cluster-port"] for node in self.nodes]
 
     @property
     def url(self) -> str:
@@ -289,8 +311,8 @@ class RedisClusterProcess:
         import redis
 
         try:
-            for index in range(len(self.nodes)):
-                self._start_node(index)
+            for node in self.nodes:
+                node.start()
         except BaseException:
             self.close()  # the nodes started before the one that failed
             raise
@@ -326,21 +348,6 @@ class RedisClusterProcess:
         finally:
             for client in clients:
                 client.close()
-
-    def _start_node(self, index: int) -> None:
-        """Start one node; a bus port taken since it was picked is picked again."""
-        node = self.nodes[index]
-        for _ in range(PORT_ATTEMPTS - 1):
-            try:
-                node.start()
-                return
-            except PortTaken as exc:
-                if exc.port != self.bus_ports[index]:
-                    raise
-                self.bus_ports[index] = free_port()
-                at = node.args.index("--cluster-port") + 1
-                node.args[at] = str(self.bus_ports[index])
-        node.start()
 
     def _replicas_known(self, clients: list[Any], replicas: int) -> bool:
         """Every replica in sync, and every node knowing who replicates whom (which a

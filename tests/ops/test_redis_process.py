@@ -54,3 +54,18 @@ def test_a_cluster_bus_port_taken_before_start_is_picked_again() -> None:
             node.close()
         finally:
             cluster.close()
+
+
+def test_a_restart_keeps_its_port_even_when_it_is_taken() -> None:
+    """Clients know a server's port once it has run: a restart never moves it."""
+    server = RedisProcess().start()
+    port = server.port
+    server.stop()
+    try:
+        with taken(port), pytest.raises(RuntimeError, match="Address already in use"):
+            server.start()
+        assert server.port == port
+        server.start()  # free again
+        assert redis.Redis.from_url(server.url).ping()
+    finally:
+        server.close()
