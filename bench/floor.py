@@ -29,7 +29,6 @@ import msgpack
 from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
 from . import http as bench_http
-from .counters import measured
 from .report import plain_table
 
 __all__ = ["app", "floor_server", "main"]
@@ -264,11 +263,7 @@ def compare(sizes: bench_http.HttpSizes, loop: str) -> dict[str, list[bench_http
         for name, start in SETUPS.items():
             with start() as setup:
                 bench_http.measure(setup.port, sizes, loop, duration=sizes.warmup)
-                with measured(setup.pids, setup.redis_url) as window:
-                    load = bench_http.measure(setup.port, sizes, loop)
-                result = bench_http.Run(
-                    load=load, wall=window.seconds, cpu=window.cpu, redis=window.redis
-                )
+                result = bench_http.measure_run(setup, sizes, loop)
                 runs[name].append(result)
                 print(f"  {name:8s} {bench_http._run_line(result)}", flush=True)
     return runs
