@@ -42,18 +42,25 @@ def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
     """RESP-encode commands: str as UTF-8, numbers as their repr, bytes as they are.
 
     Written here because redis-py's general packer costs more than a loopback round trip on
-    small commands, and the layer sends nothing but these few argument types.
+    small commands, and the layer sends nothing but these few argument types. A str argument
+    (a command's name, a queue's key) is packed once and then taken from ``_PACKED_STRS``:
+    most of them repeat in every batch.
     """
     out: list[bytes] = []
     append = out.append
+    packed_strs = _PACKED_STRS
     for command in commands:
         append(b"*%d\r\n" % len(command))
         for value in command:
             kind = type(value)  # exact types first: the common ones without a call
+            if kind is str:
+                data = packed_strs.get(value)
+                if data is None:
+                    data = _packed_str(value)
+                append(data)
+                continue
             if kind is bytes:
                 data = value
-            elif kind is str:
-                data = value.encode()
             elif kind is int:
                 data = b"%d" % value
             else:
@@ -65,6 +72,22 @@ def pack_commands(commands: Sequence[Sequence[Any]]) -> bytes:
                 append(data)
                 append(b"\r\n")
     return b"".join(out)
+
+
+# str arguments as RESP bulk strings, by value; emptied when full, so names made per request
+# (a claim's key) cannot grow it without bound.
+_PACKED_STRS: dict[str, bytes] = {}
+_PACKED_STRS_KEPT = 4096
+
+
+def _packed_str(value: str) -> bytes:
+    raw = value.encode()
+    data = b"$%d\r\n%b\r\n" % (len(raw), raw)
+    if len(raw) <= 256:  # keys and names, not payloads
+        if len(_PACKED_STRS) >= _PACKED_STRS_KEPT:
+            _PACKED_STRS.clear()
+        _PACKED_STRS[value] = data
+    return data
 
 
 class DedicatedConnection:
