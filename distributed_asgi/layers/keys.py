@@ -116,7 +116,8 @@ def entry(sent_ms: int, channel: str, payload: bytes, *, counted: bool = True) -
     """A queue entry as the layer writes it: ``push()``'s with ``counted=False``, ``send()``'s
     otherwise (its script writes the same for a process-specific channel)."""
     mark = b"" if counted else _UNCOUNTED
-    return b"%0*d" % (TIME_DIGITS, sent_ms) + mark + channel.encode() + b"\n" + payload
+    # One format, one copy of the payload (each + would copy it again).
+    return b"%0*d%b%b\n%b" % (TIME_DIGITS, sent_ms, mark, channel.encode(), payload)
 
 
 def entry_sent(entry: bytes) -> int | None:
