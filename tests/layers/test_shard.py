@@ -103,3 +103,19 @@ async def test_calls_one_at_a_time_are_written_by_their_caller(
     await asyncio.sleep(0)  # the caller's task ran once: its call is on the wire already
     assert len(writes) == 1 and shard._flusher is None
     assert await call == b"alone"
+
+
+async def test_calls_made_before_either_is_awaited_both_get_their_replies(shard: Shard) -> None:
+    """While calls come one at a time, each call() gives a coroutine that writes it when
+    awaited; two made before either is awaited must not both write at once: the second finds
+    the first writing and waits for the next batch, in order."""
+    from distributed_asgi.layers.batch import COMMAND
+    from distributed_asgi.layers.shard import ALONE_AFTER
+
+    for n in range(ALONE_AFTER):
+        await shard.command("ECHO", str(n))
+    assert shard._alone >= ALONE_AFTER  # calls now count as coming one at a time
+    first = shard.call(COMMAND, (), ["ECHO", "first"])
+    second = shard.call(COMMAND, (), ["ECHO", "second"])
+    assert await asyncio.gather(first, second) == [b"first", b"second"]
+    assert not shard._active and shard._flusher is None  # nothing left running
