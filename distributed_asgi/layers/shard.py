@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -122,23 +122,14 @@ class Shard:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
+    async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run ``script`` in a batch with the calls around it. While calls come one at a time
-        (``ALONE_AFTER`` batches of one), one with nothing on the wire is written at once, by
-        the caller: no task, no loop turn. Otherwise it is queued now, for the flusher task to
-        write after the tasks ready now have made theirs (all of this turn's calls in one
-        write), and its future is the awaitable: no coroutine per call."""
+        (``ALONE_AFTER`` batches of one), one with nothing on the wire is written at once, here:
+        no task, no loop turn. Otherwise it is left to the flusher task, which writes it after
+        the tasks ready now have made theirs: all of this turn's calls in one write."""
+        future: asyncio.Future[Any] = self._get_loop().create_future()
         # A dead flusher leaves _active set: _enqueue() forgets it and starts a new one.
         if self._active or self._alone < ALONE_AFTER:
-            future: asyncio.Future[Any] = self._get_loop().create_future()
-            self._enqueue((script, keys, list(args), future))
-            return future
-        return self._call_now(script, keys, args)
-
-    async def _call_now(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """``call()`` written at once, in the caller's task."""
-        future: asyncio.Future[Any] = self._get_loop().create_future()
-        if self._active:  # another call went first meanwhile: it is writing
             self._enqueue((script, keys, list(args), future))
             return await future
         self._active = True
