@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from redis.connection import Encoder, PythonRespSerializer
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
 
 from distributed_asgi.layers import connection
 from distributed_asgi.layers.connection import pack_commands
 
 
 def _redis_py(commands: list[tuple[Any, ...]]) -> bytes:
-    encoder = Encoder("utf-8", "strict", False)
+    encoder = Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call]
     # A buffer cutoff above every argument here: redis-py then joins each command into one.
     serializer = PythonRespSerializer(1 << 30, encoder.encode)
-    return b"".join(b"".join(serializer.pack(*command)) for command in commands)
+    packed = [serializer.pack(*command) for command in commands]  # type: ignore[no-untyped-call]
+    return b"".join(b"".join(parts) for parts in packed)
 
 
 COMMANDS: list[tuple[Any, ...]] = [

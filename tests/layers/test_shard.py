@@ -117,5 +117,5 @@ async def test_calls_made_before_either_is_awaited_both_get_their_replies(shard:
     assert shard._alone >= ALONE_AFTER  # calls now count as coming one at a time
     first = shard.call(COMMAND, (), ["ECHO", "first"])
     second = shard.call(COMMAND, (), ["ECHO", "second"])
-    assert await asyncio.gather(first, second) == [b"first", b"second"]
+    assert list(await asyncio.gather(first, second)) == [b"first", b"second"]
     assert not shard._active and shard._flusher is None  # nothing left running
