@@ -49,6 +49,8 @@ async def _measure(url: str, sizes: Sizes) -> dict[str, tuple[float, float]]:
     place, _ = layer._inbox_route(channel)
     shard = await layer.placement.shard(place)
     route = "calls-route"
+    # What a pass leaves in Redis: the route's queue, the process inbox's queue and counters.
+    leftovers = (*layer._route(route)[1], *layer._inbox_route(channel)[1])
 
     async def bare() -> None:
         pass
@@ -77,9 +79,7 @@ async def _measure(url: str, sizes: Sizes) -> dict[str, tuple[float, float]]:
                 await asyncio.gather(*(call() for _ in range(batch)))
             spent += time.process_time() - started
         # What the pass left in Redis goes, so every pass starts alike.
-        await shard.commands(
-            ("DEL", *layer._route(route)[1]), ("DEL", *layer._inbox_route(channel)[1])
-        )
+        await shard.command("DEL", *leftovers)
         return spent / (sizes.rounds * batch) * 1e6
 
     try:
@@ -98,11 +98,7 @@ async def _measure(url: str, sizes: Sizes) -> dict[str, tuple[float, float]]:
 def measure(sizes: Sizes, loop: str) -> dict[str, tuple[float, float]]:
     """µs of this process's CPU per call of each operation: (one at a time, batched)."""
     with RedisProcess() as redis:
-        if loop == "uvloop":
-            import uvloop
-
-            return uvloop.run(_measure(redis.url, sizes))
-        return asyncio.run(_measure(redis.url, sizes))
+        return bench_http.run_in(loop, _measure(redis.url, sizes))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -300,12 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
-        if bench_http.event_loop() == "uvloop":  # as the gateway's worker (--loop)
-            import uvloop
-
-            uvloop.run(_worker(args.worker))
-        else:
-            asyncio.run(_worker(args.worker))
+        # In the event loop the gateway's worker runs on (its --loop).
+        bench_http.run_in(bench_http.event_loop(), _worker(args.worker))
         return 0
     sizes = bench_http.HttpSizes(args.connections, args.seconds, 2.0, args.runs)
     print(f"floor: direct uvicorn, the floor and the gateway; {args.runs} run(s) each")

@@ -32,9 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from distributed_asgi.ops.redis_process import RedisProcess, free_port
 
@@ -52,6 +52,8 @@ from .report import (
 )
 
 __all__ = ["FULL", "QUICK", "HttpSizes", "Outcome", "Run", "Setup", "hello_app", "main"]
+
+T = TypeVar("T")
 
 SECTION = "http-bench"
 APP = "bench.http:hello_app"
@@ -131,6 +133,15 @@ def _installed(module: str) -> bool:
 def event_loop() -> str:
     """uvloop for every server process when it is installed (the bench venv has it)."""
     return "uvloop" if _installed("uvloop") else "asyncio"
+
+
+def run_in(loop: str, main: Coroutine[Any, Any, T]) -> T:
+    """``main``'s result, run in a new event loop of ``loop``'s kind ("uvloop" or "asyncio")."""
+    if loop == "uvloop":
+        uvloop = importlib.import_module("uvloop")
+        result: T = uvloop.run(main)
+        return result
+    return asyncio.run(main)
 
 
 def http_parser() -> str:
@@ -380,11 +391,7 @@ def _percentile(ordered: list[float], percent: float) -> float:
 def run_python(
     port: int, connections: int, duration: float, loop: str, paths: Sequence[str] = ("/",)
 ) -> Load:
-    if loop == "uvloop":
-        uvloop = importlib.import_module("uvloop")
-        load: Load = uvloop.run(_python_load(port, connections, duration, paths))
-        return load
-    return asyncio.run(_python_load(port, connections, duration, paths))
+    return run_in(loop, _python_load(port, connections, duration, paths))
 
 
 # -- the run ----------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ Rules of this file:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -765,12 +764,7 @@ def main(sizes: ScalingSizes = FULL, *, loop: str = "asyncio", write: bool = Tru
 def _measure_in_subprocess(spec_json: str) -> int:
     spec = json.loads(spec_json)
     coroutine = _throughput(spec["hosts"], Sizes(**spec["sizes"]))
-    if spec.get("loop") == "uvloop":
-        import uvloop
-
-        result = uvloop.run(coroutine)
-    else:
-        result = asyncio.run(coroutine)
+    result = bench_http.run_in(spec.get("loop", "asyncio"), coroutine)
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
