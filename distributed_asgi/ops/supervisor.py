@@ -21,7 +21,6 @@ import secrets
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,8 @@ __all__ = ["System", "UpConfig"]
 
 # Time allowed, on top of the drain timeout, for a process to exit after SIGTERM.
 EXIT_GRACE = 5.0
+# How often the wait for a stop looks at the stop flags and the children (seconds).
+STOP_POLL = 0.05
 # After the edge is up, how long a worker may take to appear in Redis before it is reported as
 # merely running (its app's lifespan startup may be slow; that is not a failure of `up`).
 PRESENCE_WAIT = 10.0
@@ -92,7 +93,11 @@ class System:
         self.prefix = config.prefix or ("asgi" if config.redis_url is None else _fresh_prefix())
         self.children: list[Child] = []
         self.failure: str | None = None
-        self._stop_requested = threading.Event()
+        # Plain flags, never a lock: the signal handler sets them, and it runs in the main thread
+        # between any two bytecodes, which may be inside a lock's own critical section (a
+        # threading.Event set from the handler deadlocks when the signal lands in Event.wait).
+        self._signals = 0
+        self._stop_asked = False
         self._force = False
 
     # -- what runs where --------------------------------------------------------------------
@@ -141,9 +146,9 @@ class System:
             except ConfigError as exc:
                 self.failure = str(exc)
             else:
-                if not self._stop_requested.is_set():  # not stopped while starting
+                if not self.stopping:  # not stopped while starting
                     self.out(self.summary())
-                if on_ready is not None and not self._stop_requested.is_set():
+                if on_ready is not None and not self.stopping:
                     try:
                         on_ready(self)
                     except Exception as exc:
@@ -232,7 +237,7 @@ class System:
             self._check_children()
             if self.failure:
                 raise ConfigError(self.failure)
-            if self._stop_requested.is_set():
+            if self.stopping:
                 return
             now = time.monotonic()
             if waiting:
@@ -281,12 +286,18 @@ class System:
         except Exception:  # Redis busy or restarting: ask again at the next turn
             return set()
 
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for, by a signal or by ``request_stop()``."""
+        return self._stop_asked or self._signals > 0
+
     def wait(self) -> None:
         """Block until a stop signal or until a child exits by itself."""
-        while not self._stop_requested.wait(0.2):
+        while not self.stopping:
             self._check_children()
             if self.failure:
                 return
+            time.sleep(STOP_POLL)
 
     def _check_children(self) -> None:
         for child in self.children:
@@ -297,14 +308,14 @@ class System:
                 )
 
     def request_stop(self) -> None:
-        self._stop_requested.set()
+        self._stop_asked = True
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self._stop_requested.is_set():
+        if self.stopping:  # asked to stop already: the children exit at once
             self._force = True
             for child in self.children:
-                signal_child(child, signal.SIGTERM)  # a second signal: children exit at once
-        self._stop_requested.set()
+                signal_child(child, signal.SIGTERM)
+        self._signals += 1
 
     def stop(self) -> int:
         """Stop edge, then workers, then Redis. 0 when all exited cleanly and nothing failed."""
