@@ -173,13 +173,11 @@ class DedicatedConnection:
             # timeout (whose bookkeeping is not free).
             timeout = connection.socket_timeout
             out: list[Any] = []
+            replies.take_into(out, count)
             while len(out) < count:
-                ready, reply = replies.take()
-                if ready:
-                    out.append(reply)
-                else:
-                    await replies.fill(timeout)
-                    timeout = None
+                await replies.fill(timeout)
+                timeout = None
+                replies.take_into(out, count)
         except GeneratorExit:
             raise
         except BaseException:
@@ -203,13 +201,11 @@ class DedicatedConnection:
             # Replies written together arrive together: only the first wait needs the socket
             # timeout (whose bookkeeping is not free).
             timeout = None if replies else connection.socket_timeout
+            reader.take_into(replies, count)
             while len(replies) < count:
-                ready, reply = reader.take()
-                if ready:
-                    replies.append(reply)
-                else:
-                    await reader.fill(timeout)
-                    timeout = None
+                await reader.fill(timeout)
+                timeout = None
+                reader.take_into(replies, count)
         except (asyncio.CancelledError, GeneratorExit):
             raise  # in step (or destroyed with its closed loop: no I/O is possible)
         except BaseException:

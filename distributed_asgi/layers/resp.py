@@ -141,73 +141,83 @@ class ReplyReader:
     def belongs_to(self, stream: object) -> bool:
         return stream is self._stream
 
-    def take(self) -> tuple[bool, Any]:
-        """(True, the next reply) when it has fully arrived, else (False, None)."""
+    def take_into(self, replies: list[Any], count: int) -> None:
+        """Append the replies that have fully arrived to ``replies`` until it holds ``count``.
+
+        One call parses a whole batch's replies: the buffer and the position stay in locals,
+        and the reader's state is written back once, when it stops (or before it raises).
+        """
         buf = self._buffer
         pos = self._pos
         size = len(buf)
-        if size < self._need or pos >= size:
-            return False, None
-        kind = buf[pos]
-        if kind in (_INT, _BULK, _SIMPLE):
-            # The usual replies (a send's, an ack's, a wait's), built at once.
-            end = buf.find(b"\r\n", pos)
-            if end < 0:
-                self._need = size + 1
-                return False, None
-            at = end + 2
-            if kind == _INT:
-                reply: Any = int(buf[pos + 1 : end])
-            elif kind == _SIMPLE:
-                reply = bytes(buf[pos + 1 : end])
-            else:
-                length = int(buf[pos + 1 : end])
-                if length < 0:
-                    reply = None
+        if size < self._need:
+            return
+        find = buf.find
+        append = replies.append
+        wanted = count - len(replies)
+        try:
+            while wanted > 0 and pos < size:
+                kind = buf[pos]
+                if kind in (_INT, _BULK, _SIMPLE):
+                    # The usual replies (a send's, an ack's, a wait's), built at once.
+                    end = find(b"\r\n", pos)
+                    if end < 0:
+                        self._need = size + 1
+                        return
+                    at = end + 2
+                    if kind == _INT:
+                        append(int(buf[pos + 1 : end]))
+                    elif kind == _SIMPLE:
+                        append(bytes(buf[pos + 1 : end]))
+                    else:
+                        length = int(buf[pos + 1 : end])
+                        if length < 0:
+                            append(None)
+                        else:
+                            at += length + 2
+                            if at > size:
+                                self._need = at
+                                return
+                            append(bytes(buf[end + 2 : at - 2]))
                 else:
-                    at += length + 2
-                    if at > size:
-                        self._need = at
-                        return False, None
-                    reply = bytes(buf[end + 2 : at - 2])
-        else:
-            if kind == _ARRAY and size - pos <= _SMALL:
-                # A pop's entries, TIME's two numbers: an array of bulk strings, in one pass.
-                found = _bulk_array(buf, pos, size)
-                if found is not None:
-                    reply, at = found
-                    if at < 0:
-                        self._need = -at
-                        return False, None
-                    self._consumed(buf, at, size)
-                    return True, reply
-            at = _scan(buf, pos)
-            if at < 0:
-                self._need = -at
-                return False, None
-            reply, at = self._build(buf, pos)
-            if isinstance(reply, RedisConnectionError):
-                self._consumed(buf, at, size)
-                raise reply
-        self._consumed(buf, at, size)
-        return True, reply
-
-    def _consumed(self, buf: bytearray, at: int, size: int) -> None:
-        if at >= size:
-            buf.clear()  # the common case: everything read is used up
-            self._pos = 0
-        else:
-            self._pos = at
-        self._need = 0
+                    found = None
+                    if kind == _ARRAY and size - pos <= _SMALL:
+                        # A pop's entries, TIME's two numbers: bulk strings, in one pass.
+                        found = _bulk_array(buf, pos, size)
+                    if found is not None:
+                        reply, at = found
+                        if at < 0:
+                            self._need = -at
+                            return
+                    else:
+                        at = _scan(buf, pos)
+                        if at < 0:
+                            self._need = -at
+                            return
+                        reply, at = self._build(buf, pos)
+                        if isinstance(reply, RedisConnectionError):
+                            pos, self._need = at, 0
+                            raise reply
+                    append(reply)
+                pos = at
+                wanted -= 1
+            self._need = 0
+        finally:
+            if pos >= size:
+                buf.clear()  # the common case: everything read is used up
+                self._pos = 0
+            else:
+                self._pos = pos
 
     async def read(self, timeout: float | None) -> Any:
         """The next reply, waiting for it (at most ``timeout`` seconds when not None)."""
-        ready, reply = self.take()
-        while not ready:
+        replies: list[Any] = []
+        self.take_into(replies, 1)
+        while not replies:
             await self.fill(timeout)
             timeout = None  # only the first wait: what follows arrives with it
-            ready, reply = self.take()
-        return reply
+            self.take_into(replies, 1)
+        return replies[0]
 
     async def fill(self, timeout: float | None = None) -> None:
         """Read what has arrived (waiting for at least one byte) into the buffer; a wait longer

@@ -67,6 +67,41 @@ async def test_every_reply_type_whole_or_in_pieces(pieces: int) -> None:
     ]
 
 
+@pytest.mark.parametrize("pieces", [1, 7, len(REPLIES)])
+async def test_a_batch_taken_at_once_is_the_replies_read_one_by_one(pieces: int) -> None:
+    """``take_into`` takes every reply that has arrived, up to the count, and leaves the rest
+    (here a reply after the batch) to the next call."""
+    one_by_one = await _read_all(REPLIES + b":99\r\n", len(EXPECTED) + 1)
+    stream = asyncio.StreamReader()
+    reader = ReplyReader(stream, _parse_error)
+    data = REPLIES + b":99\r\n"
+    size = max(1, len(data) // pieces)
+    taken: list[object] = []
+    for start in range(0, len(data), size):
+        stream.feed_data(data[start : start + size])
+        await reader.fill()
+        reader.take_into(taken, len(EXPECTED))
+        assert len(taken) <= len(EXPECTED)
+    assert len(taken) == len(EXPECTED)
+    assert [str(r) if isinstance(r, Exception) else r for r in taken] == [
+        str(r) if isinstance(r, Exception) else r for r in one_by_one[:-1]
+    ]
+    assert await reader.read(None) == 99
+
+
+async def test_a_connection_error_reply_in_a_batch_keeps_the_replies_before_it() -> None:
+    stream = asyncio.StreamReader()
+    reader = ReplyReader(stream, _parse_error)
+    stream.feed_data(b":1\r\n+OK\r\n-LOADING Redis is loading\r\n:2\r\n")
+    await reader.fill()
+    taken: list[object] = []
+    with pytest.raises(BusyLoadingError):
+        reader.take_into(taken, 4)
+    assert taken == [1, b"OK"]
+    reader.take_into(taken, 4)
+    assert taken == [1, b"OK", 2]
+
+
 async def test_a_large_reply_in_many_chunks_is_read_whole() -> None:
     entries = [bytes([65 + i]) * 300_000 for i in range(5)]
     data = b"*5\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(e), e) for e in entries) + b":7\r\n"
