@@ -65,7 +65,17 @@ def _scan(buf: bytes | bytearray, pos: int) -> int:
         return end + 2
     count = int(buf[pos + 1 : end])
     at = end + 2
+    buffered = len(buf)
     for _ in range(max(count, 0) * multiple):
+        if at < buffered and buf[at] == _BULK:  # the usual item (a pop's entry), without a call
+            end = buf.find(b"\r\n", at)
+            if end < 0:
+                return -(buffered + 1)
+            length = int(buf[at + 1 : end])
+            at = end + 2 if length < 0 else end + 4 + length
+            if at > buffered:
+                return -at
+            continue
         at = _scan(buf, at)
         if at < 0:
             return at
@@ -181,8 +191,15 @@ class ReplyReader:
                             append(bytes(buf[end + 2 : at - 2]))
                 else:
                     found = None
-                    if kind == _ARRAY and size - pos <= _SMALL:
-                        # A pop's entries, TIME's two numbers: bulk strings, in one pass.
+                    if kind == _ARRAY:
+                        # A pop's entries, TIME's two numbers: bulk strings, in one pass. A
+                        # large one (a burst's pop, in many chunks) is checked complete first,
+                        # so that it is built once.
+                        if size - pos > _SMALL:
+                            at = _scan(buf, pos)
+                            if at < 0:
+                                self._need = -at
+                                return
                         found = _bulk_array(buf, pos, size)
                     if found is not None:
                         reply, at = found

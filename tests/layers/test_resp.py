@@ -108,6 +108,16 @@ async def test_a_large_reply_in_many_chunks_is_read_whole() -> None:
     assert await _read_all(data, 2, pieces=400) == [entries, 7]
 
 
+@pytest.mark.parametrize("pieces", [1, 300])
+async def test_a_large_reply_of_mixed_items_is_read_whole(pieces: int) -> None:
+    """Over the one-pass size, a reply that is not all bulk strings (a SCAN page: a cursor and
+    an array of keys) is still built whole, once complete."""
+    keys = [b"key:%06d" % i for i in range(3000)]
+    data = b"*2\r\n$3\r\n123\r\n*%d\r\n" % len(keys)
+    data += b"".join(b"$%d\r\n%s\r\n" % (len(k), k) for k in keys) + b":5\r\n"
+    assert await _read_all(data, 2, pieces=pieces) == [[b"123", keys], 5]
+
+
 async def test_a_cancelled_read_keeps_what_had_arrived() -> None:
     stream = asyncio.StreamReader()
     reader = ReplyReader(stream, _parse_error)
