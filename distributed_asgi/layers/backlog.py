@@ -6,6 +6,10 @@ one layer at once. So the entries a reader could not hand to a waiter of its own
 where the readers of every loop take from; a reader that buffers an entry tells the readers of
 the other loops, which may have a waiter for it. Thread-safe; the lock is held for dict and
 deque operations only.
+
+A process inbox is popped by one loop's reader at a time (its *turn*, ``take_turn``), for the
+waiters of every loop: two readers popping at once could hand on a later entry of a channel
+before an earlier one the other popped, and a channel's messages must arrive in the order sent.
 """
 
 from __future__ import annotations
@@ -26,6 +30,19 @@ class BacklogReader(Protocol):
         """Look at the backlog for ``channel`` soon; False when the reader's loop is gone."""
         ...
 
+    def turn_free(self) -> bool:
+        """The reader whose turn it was to pop stopped: take the turn if waiters need it.
+        False when the reader's loop is gone."""
+        ...
+
+    def waiting(self) -> int:
+        """How many of the reader's waiters wait (read from any thread)."""
+        ...
+
+    def gone(self) -> bool:
+        """Whether the reader stopped for good (closed, or its loop closed)."""
+        ...
+
 
 class Backlog:
     def __init__(self, expiry: float) -> None:
@@ -33,6 +50,7 @@ class Backlog:
         self._lock = threading.Lock()
         self._entries: dict[str, deque[tuple[float, bytes]]] = {}  # (monotonic time popped, raw)
         self._readers: list[BacklogReader] = []  # one per event loop reading this queue
+        self._turn: BacklogReader | None = None  # the reader popping the queue now
 
     def attach(self, reader: BacklogReader) -> None:
         with self._lock:
@@ -42,6 +60,35 @@ class Backlog:
         with self._lock:
             if reader in self._readers:
                 self._readers.remove(reader)
+        self.end_turn(reader)
+
+    def take_turn(self, reader: BacklogReader) -> bool:
+        """Whether ``reader`` may pop the queue now: no other reader's turn is under way."""
+        with self._lock:
+            turn = self._turn
+            if turn is None or turn is reader or turn.gone():
+                self._turn = reader
+                return True
+            return False
+
+    def end_turn(self, reader: BacklogReader) -> None:
+        """``reader`` pops no more: the readers of the other loops hear the turn is free."""
+        with self._lock:
+            if self._turn is not reader:
+                return
+            self._turn = None
+            others = [r for r in self._readers if r is not reader]
+        for other in others:
+            if not other.turn_free():
+                self.detach(other)
+
+    def waiting_elsewhere(self, reader: BacklogReader) -> int:
+        """Waiters of the other loops' readers: ``reader`` pops for them too in its turn."""
+        readers = self._readers
+        if len(readers) < 2:  # the common case: one loop, no lock
+            return 0
+        with self._lock:
+            return sum(r.waiting() for r in readers if r is not reader)
 
     def put(
         self, channel: str, entry: bytes, source: BacklogReader, *, front: bool = False
@@ -59,6 +106,10 @@ class Backlog:
         for reader in others:
             if not reader.notify(channel):
                 self.detach(reader)
+
+    def holds(self, channel: str) -> bool:
+        """Whether entries of ``channel`` wait here (a look without the lock)."""
+        return channel in self._entries
 
     def take(self, channel: str, dropped: Callable[[str, bytes], None]) -> bytes | None:
         """The oldest live entry of ``channel``; ``dropped(channel, entry)`` for each expired

@@ -5,12 +5,15 @@ stream of messages costs a fraction of a write each. Its entries stay counted ag
 channel's capacity until ``receive()`` returns them (then they are ACKed), so buffering here
 never defeats capacity; a pushed entry (``push()``, keys.py's uncounted entry) took no capacity
 and is not ACKed.
-Its backlog is shared by the inbox readers of every loop of the layer.
+Its backlog is shared by the inbox readers of every loop of the layer, and the inbox is popped
+by one of them at a time, for all (the backlog's turn): a channel's messages then reach its
+receiver in the order they were sent, whichever loop receives.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from .backlog import Backlog
@@ -53,6 +56,7 @@ class InboxReader(QueueReader):
         self._packed_round = pack_commands(self._round(INBOX_BATCH))
         self._acked: set[str] = set()  # channels acked since the last FORGET_IDLE
         self._last_forget = time.monotonic()
+        self._turn_event = asyncio.Event()  # another loop's reader ended its turn
 
     def _delivered(self, channel: str, entry: bytes) -> bytes:
         self._dropped(channel, entry)
@@ -76,7 +80,34 @@ class InboxReader(QueueReader):
             channels, self._acked = list(self._acked), set()
             self.shard.post(FORGET_IDLE, [self.counter_key], channels)
 
+    def _waiting(self) -> int:
+        # In its turn a reader pops for the waiters of every loop.
+        return self._live + self.backlog.waiting_elsewhere(self)
+
+    def _turn_freed(self) -> None:
+        self._turn_event.set()
+
+    async def _take_turn(self) -> bool:
+        """Wait for this reader's turn to pop; False when nobody here waits any more (what
+        the reader in its turn pops for them reaches them through the backlog meanwhile)."""
+        while not self.backlog.take_turn(self):
+            if not self._live:
+                return False
+            self._turn_event.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                # Looked at again after LINGER too: a turn whose loop closed is free.
+                await asyncio.wait_for(self._turn_event.wait(), LINGER)
+        return True
+
     async def _run(self) -> None:
+        if not await self._take_turn():
+            return
+        try:
+            await self._pop_in_turn()
+        finally:
+            self.backlog.end_turn(self)
+
+    async def _pop_in_turn(self) -> None:
         self._stopping = False
         delay = 0.05
         while not self._closed:

@@ -127,6 +127,24 @@ class QueueReader:
             return False
         return True
 
+    def turn_free(self) -> bool:
+        """Called from any thread: another loop's reader ended its turn to pop (backlog.py).
+        False when this reader's loop is closed."""
+        try:
+            self.loop.call_soon_threadsafe(self._turn_freed)
+        except RuntimeError:
+            return False
+        return True
+
+    def _turn_freed(self) -> None:
+        """Another loop's reader ended its turn (an ``InboxReader`` may be waiting for it)."""
+
+    def waiting(self) -> int:
+        return self._live
+
+    def gone(self) -> bool:
+        return self._closed or self.loop.is_closed()
+
     def _hand_over(self, channel: str) -> None:
         waiters = self._waiters.get(channel)
         while waiters:
@@ -200,6 +218,12 @@ class QueueReader:
 
     def _dispatch(self, entry: bytes) -> None:
         channel = entry_channel(entry)
+        if self.backlog.holds(channel):
+            # Older entries of the channel wait there (another loop's reader popped them):
+            # this one goes behind them, and the waiters here take the oldest first.
+            self.backlog.put(channel, entry, self)
+            self._hand_over(channel)
+            return
         waiters = self._waiters.get(channel)
         while waiters:
             future = waiters.popleft()

@@ -160,12 +160,6 @@ async def test_two_threads_receiving_from_one_layer_each_get_their_messages(
     assert [sorted(messages) for messages in received] == [list(range(40))] * 2
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="order across loops is not kept yet: a message another loop popped can reach the "
-    "receiver through the shared backlog before an earlier one its own loop popped (about one "
-    "run in eight under load)",
-)
 async def test_two_threads_receiving_from_one_layer_get_their_messages_in_order(
     make_layer: LayerFactory,
 ) -> None:
