@@ -88,7 +88,8 @@ class Backlog:
         if len(readers) < 2:  # the common case: one loop, no lock
             return 0
         with self._lock:
-            return sum(r.waiting() for r in readers if r is not reader)
+            # A reader whose loop closed with waiters still counted waits for nothing.
+            return sum(r.waiting() for r in readers if r is not reader and not r.gone())
 
     def put(
         self, channel: str, entry: bytes, source: BacklogReader, *, front: bool = False

@@ -73,6 +73,8 @@ def test_the_reader_in_its_turn_counts_the_other_loops_waiters() -> None:
     backlog.attach(other)
     backlog.attach(third)
     assert backlog.waiting_elsewhere(popping) == 5
+    third.closed = True  # its loop closed with its waiters still counted
+    assert backlog.waiting_elsewhere(popping) == 2
 
 
 def test_entries_of_a_channel_come_out_oldest_first_and_others_are_told() -> None:
