@@ -29,11 +29,16 @@ class Reader:
         return self.closed
 
 
-def test_one_reader_at_a_time_has_the_turn_and_the_others_hear_it_end() -> None:
+def _two_readers() -> tuple[Backlog, Reader, Reader]:
     backlog = Backlog(expiry=60)
     first, second = Reader(), Reader()
     backlog.attach(first)
     backlog.attach(second)
+    return backlog, first, second
+
+
+def test_one_reader_at_a_time_has_the_turn_and_the_others_hear_it_end() -> None:
+    backlog, first, second = _two_readers()
     assert backlog.take_turn(first)
     assert backlog.take_turn(first)  # its own turn still
     assert not backlog.take_turn(second)
@@ -45,20 +50,14 @@ def test_one_reader_at_a_time_has_the_turn_and_the_others_hear_it_end() -> None:
 
 
 def test_the_turn_of_a_reader_gone_is_free() -> None:
-    backlog = Backlog(expiry=60)
-    first, second = Reader(), Reader()
-    backlog.attach(first)
-    backlog.attach(second)
+    backlog, first, second = _two_readers()
     assert backlog.take_turn(first)
     first.closed = True  # its loop closed without ending the turn
     assert backlog.take_turn(second)
 
 
 def test_a_reader_detached_ends_its_turn() -> None:
-    backlog = Backlog(expiry=60)
-    first, second = Reader(), Reader()
-    backlog.attach(first)
-    backlog.attach(second)
+    backlog, first, second = _two_readers()
     assert backlog.take_turn(first)
     backlog.detach(first)
     assert second.turns_freed == 1
@@ -78,10 +77,7 @@ def test_the_reader_in_its_turn_counts_the_other_loops_waiters() -> None:
 
 
 def test_entries_of_a_channel_come_out_oldest_first_and_others_are_told() -> None:
-    backlog = Backlog(expiry=60)
-    source, other = Reader(), Reader()
-    backlog.attach(source)
-    backlog.attach(other)
+    backlog, source, other = _two_readers()
     assert not backlog.holds("a")
     backlog.put("a", b"1", source)
     backlog.put("a", b"2", source)
