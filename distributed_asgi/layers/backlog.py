@@ -40,7 +40,7 @@ class BacklogReader(Protocol):
         ...
 
     def gone(self) -> bool:
-        """Whether the reader stopped for good (closed, or its loop closed)."""
+        """Whether the reader can do nothing more (its loop closed)."""
         ...
 
 

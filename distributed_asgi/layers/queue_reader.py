@@ -143,7 +143,10 @@ class QueueReader:
         return self._live
 
     def gone(self) -> bool:
-        return self._closed or self.loop.is_closed()
+        # Its loop closed: it can do nothing more. A reader being closed (``_closed``) is not
+        # gone yet: it may still be reading back pops, which must reach the backlog before
+        # another reader's turn pops anything newer.
+        return self.loop.is_closed()
 
     def _hand_over(self, channel: str) -> None:
         waiters = self._waiters.get(channel)
