@@ -190,31 +190,13 @@ class ReplyReader:
                                 return
                             append(bytes(buf[end + 2 : at - 2]))
                 else:
-                    found = None
-                    if kind == _ARRAY:
-                        # A pop's entries, TIME's two numbers: bulk strings, in one pass. A
-                        # large one (a burst's pop, in many chunks) is checked complete first,
-                        # so that it is built once.
-                        if size - pos > _SMALL:
-                            at = _scan(buf, pos)
-                            if at < 0:
-                                self._need = -at
-                                return
-                        found = _bulk_array(buf, pos, size)
-                    if found is not None:
-                        reply, at = found
-                        if at < 0:
-                            self._need = -at
-                            return
-                    else:
-                        at = _scan(buf, pos)
-                        if at < 0:
-                            self._need = -at
-                            return
-                        reply, at = self._build(buf, pos)
-                        if isinstance(reply, RedisConnectionError):
-                            pos, self._need = at, 0
-                            raise reply
+                    reply, at = self._aggregate(buf, pos, size)
+                    if at < 0:
+                        self._need = -at
+                        return
+                    if isinstance(reply, RedisConnectionError):
+                        pos, self._need = at, 0
+                        raise reply
                     append(reply)
                 pos = at
                 wanted -= 1
@@ -225,6 +207,28 @@ class ReplyReader:
                 self._pos = 0
             else:
                 self._pos = pos
+
+    def _aggregate(self, buf: bytearray, pos: int, size: int) -> tuple[Any, int]:
+        """(the reply at ``pos``, its end), or (None, minus the buffer length it needs): any
+        reply but the usual simple ones."""
+        large = size - pos > _SMALL
+        if buf[pos] == _ARRAY:
+            if large:
+                # Checked complete first: a large one (a burst's pop) arrives in many chunks,
+                # and is then built once.
+                at = _scan(buf, pos)
+                if at < 0:
+                    return None, at
+            # A pop's entries, TIME's two numbers: bulk strings, in one pass.
+            found = _bulk_array(buf, pos, size)
+            if found is not None:
+                return found
+            if large:
+                return self._build(buf, pos)  # scanned complete above
+        at = _scan(buf, pos)
+        if at < 0:
+            return None, at
+        return self._build(buf, pos)
 
     async def read(self, timeout: float | None) -> Any:
         """The next reply, waiting for it (at most ``timeout`` seconds when not None)."""
