@@ -121,17 +121,16 @@ class QueueReader:
     def notify(self, channel: str) -> bool:
         """Called from any thread: another loop's reader left an entry of ``channel`` in the
         backlog, which a waiter here may want. False when this reader's loop is closed."""
-        try:
-            self.loop.call_soon_threadsafe(self._hand_over, channel)
-        except RuntimeError:
-            return False
-        return True
+        return self._call_in_loop(self._hand_over, channel)
 
     def turn_free(self) -> bool:
         """Called from any thread: another loop's reader ended its turn to pop (backlog.py).
         False when this reader's loop is closed."""
+        return self._call_in_loop(self._turn_freed)
+
+    def _call_in_loop(self, callback: Callable[..., None], *args: Any) -> bool:
         try:
-            self.loop.call_soon_threadsafe(self._turn_freed)
+            self.loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:
             return False
         return True
