@@ -71,10 +71,10 @@ async def test_every_reply_type_whole_or_in_pieces(pieces: int) -> None:
 async def test_a_batch_taken_at_once_is_the_replies_read_one_by_one(pieces: int) -> None:
     """``take_into`` takes every reply that has arrived, up to the count, and leaves the rest
     (here a reply after the batch) to the next call."""
-    one_by_one = await _read_all(REPLIES + b":99\r\n", len(EXPECTED) + 1)
+    data = REPLIES + b":99\r\n"
+    one_by_one = await _read_all(data, len(EXPECTED) + 1)
     stream = asyncio.StreamReader()
     reader = ReplyReader(stream, _parse_error)
-    data = REPLIES + b":99\r\n"
     size = max(1, len(data) // pieces)
     taken: list[object] = []
     for start in range(0, len(data), size):
