@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import pstats
+import shutil
 import signal
 import site
 import subprocess
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             text = summary(path, f"cProfile of the {name} ({header})", args.top, load.requests)
             target = out / f"profile-{name}.txt"
             target.write_text(text)
-            print(f"  {name}: {target}")
+            shutil.copyfile(path, out / f"profile-{name}.prof")  # for pstats' own views
+            print(f"  {name}: {target} (pstats: {out / f'profile-{name}.prof'})")
     return 0 if load.errors == 0 else 1
 
 
