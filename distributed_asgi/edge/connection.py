@@ -168,18 +168,17 @@ class EdgeConnection:
                     await self._refused(answer)
                     _cancel(first)
                     return
-                accept: Accept | None
                 if isinstance(answer, NodeHolder):
-                    accept = await self._held_by(answer)
-                    if accept is None:  # the Node was lost, or a timeout answered the client
+                    held = await self._held_by(answer)
+                    if held is None:  # the Node was lost, or a timeout answered the client
                         self.registry.unregister(self)
-                        if not self._retrying:
-                            _cancel(first)
-                            return
-                else:
-                    accept = answer
-                # A whole short response that came with the accept is over already.
-                if accept is not None and await self._accepted(accept):
+                        if self._retrying:
+                            self._retry()
+                            continue
+                        _cancel(first)
+                        return
+                    answer = held
+                if await self._accepted(answer):  # a whole short response came with the accept
                     self.registry.unregister(self)
                     _cancel(first)
                     return
@@ -189,9 +188,6 @@ class EdgeConnection:
                 raise
             finally:
                 self.registry.release(self.conn_id)  # registered (or refused) by now
-            if accept is None:  # retrying: the lost Node's connect goes out again
-                self._retry()
-                continue
             await self._pump(first, watch_later=self.whole)
             if not self._retrying:
                 return

@@ -298,16 +298,14 @@ class NodeConnection:
 
     async def _read_from_edge(self) -> None:
         while True:
-            self._reading = True
             try:
+                self._reading = True
                 raw = await self.layer.receive(self.channel)
             except LayerError:  # the layer reconnects by itself; the window still counts
-                raw = None
-            finally:
-                self._reading = False
-            if raw is None:
                 await asyncio.sleep(0.1)
                 continue
+            finally:
+                self._reading = False
             try:
                 frame = decode_frame(raw)
             except FrameError as exc:
