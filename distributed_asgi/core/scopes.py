@@ -8,7 +8,7 @@ application sees what uvicorn would give it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from distributed_asgi.core.errors import FrameError
 
@@ -87,7 +87,7 @@ def _usual_scope(wire: dict[str, Any]) -> dict[str, Any] | None:
             return None
         pairs.append((name, value))
     client, server = _usual_address(get("client")), _usual_address(get("server"))
-    if client is _UNUSUAL or server is _UNUSUAL:
+    if client is False or server is False:
         return None
     if kind == "websocket":
         subprotocols = get("subprotocols", [])
@@ -102,18 +102,18 @@ def _usual_scope(wire: dict[str, Any]) -> dict[str, Any] | None:
 
 _STR_FIELDS = ("http_version", "method", "scheme", "root_path")
 _NO_DICT: dict[str, Any] = {}
-_UNUSUAL = ("", None)  # an address _usual_address leaves to the full check (never a result)
 
 
-def _usual_address(address: object) -> tuple[str, int | None] | None:
-    """``(host, port)`` of a ``[str, int | None]`` address, None for None, else ``_UNUSUAL``."""
+def _usual_address(address: object) -> tuple[str, int | None] | Literal[False] | None:
+    """``(host, port)`` of a ``[str, int | None]`` address, None for None, else False (left to
+    the full check)."""
     if address is None:
         return None
     if type(address) is not list or len(address) != 2:
-        return _UNUSUAL
+        return False
     host, port = address
     if type(host) is not str or (port is not None and type(port) is not int):
-        return _UNUSUAL
+        return False
     return host, port
 
 

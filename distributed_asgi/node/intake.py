@@ -357,11 +357,12 @@ def _pending(receives: dict[asyncio.Task[None], str], key: str) -> list[asyncio.
 @dataclass(frozen=True)
 class Traffic:
     """``Node``'s ``limits`` (``{key: most connections at once}``), ``priority`` and
-    ``priority_share``, as given (``new_intake`` checks them)."""
+    ``priority_share``, as given: unchecked values (``new_intake`` checks them, naming a bad
+    one), so typed ``Any``, which nothing converts on the way."""
 
-    limits: Mapping[str, int] | None = None
-    priority: bool = False
-    priority_share: int = 10
+    limits: Any = None
+    priority: Any = False
+    priority_share: Any = 10
 
 
 def new_intake(
@@ -376,14 +377,14 @@ def new_intake(
     priority, priority_share = traffic.priority, traffic.priority_share
     if not isinstance(priority, bool):
         raise ValueError(f"priority must be True or False, got {priority!r}")
-    if not _is_count(priority_share) or priority_share < 2:
+    if not isinstance(priority_share, int) or not _is_count(priority_share) or priority_share < 2:
         raise ValueError(f"priority_share must be a whole number >= 2, got {priority_share!r}")
     if priority:
         return PriorityIntake(layer, keys, room, on_message, checked, priority_share)
     return Intake(layer, keys, room, on_message, checked)
 
 
-def check_limits(keys: list[str], limits: Mapping[str, int] | None) -> dict[str, int]:
+def check_limits(keys: list[str], limits: object) -> dict[str, int]:
     if limits is None:
         return {}
     if not isinstance(limits, Mapping):
