@@ -4,9 +4,9 @@ VENV := .venv
 BENCH_VENV := .venv-bench
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-LINT_PATHS := $(wildcard distributed_asgi tests bench examples)
+LINT_PATHS := $(wildcard distributed_asgi tests bench examples) compile_native.py
 
-.PHONY: demo test lint typecheck bench soak clean
+.PHONY: demo test lint typecheck compile clean-native bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The request path's modules compiled with mypyc, when a C compiler is there (rebuilt only
+# when a source changed; compile_native.py says which and why). DISTRIBUTED_ASGI_COMPILE=0,
+# or `make clean-native`, runs the plain sources instead.
+compile: $(STAMP)
+	$(PY) compile_native.py
+
+clean-native: $(STAMP)
+	$(PY) compile_native.py --clean
+
 # `make demo ARGS=--once` (or DEMO_ONCE=1) exits after the self-check.
-demo: $(STAMP)
+demo: compile
 	$(PY) -m distributed_asgi.ops.demo $(ARGS)
 
 lint: $(STAMP)
@@ -26,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+test: lint typecheck compile
 	$(PY) -m pytest -q
 
 $(BENCH_VENV)/.installed: pyproject.toml
@@ -35,12 +44,13 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[bench]'
 	touch $@
 
-bench: $(BENCH_VENV)/.installed
+bench: $(BENCH_VENV)/.installed compile
 	$(BENCH_VENV)/bin/python -m bench
 
 # Minutes of steady load with a worker replaced every 30 s (SOAK_MINUTES, default 3).
-soak: $(BENCH_VENV)/.installed
+soak: $(BENCH_VENV)/.installed compile
 	$(BENCH_VENV)/bin/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache build
+	find distributed_asgi -name '*.so' -delete

@@ -14,6 +14,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from distributed_asgi import native
+
 __all__ = [
     "BENCHMARKS_MD",
     "ROOT",
@@ -95,7 +97,13 @@ def machine_facts() -> dict[str, str]:
 
 
 def git_revision(path: str = "distributed_asgi") -> str:
-    """Short commit of the work tree, and whether ``path`` has uncommitted changes."""
+    """Short commit of the work tree, whether ``path`` has uncommitted changes, and how the
+    package runs (compiled by ``make compile``, or the plain sources)."""
+    build = "compiled with mypyc" if native.compiled() else "plain Python"
+    return f"{_commit(path)}, {build}"
+
+
+def _commit(path: str) -> str:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],

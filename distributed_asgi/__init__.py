@@ -13,7 +13,10 @@ from distributed_asgi.edge.distributor import (
     RemoteApplicationError,
     create_path_distributor,
 )
+from distributed_asgi.native import warn_if_stale
 from distributed_asgi.node.server import Node
+
+warn_if_stale()
 
 __all__ = [
     "Distributor",
