@@ -99,9 +99,13 @@ def clean() -> None:
 
 
 def up_to_date() -> bool:
-    """Every listed module has an extension newer than its source and than this script."""
+    """Every listed module has an extension newer than its source and than this script, and
+    no other module has one (left out since its build, it would still run compiled)."""
     shared = ROOT / ("distributed_asgi/_native__mypyc" + _SUFFIX)
     if not shared.exists():
+        return False
+    expected = {_extension(source) for source in compiled_sources()} | {shared}
+    if set((ROOT / "distributed_asgi").rglob("*" + _SUFFIX)) - expected:
         return False
     oldest = Path(__file__).stat().st_mtime
     for source in compiled_sources():

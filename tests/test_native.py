@@ -89,3 +89,28 @@ async def test_an_error_of_compiled_code_carries_no_other_tasks_exception() -> N
         decode_frame({"v": 1, "t": "nonsense", "id": "c1"})
     await other
     assert raised.value.__context__ is None
+
+
+def test_a_build_is_up_to_date_only_with_every_listed_module_built_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "distributed_asgi"
+    package.mkdir()
+    monkeypatch.setattr(compile_native, "ROOT", tmp_path)
+    (package / "__init__.py").write_text("")
+    (package / "fast.py").write_text("def f() -> int:\n    return 1\n")
+    assert compile_native.compiled_sources() == ["distributed_asgi/fast.py"]
+    later = Path(compile_native.__file__).stat().st_mtime + 60
+    built = [package / f"fast{SUFFIX}", package / f"_native__mypyc{SUFFIX}"]
+    for extension in built:
+        extension.write_bytes(b"")
+        os.utime(extension, (later, later))
+    assert compile_native.up_to_date()
+    os.utime(package / "fast.py", (later + 1, later + 1))  # edited since
+    assert not compile_native.up_to_date()
+    os.utime(package / "fast.py", (later - 1, later - 1))
+    (package / f"slow{SUFFIX}").write_bytes(b"")  # a module no longer listed
+    os.utime(package / f"slow{SUFFIX}", (later, later))
+    assert not compile_native.up_to_date()
+    compile_native.clean()
+    assert not list(package.glob("*" + SUFFIX))
