@@ -4,7 +4,8 @@ The modules stay plain Python: mypyc turns each into a C extension beside its ``
 imports the extension first), which runs the same code at less cost per call
 (docs/benchmarks.md). ``python compile_native.py`` builds them when a source is newer than its
 extension; ``--clean`` removes them (the ``.py`` files run again), as does setting
-``DISTRIBUTED_ASGI_COMPILE=0``; without a C compiler nothing is built. ``--list`` names them.
+``DISTRIBUTED_ASGI_COMPILE=0``; without a C compiler or Python's headers nothing is built.
+``--list`` names them.
 
 What is compiled is what keeps its meaning compiled. Left out:
 
@@ -147,6 +148,9 @@ def main(argv: list[str]) -> int:
     elif shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) is None:
         clean()
         print("compile: no C compiler found; the modules run as plain Python")
+    elif not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        clean()
+        print("compile: no Python headers (python3-dev); the modules run as plain Python")
     elif up_to_date():
         print("compile: the compiled modules are up to date")
     else:
