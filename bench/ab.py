@@ -16,11 +16,10 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .report import plain_table
+from .report import checked_out, plain_table
 
 __all__ = ["FIGURES", "main", "summary_rows"]
 
@@ -103,23 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="default: 32")
     parser.add_argument("--seconds", type=float, default=6.0, help="per load (default: 6)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-ab-") as scratch:
-        base = Path(scratch) / "base"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", "--quiet", str(base), args.rev],
-            cwd=ROOT,
-            check=True,
-        )
-        try:
-            results: dict[str, list[dict[str, float]]] = {"this": [], "base": []}
-            for round_ in range(args.rounds):
-                for name, tree in (("this", ROOT), ("base", base)):
-                    runs = _gateway_runs(tree, args.connections, args.seconds, args.runs)
-                    results[name] += runs
-                    rps = ", ".join(f"{run['rps']:,.0f}" for run in runs)
-                    print(f"  round {round_ + 1}, {name}: {rps} req/s", flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT)
+    with checked_out(args.rev) as base:
+        results: dict[str, list[dict[str, float]]] = {"this": [], "base": []}
+        for round_ in range(args.rounds):
+            for name, tree in (("this", ROOT), ("base", base)):
+                runs = _gateway_runs(tree, args.connections, args.seconds, args.runs)
+                results[name] += runs
+                rps = ", ".join(f"{run['rps']:,.0f}" for run in runs)
+                print(f"  round {round_ + 1}, {name}: {rps} req/s", flush=True)
     print()
     print(
         f"this tree against {args.rev}, {args.connections} connections, medians of "

@@ -23,7 +23,6 @@ import contextlib
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -37,7 +36,7 @@ from distributed_asgi.ops.redis_process import RedisProcess
 
 from . import http as bench_http
 from .counters import process_cpu
-from .report import plain_table
+from .report import checked_out, plain_table
 
 __all__ = ["Drain", "drain", "main"]
 
@@ -103,7 +102,7 @@ async def _run(tree: Path, url: str, requests: int, prefix: str) -> Drain:
 
         with _worker(tree, url, prefix) as worker:
             # Up once it has answered a first connect (and has warmed up on it).
-            await _send(layer, peer, 1)
+            await layer.send(KEY, await _connect(layer, peer))
             await _until(answers, 1, _START_TIMEOUT, worker)
             frames = [await _connect(layer, peer) for _ in range(requests)]
             pid = worker.pid
@@ -126,11 +125,6 @@ async def _connect(layer: RedisChannelLayer, peer: str) -> dict[str, object]:
     frame = Connect(new_connection_id(), dict(_SCOPE), reply, deadline, 2.0, [_REQUEST], peer, 0)
     frame.claim = True  # as an edge asks for a whole request (core/claims.py)
     return encode(frame)
-
-
-async def _send(layer: RedisChannelLayer, peer: str, count: int) -> None:
-    for _ in range(count):
-        await layer.send(KEY, await _connect(layer, peer))
 
 
 async def _until(
@@ -167,14 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         trees = {"this tree": ROOT}
         if args.against:
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drain-")))
-            base = scratch / "base"
-            git = ["git", "worktree"]
-            subprocess.run(
-                [*git, "add", "--detach", "--quiet", str(base), args.against], check=True
-            )
-            stack.callback(subprocess.run, [*git, "remove", "--force", str(base)], cwd=ROOT)
-            trees[args.against] = base
+            trees[args.against] = stack.enter_context(checked_out(args.against))
         redis = stack.enter_context(RedisProcess())
         costs: dict[str, list[float]] = {name: [] for name in trees}
         for round_ in range(args.rounds):

@@ -6,12 +6,14 @@ Each benchmark owns one section of the file, between ``<!-- NAME:start -->`` and
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import os
 import platform
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from distributed_asgi import native
@@ -122,6 +124,20 @@ def _commit(path: str) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown revision"
     return f"{commit} (with uncommitted changes in {path}/)" if dirty else commit
+
+
+@contextlib.contextmanager
+def checked_out(rev: str) -> Iterator[Path]:
+    """A temporary git worktree of ``rev`` (detached), removed afterwards: another revision
+    to run side by side with this tree."""
+    with tempfile.TemporaryDirectory(prefix="bench-rev-") as scratch:
+        tree = Path(scratch) / "tree"
+        git = ["git", "worktree"]
+        subprocess.run([*git, "add", "--detach", "--quiet", str(tree), rev], cwd=ROOT, check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], cwd=ROOT)
 
 
 def replace_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
