@@ -39,7 +39,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from distributed_asgi.core.types import Message
 from distributed_asgi.layers import GatewayLayer
@@ -377,7 +377,7 @@ def new_intake(
     priority, priority_share = traffic.priority, traffic.priority_share
     if not isinstance(priority, bool):
         raise ValueError(f"priority must be True or False, got {priority!r}")
-    if not isinstance(priority_share, int) or not _is_count(priority_share) or priority_share < 2:
+    if not _is_count(priority_share) or priority_share < 2:
         raise ValueError(f"priority_share must be a whole number >= 2, got {priority_share!r}")
     if priority:
         return PriorityIntake(layer, keys, room, on_message, checked, priority_share)
@@ -399,5 +399,5 @@ def check_limits(keys: list[str], limits: object) -> dict[str, int]:
     return dict(limits)
 
 
-def _is_count(value: object) -> bool:
+def _is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
