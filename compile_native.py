@@ -40,7 +40,9 @@ PACKAGES = ["distributed_asgi", "distributed_asgi/core", "distributed_asgi/layer
             "distributed_asgi/node", "distributed_asgi/edge"]  # fmt: skip
 LEFT_OUT = {
     "distributed_asgi/__main__.py",
-    "distributed_asgi/native.py",
+    "distributed_asgi/edge/distributor.py",
+    "distributed_asgi/edge/retry.py",
+    "distributed_asgi/edge/settings.py",
     "distributed_asgi/layers/base.py",
     "distributed_asgi/layers/build.py",
     "distributed_asgi/layers/cluster.py",
@@ -51,10 +53,8 @@ LEFT_OUT = {
     "distributed_asgi/layers/options.py",
     "distributed_asgi/layers/redis.py",
     "distributed_asgi/layers/serialization.py",
+    "distributed_asgi/native.py",
     "distributed_asgi/node/interface.py",
-    "distributed_asgi/edge/distributor.py",
-    "distributed_asgi/edge/retry.py",
-    "distributed_asgi/edge/settings.py",
     "distributed_asgi/node/lifespan.py",
 }
 _SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
