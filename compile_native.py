@@ -55,6 +55,7 @@ LEFT_OUT = {
     "distributed_asgi/layers/serialization.py",
     "distributed_asgi/native.py",
     "distributed_asgi/node/interface.py",
+    "distributed_asgi/node/event_loop.py",
     "distributed_asgi/node/lifespan.py",
 }
 _SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"

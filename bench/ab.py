@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2, help="loads per gateway (default: 2)")
     parser.add_argument("--connections", type=int, default=32, help="default: 32")
     parser.add_argument("--seconds", type=float, default=6.0, help="per load (default: 6)")
+    parser.add_argument(
+        "--compiled", action="store_true", help="build REV compiled too (make compile)"
+    )
     args = parser.parse_args(argv)
-    with checked_out(args.rev) as base:
+    with checked_out(args.rev, compiled=args.compiled) as base:
         results: dict[str, list[dict[str, float]]] = {"this": [], "base": []}
         for round_ in range(args.rounds):
             for name, tree in (("this", ROOT), ("base", base)):

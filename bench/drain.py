@@ -157,11 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=20_000, help="connects per run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each tree (default: 3)")
     parser.add_argument("--against", metavar="REV", help="compare with this git revision")
+    parser.add_argument(
+        "--compiled", action="store_true", help="build REV compiled too (make compile)"
+    )
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         trees = {"this tree": ROOT}
         if args.against:
-            trees[args.against] = stack.enter_context(checked_out(args.against))
+            rev = checked_out(args.against, compiled=args.compiled)
+            trees[args.against] = stack.enter_context(rev)
         redis = stack.enter_context(RedisProcess())
         costs: dict[str, list[float]] = {name: [] for name in trees}
         for round_ in range(args.rounds):

@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -127,17 +128,40 @@ def _commit(path: str) -> str:
 
 
 @contextlib.contextmanager
-def checked_out(rev: str) -> Iterator[Path]:
+def checked_out(rev: str, *, compiled: bool = False) -> Iterator[Path]:
     """A temporary git worktree of ``rev`` (detached), removed afterwards: another revision
-    to run side by side with this tree."""
+    to run side by side with this tree. ``compiled``: its per-request modules built as ``make
+    compile`` builds this tree's (its own compile_native.py), so two compiled builds compare;
+    otherwise it runs plain, and a compiled tree beside it says so (``plain_against_compiled``)."""
     with tempfile.TemporaryDirectory(prefix="bench-rev-") as scratch:
         tree = Path(scratch) / "tree"
         git = ["git", "worktree"]
         subprocess.run([*git, "add", "--detach", "--quiet", str(tree), rev], cwd=ROOT, check=True)
         try:
+            if compiled:
+                print(f"  compiling {rev}'s per-request modules (make compile)...", flush=True)
+                subprocess.run(
+                    [_compiler(), "compile_native.py"],
+                    cwd=tree,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+            elif native.compiled():
+                print(
+                    f"  note: this tree runs compiled and {rev} plain, so the ratios include"
+                    " the compilation (--compiled builds both)",
+                    flush=True,
+                )
             yield tree
         finally:
             subprocess.run([*git, "remove", "--force", str(tree)], cwd=ROOT)
+
+
+def _compiler() -> str:
+    """The Python that has mypyc: the project's development environment (``make``'s .venv)
+    when there is one, else this one."""
+    dev = ROOT / ".venv" / "bin" / "python"
+    return str(dev) if dev.exists() else sys.executable
 
 
 def replace_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:

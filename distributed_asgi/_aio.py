@@ -1,24 +1,21 @@
-"""asyncio helpers shared by the edge and the Node."""
+"""asyncio helpers shared by the edge and the Node: a task's one timer (``Deadline``), waits
+bounded by a budget of their own (``within``, ``wait_event``, on a ``Deadline`` each), and turns
+(``Turns``).
+
+Per-request code, compiled by ``make compile``: nothing here awaits inside a handler or uses
+``async with`` (compile_native.py says why).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from typing import TypeVar
 
-__all__ = [
-    "Deadline",
-    "DeadlineExceeded",
-    "Turns",
-    "loop_factory",
-    "run_in_new_loop",
-    "wait_event",
-    "within",
-]
+__all__ = ["Deadline", "DeadlineExceeded", "Turns", "wait_event", "within"]
 
 _T = TypeVar("_T")
 
@@ -140,69 +137,21 @@ class Turns:
         self._busy = False
 
 
-if sys.version_info >= (3, 11):
-
-    async def within(seconds: float, awaitable: Awaitable[_T]) -> _T:
-        """``await awaitable``, or ``DeadlineExceeded`` after ``seconds``; a timeout raised
-        inside (the client library's own) passes through unchanged. A cancelled command's
-        connection is discarded by the layer, never reused with its reply unread."""
-        try:
-            async with asyncio.timeout(max(0.0, seconds)) as scope:
-                return await awaitable
-        except TimeoutError:
-            if scope.expired():
-                raise DeadlineExceeded from None
-            raise
-
-    async def wait_event(event: asyncio.Event, seconds: float) -> None:
-        """Until ``event`` is set or ``seconds`` have passed, whichever comes first."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await event.wait()
-
-else:  # pragma: no cover - Python 3.10
-
-    async def within(seconds: float, awaitable: Awaitable[_T]) -> _T:
-        try:
-            return await asyncio.wait_for(awaitable, max(0.0, seconds))
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded from None
-
-    async def wait_event(event: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
-
-
-def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """What makes ````Node.run()``'s event loop: None for asyncio's own (``asyncio.run``)."""
-    if loop not in ("auto", "asyncio", "uvloop"):
-        raise ValueError(f"loop must be one of 'auto', 'asyncio', 'uvloop', got {loop!r}")
-    if loop == "asyncio":
-        return None
+async def within(seconds: float, awaitable: Awaitable[_T]) -> _T:
+    """``await awaitable``, or ``DeadlineExceeded`` after ``seconds``; a timeout raised inside
+    (the client library's own) passes through unchanged. A cancelled command's connection is
+    discarded by the layer, never reused with its reply unread."""
+    deadline = Deadline()
     try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        if loop == "uvloop":
-            raise ValueError("loop='uvloop' needs uvloop, which is not installed") from None
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+        return await deadline.wait(awaitable, deadline.now() + max(0.0, seconds))
+    except TimeoutError:
+        if deadline.expired():
+            raise DeadlineExceeded from None
+        raise
 
 
-def run_in_new_loop(
-    main: Coroutine[Any, Any, None], factory: Callable[[], asyncio.AbstractEventLoop] | None
-) -> None:
-    """``asyncio.run(main)``, in a new event loop made by ``factory`` (asyncio's own: None)."""
-    if factory is None:
-        asyncio.run(main)
-    elif sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(main)
-    else:  # pragma: no cover - Python 3.10
-        loop = factory()
-        try:
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(main)
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+async def wait_event(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` have passed, whichever comes first."""
+    deadline = Deadline()
+    with contextlib.suppress(TimeoutError):
+        await deadline.wait(event.wait(), deadline.now() + seconds)

@@ -113,8 +113,7 @@ class NodeConnection:
         self.liveness = liveness
         # The Node's liveness channel and its id (for the edge's logs), told in the accept.
         self.own_peer, self.node_id = peer, node_id
-        # The edge process, as the liveness watch names it, and the connection id to heartbeat
-        # when that edge beats per connection (None: it does not).
+        # The edge process as the liveness watch names it; the id to beat when it beats each one.
         self.peer_key = connect.peer or connect.reply_channel
         self.beat_id = None if connect.peer else connect.conn_id
         self.edge_round = connect.round  # the edge's alive round at the connect
@@ -161,31 +160,31 @@ class NodeConnection:
     # -- the instance ------------------------------------------------------------------------
 
     async def run(self, application: Callable[..., Awaitable[None]]) -> None:
+        # The clean-up awaits after the handler, never in it (compile_native.py says why).
         error: BaseException | None = None
         try:
             self.channel = await self.layer.new_channel("node")
-            if not await self._accept():
-                return
-            self.started = True
-            await application(self.scope, self.receive, self.send)
+            if await self._accept():
+                self.started = True
+                await application(self.scope, self.receive, self.send)
         except BaseException as exc:
             error = exc
             self.raised = True
             self.failed = self.started and not isinstance(exc, asyncio.CancelledError)
+        self.liveness.detach(self, self.peer_key)
+        self.acceptance.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+        try:
+            if self.started and not self._finished():
+                await self._finish(error)
+        except BaseException:
+            self.raised = True
+            self.on_done(self)
             raise
-        finally:
-            self.liveness.detach(self, self.peer_key)
-            self.acceptance.cancel()
-            if self._reader is not None:
-                self._reader.cancel()
-            try:
-                if self.started and not self._finished():
-                    await self._finish(error)
-            except BaseException:
-                self.raised = True
-                raise
-            finally:
-                self.on_done(self)
+        self.on_done(self)
+        if error is not None:
+            raise error
 
     def _finished(self) -> bool:
         """Whether the connection is over with nothing left for ``_finish`` to send."""
@@ -298,14 +297,16 @@ class NodeConnection:
 
     async def _read_from_edge(self) -> None:
         while True:
+            self._reading = True
             try:
-                self._reading = True
-                raw = await self.layer.receive(self.channel)
+                raw: Message | None = await self.layer.receive(self.channel)
             except LayerError:  # the layer reconnects by itself; the window still counts
-                await asyncio.sleep(0.1)
-                continue
+                raw = None
             finally:
                 self._reading = False
+            if raw is None:  # waited out after the handler, never in it (compile_native.py)
+                await asyncio.sleep(0.1)
+                continue
             try:
                 frame = decode_frame(raw)
             except FrameError as exc:

@@ -32,7 +32,6 @@ from typing import Any
 
 from asgiref.server import StatelessServer
 
-from distributed_asgi._aio import loop_factory, run_in_new_loop
 from distributed_asgi._liveness import Liveness
 from distributed_asgi.core.frames import Connect, FrameError, decode_frame, describe
 from distributed_asgi.core.names import require_valid_channel_name
@@ -43,6 +42,7 @@ from distributed_asgi.layers.build import build_layer
 from distributed_asgi.layers.validate import require_capacity, require_seconds
 from distributed_asgi.node.acceptance import NodeClaims
 from distributed_asgi.node.connection import NodeConnection
+from distributed_asgi.node.event_loop import loop_factory, run_in_new_loop
 from distributed_asgi.node.intake import Traffic, new_intake
 from distributed_asgi.node.interface import as_asgi3
 from distributed_asgi.node.lifespan import Lifespan

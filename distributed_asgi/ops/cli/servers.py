@@ -214,7 +214,7 @@ def _graceful_timeout(distributor: Distributor) -> float:
 
 
 def _run_loop(main: Any, loop: str) -> None:
-    from distributed_asgi._aio import loop_factory
+    from distributed_asgi.node.event_loop import loop_factory
 
     factory = loop_factory(loop)
     if factory is None:
