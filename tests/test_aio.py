@@ -1,4 +1,5 @@
-"""``_aio.Deadline``: the one timer of a connection's waits, in a real event loop."""
+"""``_aio``: a task's one timer (``Deadline``), the waits built on it and ``Turns``, in a real
+event loop."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 
 import pytest
 
-from distributed_asgi._aio import Deadline, Turns
+from distributed_asgi._aio import Deadline, DeadlineExceeded, Turns, wait_event, within
 
 
 async def test_a_wait_that_outlives_its_deadline_raises_timeout_error() -> None:
@@ -89,3 +90,43 @@ async def test_turns_go_first_come_first_served_and_a_cancelled_waiter_passes_it
     await asyncio.gather(*tasks, return_exceptions=True)
     assert order == ["a", "c"]
     assert turns.take_now()  # free again
+
+
+async def test_within_returns_what_finishes_in_time() -> None:
+    assert await within(1.0, asyncio.sleep(0.01, "done")) == "done"
+    await asyncio.sleep(0.05)  # its timer is gone: the task is not cancelled later
+
+
+async def test_within_raises_deadline_exceeded_when_the_budget_runs_out() -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(DeadlineExceeded):
+        await within(0.05, asyncio.sleep(10))
+    assert loop.time() - started < 1.0
+
+
+async def test_within_passes_a_timeout_error_from_inside_through() -> None:
+    async def client_library_timeout() -> None:
+        raise TimeoutError("the socket's own")
+
+    with pytest.raises(TimeoutError, match="the socket's own"):
+        await within(1.0, client_library_timeout())
+
+
+async def test_within_nests_in_a_deadline_wait_of_the_same_task() -> None:
+    outer = Deadline()
+    with pytest.raises(DeadlineExceeded):
+        await outer.wait(within(0.02, asyncio.sleep(10)), outer.now() + 5.0)
+    assert not outer.expired()
+
+
+async def test_wait_event_ends_when_the_event_is_set_or_the_time_is_up() -> None:
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+    loop.call_later(0.01, event.set)
+    started = loop.time()
+    await wait_event(event, 5.0)
+    assert event.is_set() and loop.time() - started < 1.0
+    started = loop.time()
+    await wait_event(asyncio.Event(), 0.05)  # never set: returns at the deadline
+    assert 0.04 <= loop.time() - started < 1.0
