@@ -16,8 +16,9 @@ What is compiled is what keeps its meaning compiled. Left out:
   every request). Found by reading each module (``_awaits_while_handling``), so a module that
   starts doing it drops out by itself.
 - Modules that take the user's configuration (edge/distributor.py, edge/settings.py,
-  edge/retry.py, layers/build.py, layers/hosts.py): a compiled function converts a value to
-  its parameter's type before the check that would name it (``True`` becomes ``1``).
+  edge/retry.py, layers/build.py, layers/hosts.py, node/event_loop.py): a compiled function
+  converts a value to its parameter's type before the check that would name it (``True``
+  becomes ``1``).
 - Exception classes with two built-in bases (layers/errors.py, layers/base.py,
   node/lifespan.py); classes whose attributes are read through the class (layers/options.py
   and the layers built on it: redis.py, local.py, memory.py, cluster.py; node/interface.py);
