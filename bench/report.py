@@ -131,8 +131,8 @@ def _commit(path: str) -> str:
 def checked_out(rev: str, *, compiled: bool = False) -> Iterator[Path]:
     """A temporary git worktree of ``rev`` (detached), removed afterwards: another revision
     to run side by side with this tree. ``compiled``: its per-request modules built as ``make
-    compile`` builds this tree's (its own compile_native.py), so two compiled builds compare;
-    otherwise it runs plain, and a compiled tree beside it says so (``plain_against_compiled``)."""
+    compile`` builds this tree's (by its own compile_native.py), so two compiled builds compare;
+    otherwise it runs plain, and a note says so when this tree runs compiled."""
     with tempfile.TemporaryDirectory(prefix="bench-rev-") as scratch:
         tree = Path(scratch) / "tree"
         git = ["git", "worktree"]
