@@ -180,9 +180,9 @@ class NodeConnection:
                 await self._finish(error)
         except BaseException:
             self.raised = True
-            self.on_done(self)
             raise
-        self.on_done(self)
+        finally:
+            self.on_done(self)
         if error is not None:
             raise error
 
