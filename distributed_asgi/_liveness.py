@@ -212,12 +212,11 @@ class Liveness(Generic[_C]):
     async def _read(self) -> None:
         assert self._channel is not None
         while True:
-            failed = False
             try:
-                raw = await self.layer.receive(self._channel)
+                raw: Message | None = await self.layer.receive(self._channel)
             except LayerError:  # the layer reconnects by itself; the windows still count
-                failed = True
-            if failed:  # waited out after the handler, never in it (compile_native.py)
+                raw = None
+            if raw is None:  # waited out after the handler, never in it (compile_native.py)
                 await asyncio.sleep(0.1)
                 continue
             try:
