@@ -214,17 +214,9 @@ def _graceful_timeout(distributor: Distributor) -> float:
 
 
 def _run_loop(main: Any, loop: str) -> None:
-    from distributed_asgi.node.event_loop import loop_factory
+    from distributed_asgi.node.event_loop import loop_factory, run_in_new_loop
 
-    factory = loop_factory(loop)
-    if factory is None:
-        asyncio.run(main)
-        return
-    event_loop = factory()
-    try:
-        event_loop.run_until_complete(main)
-    finally:
-        event_loop.close()
+    run_in_new_loop(main, loop_factory(loop))
 
 
 # -- granian ---------------------------------------------------------------------------------------
