@@ -15,7 +15,7 @@ __all__ = ["loop_factory", "run_in_new_loop"]
 
 
 def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """What makes ````Node.run()``'s event loop: None for asyncio's own (``asyncio.run``)."""
+    """What makes ``Node.run()``'s event loop: None for asyncio's own (``asyncio.run``)."""
     if loop not in ("auto", "asyncio", "uvloop"):
         raise ValueError(f"loop must be one of 'auto', 'asyncio', 'uvloop', got {loop!r}")
     if loop == "asyncio":
