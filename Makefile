@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_PATHS := $(wildcard distributed_asgi tests bench examples) compile_native.py
 
-.PHONY: demo test lint typecheck compile clean-native bench soak clean
+.PHONY: demo test lint typecheck compile clean-native bench soak clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # The request path's modules compiled with mypyc, when a C compiler is there (rebuilt only
@@ -38,10 +38,10 @@ typecheck: $(STAMP)
 test: lint typecheck compile
 	$(PY) -m pytest -q
 
-$(BENCH_VENV)/.installed: pyproject.toml
+$(BENCH_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[bench]'
+	$(BENCH_VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[bench]'
 	touch $@
 
 bench: $(BENCH_VENV)/.installed compile
@@ -50,6 +50,15 @@ bench: $(BENCH_VENV)/.installed compile
 # Minutes of steady load with a worker replaced every 30 s (SOAK_MINUTES, default 3).
 soak: $(BENCH_VENV)/.installed compile
 	$(BENCH_VENV)/bin/python -m bench.soak
+
+# constraints.txt from the newest releases pyproject.toml allows (run `make test` before committing it).
+constraints:
+	rm -rf /tmp/distributed-asgi-constraints
+	$(PYTHON) -m venv /tmp/distributed-asgi-constraints
+	/tmp/distributed-asgi-constraints/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '1,3p' constraints.txt; /tmp/distributed-asgi-constraints/bin/python -m pip freeze --exclude-editable \
+	  | sed 's/$$/ ; python_version == "3.11"/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache build

@@ -98,7 +98,8 @@ class HostSpec:
         if self.sentinels:
             from redis.asyncio.sentinel import Sentinel
 
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            # Untyped before redis-py 8.2, typed from it: the ignore holds for both.
+            sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
                 list(self.sentinels), sentinel_kwargs=dict(self.sentinel_kwargs), **options
             )
             assert self.master_name is not None
