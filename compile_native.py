@@ -25,6 +25,12 @@ What is compiled is what keeps its meaning compiled. Left out:
   classes meant to be subclassed (layers/serialization.py: a compiled class cannot have a
   Python subclass, and its work is msgpack's, in C already).
 - The package ``__init__`` files (they only re-export) and native.py (it checks the build).
+
+What compiled code trusts that Python does not: the types mypy infers, narrowing included. A
+loop under ``while self.x is None:`` has ``self.x`` as None in its body, and compiled code
+checks that on every read, so once another task set it during a wait the read raises
+``TypeError``. A condition that another task can change during the body's waits is asked
+through a method (edge/connection.py ``_stopped``).
 """
 
 from __future__ import annotations

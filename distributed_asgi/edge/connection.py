@@ -36,14 +36,7 @@ import time
 
 from distributed_asgi._aio import Deadline
 from distributed_asgi.core.claims import NodeHolder
-from distributed_asgi.core.frames import (
-    Accept,
-    Asgi,
-    Credit,
-    End,
-    Heartbeat,
-    describe,
-)
+from distributed_asgi.core.frames import Accept, Asgi, Credit, End, Heartbeat, describe
 from distributed_asgi.core.names import new_connection_id
 from distributed_asgi.core.outcomes import HTTPTimeout, Outcome
 from distributed_asgi.core.types import Message, Receive, Scope, Send
@@ -168,17 +161,13 @@ class EdgeConnection:
                     await self._refused(answer)
                     _cancel(first)
                     return
-                if isinstance(answer, NodeHolder):
-                    held = await self._held_by(answer)
-                    if held is None:  # the Node was lost, or a timeout answered the client
-                        self.registry.unregister(self)
-                        if self._retrying:
-                            self._retry()
-                            continue
+                accept = await self._held_by(answer) if isinstance(answer, NodeHolder) else answer
+                if accept is None:  # the Node was lost, or a timeout answered the client
+                    self.registry.unregister(self)
+                    if not self._retrying:
                         _cancel(first)
                         return
-                    answer = held
-                if await self._accepted(answer):  # a whole short response came with the accept
+                elif await self._accepted(accept):  # a whole short response came with it
                     self.registry.unregister(self)
                     _cancel(first)
                     return
@@ -188,9 +177,10 @@ class EdgeConnection:
                 raise
             finally:
                 self.registry.release(self.conn_id)  # registered (or refused) by now
-            await self._pump(first, watch_later=self.whole)
-            if not self._retrying:
-                return
+            if accept is not None:
+                await self._pump(first, watch_later=self.whole)
+                if not self._retrying:
+                    return
             self._retry()
 
     def _retry(self) -> None:
@@ -344,13 +334,16 @@ class EdgeConnection:
     async def _node_to_client(self, link: NodeLink) -> None:
         deadline = self.deadline
         flow = link.flow
-        while not self.client.cycle.finished and self._stop is None:
+        while not self.client.cycle.finished and not self._stopped():
             when, expired = self._deadline()
+            raw: Message | None
             try:
                 raw = await deadline.wait(self.layer.receive(self.pickup.reply_channel), when)
             except TimeoutError:
                 if not deadline.expired():
                     raise  # not ours: the layer's own
+                raw = None  # answered after the handler, never in it (compile_native.py)
+            if raw is None:
                 if self._stop is None and expired is not None:
                     await self._timed_out(expired)
                     return
@@ -397,6 +390,11 @@ class EdgeConnection:
             )
             if not self._retrying:
                 await self.client.upstream_failed()
+
+    def _stopped(self) -> bool:
+        # A call, not ``self._stop is None`` in the loop's condition: mypy would narrow
+        # ``_stop`` to None in the loop, and compiled code would trust that after each wait.
+        return self._stop is not None
 
     def _heard(self) -> None:
         self.registry.heard(self.peer_key)

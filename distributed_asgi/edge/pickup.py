@@ -93,25 +93,6 @@ class PickUp:
         except TimeoutError:
             if not deadline.expired():
                 raise  # not the pick-up's: the layer's own
-            if not self.queued:
-                logger.warning(
-                    "Redis did not take the connect of %s for %r within %.1fs: refusing it",
-                    describe(self.scope),
-                    self.key,
-                    settings.pickup_timeout,
-                )
-                return Refused(Outcome.REDIS_DOWN, 503)
-            if self.claims is not None:
-                holder = await self._claim(self.claims)
-                if holder is not None:
-                    return holder
-            logger.warning(
-                "no Node took %s on %r within %.1fs",
-                describe(self.scope),
-                self.key,
-                settings.pickup_timeout,
-            )
-            return Refused(Outcome.NO_WORKER, settings.no_worker_status)
         except ChannelFull:
             logger.warning("route channel %r is full: refusing %s", self.key, describe(self.scope))
             return Refused(Outcome.CAPACITY, settings.no_worker_status)
@@ -124,6 +105,32 @@ class PickUp:
                 "Redis refused the connect of %s for %r: %s", describe(self.scope), self.key, exc
             )
             return Refused(Outcome.CAPACITY, 503)
+        # Waited on after the handler, never in it (compile_native.py says why).
+        return await self._deadline_passed()
+
+    async def _deadline_passed(self) -> NodeHolder | Refused:
+        """Nothing came back by the pick-up deadline: the Node holding the connection, or
+        the refusal."""
+        settings = self.settings
+        if not self.queued:
+            logger.warning(
+                "Redis did not take the connect of %s for %r within %.1fs: refusing it",
+                describe(self.scope),
+                self.key,
+                settings.pickup_timeout,
+            )
+            return Refused(Outcome.REDIS_DOWN, 503)
+        if self.claims is not None:
+            holder = await self._claim(self.claims)
+            if holder is not None:
+                return holder
+        logger.warning(
+            "no Node took %s on %r within %.1fs",
+            describe(self.scope),
+            self.key,
+            settings.pickup_timeout,
+        )
+        return Refused(Outcome.NO_WORKER, settings.no_worker_status)
 
     async def _look(self, claims: ClaimingLayer, budget: float) -> NodeHolder | None:
         """The Node holding the connection, if one claimed it (a Node slow to speak, or one
@@ -183,11 +190,14 @@ class PickUp:
             when = final
             if self.claims is not None:
                 when = min(final, deadline.now() + look)
+            raw: Message | None
             try:
                 raw = await deadline.wait(self.layer.receive(self.reply_channel), when)
             except TimeoutError:
                 if when == final or not deadline.expired():
                     raise
+                raw = None  # time for a look at the claim, after the handler
+            if raw is None:
                 assert self.claims is not None
                 holder = await self._look(self.claims, final - deadline.now())
                 if holder is not None:
