@@ -97,6 +97,87 @@ def _awaits_while_handling(path: Path) -> bool:
     return False
 
 
+def narrowed_across_waits(path: Path) -> list[int]:
+    """Lines of the module that read ``self.<name>`` after a wait, where a condition before
+    the wait narrowed it (``is None``, ``is not None``, ``isinstance``, truthiness): in the
+    condition's block, or after an ``if`` whose block leaves. Compiled code checks every such
+    read against the narrowed type, and another task may have changed the attribute during
+    the wait (the module's text says more): the code must ask again, through a call."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If | ast.While) and not _is(node.test, ast.Or):
+            found.update(_read_after_wait(node.body, _narrowed(node.test)))
+        for block in (getattr(node, field, None) for field in ("body", "orelse", "finalbody")):
+            if not isinstance(block, list):
+                continue
+            for index, statement in enumerate(block):
+                if isinstance(statement, ast.If) and not statement.orelse and statement.body:
+                    # What follows has the condition's negation: of an ``and``, nothing sure.
+                    leaves = isinstance(statement.body[-1], ast.Return | ast.Raise | ast.Continue)
+                    if leaves and not _is(statement.test, ast.And):
+                        names = _narrowed(statement.test)
+                        found.update(_read_after_wait(block[index + 1 :], names))
+    return sorted(found)
+
+
+def _is(test: ast.expr, operator: type[ast.boolop]) -> bool:
+    return isinstance(test, ast.BoolOp) and isinstance(test.op, operator)
+
+
+def _narrowed(test: ast.expr) -> set[str]:
+    """The ``self`` attributes a condition narrows."""
+    names: set[str] = set()
+    for node in ast.walk(test):
+        if isinstance(node, ast.Compare) and any(
+            isinstance(o, ast.Is | ast.IsNot) for o in node.ops
+        ):
+            names.update(_self_attribute(node.left))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
+            if node.func.id == "isinstance":
+                names.update(_self_attribute(node.args[0]))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            names.update(_self_attribute(node.operand))
+        elif isinstance(node, ast.BoolOp):
+            for value in node.values:
+                names.update(_self_attribute(value))
+    names.update(_self_attribute(test))
+    return names
+
+
+def _self_attribute(node: ast.expr) -> set[str]:
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return {node.attr} if node.value.id == "self" else set()
+    return set()
+
+
+def _read_after_wait(statements: list[ast.stmt], names: set[str]) -> list[int]:
+    """Lines in ``statements`` reading one of ``names`` after the first wait ends (an
+    assignment to it before the read makes it safe: the narrowing is then the value's)."""
+    if not names:
+        return []
+    nodes = sorted(
+        (n for s in statements for n in ast.walk(s) if isinstance(n, ast.Await | ast.Attribute)),
+        key=lambda n: (n.lineno, n.col_offset),
+    )
+    waited_until: tuple[int, int] | None = None
+    assigned: set[str] = set()
+    lines = []
+    for node in nodes:
+        if isinstance(node, ast.Await):
+            end = (node.end_lineno or node.lineno, node.end_col_offset or 0)
+            waited_until = end if waited_until is None else min(waited_until, end)
+            continue
+        name = next(iter(_self_attribute(node)), None)
+        if name not in names:
+            continue
+        if isinstance(node.ctx, ast.Store):
+            assigned.add(name)
+        elif waited_until is not None and (node.lineno, node.col_offset) >= waited_until:
+            lines += [node.lineno] if name not in assigned else []
+    return lines
+
+
 def _extension(source: str) -> Path:
     return (ROOT / source).with_suffix(_SUFFIX)
 

@@ -95,14 +95,20 @@ class Liveness(Generic[_C]):
 
     async def channel(self) -> str:
         """This process's liveness channel (made, and read from then on, at the first call)."""
+        if self._channel is not None:
+            return self._channel
+        return self._adopt(await self.layer.new_channel(self.prefix))
+
+    def _adopt(self, made: str) -> str:
+        """The first channel made is the process's: connections that came together each made
+        one. Looked at after the wait in a call of its own: compiled code would trust mypy's
+        narrowing of ``_channel`` to None from before the wait (compile_native.py)."""
         if self._channel is None:
-            channel = await self.layer.new_channel(self.prefix)
-            if self._channel is None:  # another connection may have made it meanwhile
-                self._channel = channel
-                self._tasks = [
-                    asyncio.ensure_future(self._read()),
-                    asyncio.ensure_future(self._watch()),
-                ]
+            self._channel = made
+            self._tasks = [
+                asyncio.ensure_future(self._read()),
+                asyncio.ensure_future(self._watch()),
+            ]
         return self._channel
 
     @property

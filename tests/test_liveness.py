@@ -28,6 +28,25 @@ class Watch:
         )
 
 
+class SlowChannels(InMemoryChannelLayer):
+    """A layer whose ``new_channel`` waits, as the Redis layer's may: connections that come
+    together all ask for the liveness channel before the first has it."""
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        await asyncio.sleep(0.01)
+        return await super().new_channel(prefix)
+
+
+async def test_connections_that_come_together_share_one_liveness_channel() -> None:
+    watch = Watch(SlowChannels(), "edge")
+    try:
+        channels = await asyncio.gather(*(watch.liveness.channel() for _ in range(3)))
+        assert len(set(channels)) == 1
+        assert watch.liveness.name == channels[0]
+    finally:
+        await watch.liveness.aclose()
+
+
 async def _pair() -> tuple[Watch, Watch, str, str]:
     layer = InMemoryChannelLayer()
     edge, node = Watch(layer, "edge"), Watch(layer, "node")

@@ -72,6 +72,58 @@ def test_a_module_that_awaits_while_handling_an_exception_is_not_compiled(
     assert compile_native._awaits_while_handling(module) is suspends
 
 
+def test_no_compiled_module_trusts_a_narrowing_across_a_wait() -> None:
+    found = {
+        source: lines
+        for source in compile_native.compiled_sources()
+        if (lines := compile_native.narrowed_across_waits(compile_native.ROOT / source))
+    }
+    assert found == {}, "ask again through a call after the wait (compile_native.py)"
+
+
+@pytest.mark.parametrize(
+    ("body", "lines"),
+    [
+        # The loop's condition narrows: its body reads it after a wait.
+        (
+            "while self.x is None:\n        await f()\n"
+            "        if self.x is None:\n            pass",
+            [5],
+        ),
+        # Looked at again after the wait, as a second connection does.
+        (
+            "if self.x is None:\n        y = await f()\n"
+            "        if self.x is None:\n            pass",
+            [5],
+        ),
+        # After an if that leaves, what follows has the negation.
+        ("if self.x is None:\n        return\n    await f()\n    self.x.go()", [6]),
+        ("if not isinstance(self.x, int):\n        return\n    await f()\n    g(self.x)", [6]),
+        # Read before the wait (the awaited expression itself), or asked again by a call.
+        ("if self.x is not None:\n        await self.x", []),
+        (
+            "while self.x is None:\n        await f()\n"
+            "        if self.stopped():\n            pass",
+            [],
+        ),
+        # Set after the wait: the narrowing is then the value's.
+        ("if self.x is None:\n        await f()\n        self.x = 1\n        g(self.x)", []),
+        # The negation of an and narrows nothing; an or's block is not narrowed.
+        ("if self.x is None and y:\n        return\n    await f()\n    g(self.x)", []),
+        ("if self.x is None or y:\n        await f()\n        g(self.x)", []),
+    ],
+)
+def test_a_read_of_an_attribute_narrowed_before_a_wait_is_found(
+    tmp_path: Path, body: str, lines: list[int]
+) -> None:
+    # mypyc checks every read against the type mypy narrowed it to; another task may have
+    # changed the attribute during the wait (a compiled Liveness.channel() raised TypeError
+    # for the second of two connections that came together).
+    module = tmp_path / "module.py"
+    module.write_text(f"class C:\n  async def m(self) -> None:\n    {body}\n")
+    assert compile_native.narrowed_across_waits(module) == lines
+
+
 async def test_an_error_of_compiled_code_carries_no_other_tasks_exception() -> None:
     from distributed_asgi.core.frames import FrameError, decode_frame
 
