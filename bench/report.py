@@ -158,10 +158,26 @@ def checked_out(rev: str, *, compiled: bool = False) -> Iterator[Path]:
 
 
 def _compiler() -> str:
-    """The Python that has mypyc: the project's development environment (``make``'s .venv)
-    when there is one, else this one."""
-    dev = ROOT / ".venv" / "bin" / "python"
-    return str(dev) if dev.exists() else sys.executable
+    """The Python that has mypyc: the project's development environment (``make``'s .venv,
+    this checkout's or, from a git worktree, its main checkout's), else this one; an error
+    that says how to get one when none has it."""
+    common = subprocess.run(
+        ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    candidates = [ROOT / ".venv" / "bin" / "python"]
+    if common:
+        candidates.append(Path(common).parent / ".venv" / "bin" / "python")
+    for python in [*(str(c) for c in candidates if c.exists()), sys.executable]:
+        found = subprocess.run([python, "-c", "import mypyc"], capture_output=True)
+        if found.returncode == 0:
+            return python
+    raise SystemExit(
+        "--compiled needs mypyc: run `make .venv/.installed` (the development environment has "
+        "it) or install mypy into this environment"
+    )
 
 
 def replace_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
