@@ -1,0 +1,177 @@
+"""``python -m bench.node_own``: the Node's own code per request, with no Redis and no edge.
+
+The connects of ``bench.drain`` (a whole request, a claim asked for) are each decoded
+(``decode_frame``) and served by a ``NodeConnection`` running the hello world, in this
+process, over a layer that answers at once without I/O (``Stub``: a claim always got, a push
+counted). This process's CPU over the batch, divided by the requests, is what the Node's own
+code costs a request; the same batch is then timed in its parts: the connect's
+``msgpack.unpackb`` (which the layer's deserializer does before the Node sees it),
+``decode_frame``, making the ``NodeConnection``, and its ``run``. The cyclic collector is off
+while measuring (the ``worker`` command sets it to run rarely; see ops/collector.py), so the
+figures repeat within a few percent where a whole worker's move by ten: the one to watch
+while changing the Node's request path, beside ``bench.drain`` for the rest of the worker.
+It measures the tree it runs in; to compare two builds, run it in each (``make compile``
+first in both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+
+from distributed_asgi._liveness import Liveness
+from distributed_asgi.core.frames import Connect, decode_frame, encode
+from distributed_asgi.core.names import new_connection_id
+from distributed_asgi.core.types import Message
+from distributed_asgi.node.acceptance import NodeClaims
+from distributed_asgi.node.connection import NodeConnection
+
+from . import http as bench_http
+from .drain import _REQUEST, _SCOPE
+from .report import plain_table
+
+__all__ = ["Stub", "main", "measure"]
+
+_EDGE_PEER = "liveness.edge!1"  # the edge's liveness channel, named in each connect
+_NODE_PEER = "liveness.node!1"
+
+
+class Stub:
+    """A claiming layer that does no I/O: every claim is got, every push counted."""
+
+    def __init__(self) -> None:
+        self.pushed = 0
+
+    async def send(self, channel: str, message: Message) -> None:
+        self.pushed += 1
+
+    async def push(self, channel: str, message: Message) -> None:
+        self.pushed += 1
+
+    async def receive(self, channel: str) -> Message:
+        await asyncio.get_running_loop().create_future()  # nothing ever comes
+        raise AssertionError("unreachable")
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        return f"{prefix}.stub!1"
+
+    async def close(self) -> None:
+        pass
+
+    async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
+        return None  # got
+
+    async def holder(self, channel: str) -> str | None:
+        return None
+
+
+def _connects(requests: int) -> list[Message]:
+    deadline = time.time() + 300
+    frames = []
+    for _ in range(requests):
+        connect = Connect(
+            new_connection_id(), dict(_SCOPE), "edge.stub!r", deadline, 2.0, [_REQUEST],
+            _EDGE_PEER, 0,
+        )  # fmt: skip
+        connect.claim = True  # as an edge asks for a whole request (core/claims.py)
+        frames.append(encode(connect))
+    return frames
+
+
+async def _served(requests: int) -> dict[str, float]:
+    """Seconds of this process's CPU per request: in all, and by part."""
+    layer = Stub()
+    loop = asyncio.get_running_loop()
+    liveness: Liveness[NodeConnection] = Liveness(
+        layer, "liveness", 2.0, NodeConnection.edge_lost, NodeConnection.edge_dropped
+    )
+    claims = NodeClaims(layer)
+    app: Callable[..., Awaitable[None]] = bench_http.hello_app
+    done: list[NodeConnection] = []
+
+    def connection(connect: Connect) -> NodeConnection:
+        scope: dict[str, Any] = connect.scope
+        scope["asgi"] = {**scope.get("asgi", {}), "version": "3.0"}  # as Node._start does
+        scope["state"] = {}
+        return NodeConnection(
+            layer, connect, scope, heartbeat_interval=2.0, heartbeat_misses=3,
+            on_done=done.append, liveness=liveness, peer=_NODE_PEER, node_id="stub", loop=loop,
+            claims=claims,
+        )  # fmt: skip
+
+    def cpu() -> float:
+        return time.process_time()
+
+    frames = _connects(requests)
+    started = cpu()
+    for frame in frames:
+        await connection(decode_frame(frame)).run(app)
+    whole = cpu() - started
+    served = len(done)
+    packed = [msgpack.packb(frame) for frame in _connects(requests)]
+    started = cpu()
+    unpacked = [msgpack.unpackb(data) for data in packed]
+    unpack = cpu() - started
+    started = cpu()
+    decoded = [decode_frame(frame) for frame in unpacked]
+    decode = cpu() - started
+    started = cpu()
+    made = [connection(connect) for connect in decoded]
+    make = cpu() - started
+    started = cpu()
+    for each in made:
+        await each.run(app)
+    run = cpu() - started
+    await asyncio.sleep(0)  # the held starts' flush callbacks run (nothing is held any more)
+    if served != requests or len(done) != 2 * requests or layer.pushed != 2 * requests:
+        raise AssertionError(
+            f"{requests} requests: {len(done)} connections ended, {layer.pushed} frames pushed"
+        )
+    await liveness.aclose()
+    return {
+        "the Node's own code": whole / requests,
+        "msgpack.unpackb of the connect": unpack / requests,
+        "decode_frame": decode / requests,
+        "NodeConnection(...)": make / requests,
+        "NodeConnection.run": run / requests,
+    }
+
+
+def measure(requests: int) -> dict[str, float]:
+    """One batch of ``requests``, the collector off: µs of CPU per request, by part."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        seconds = bench_http.run_in(bench_http.event_loop(), _served(requests))
+    finally:
+        if enabled:
+            gc.enable()
+    return {part: value * 1e6 for part, value in seconds.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.node_own", description=__doc__)
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per batch")
+    parser.add_argument("--rounds", type=int, default=5, help="batches (default: 5)")
+    args = parser.parse_args(argv)
+    runs = [measure(args.requests) for _ in range(args.rounds)]
+    rows = []
+    for part in runs[0]:
+        each = " / ".join(f"{run[part]:.2f}" for run in runs)
+        rows.append([part, f"{statistics.median(run[part] for run in runs):.2f}", each])
+    print(f"the Node's own code, {args.requests:,} requests a batch, {args.rounds} batches")
+    print(plain_table(["", "µs per request (median)", "each batch"], rows, "lrl"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
