@@ -56,7 +56,7 @@ constraints:
 	rm -rf /tmp/distributed-asgi-constraints
 	$(PYTHON) -m venv /tmp/distributed-asgi-constraints
 	/tmp/distributed-asgi-constraints/bin/python -m pip install --quiet -e '.[dev]'
-	{ sed -n '1,3p' constraints.txt; /tmp/distributed-asgi-constraints/bin/python -m pip freeze --exclude-editable \
+	{ grep '^#' constraints.txt; /tmp/distributed-asgi-constraints/bin/python -m pip freeze --exclude-editable \
 	  | sed 's/$$/ ; python_version == "3.11"/'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 

@@ -38,7 +38,7 @@ from . import http as bench_http
 from .counters import process_cpu
 from .report import checked_out, plain_table
 
-__all__ = ["Drain", "drain", "main"]
+__all__ = ["Drain", "connect_frame", "drain", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "drain"
@@ -120,8 +120,11 @@ async def _run(tree: Path, url: str, requests: int, prefix: str) -> Drain:
 
 
 async def _connect(layer: RedisChannelLayer, peer: str) -> dict[str, object]:
-    reply = await layer.new_channel("edge")
-    deadline = time.time() + _ANSWER_TIMEOUT
+    return connect_frame(await layer.new_channel("edge"), peer, time.time() + _ANSWER_TIMEOUT)
+
+
+def connect_frame(reply: str, peer: str, deadline: float) -> dict[str, object]:
+    """The connect an edge sends for the hello world's whole GET, replies to ``reply``."""
     frame = Connect(new_connection_id(), dict(_SCOPE), reply, deadline, 2.0, [_REQUEST], peer, 0)
     frame.claim = True  # as an edge asks for a whole request (core/claims.py)
     return encode(frame)

@@ -28,14 +28,13 @@ from typing import Any
 import msgpack
 
 from distributed_asgi._liveness import Liveness
-from distributed_asgi.core.frames import Connect, decode_frame, encode
-from distributed_asgi.core.names import new_connection_id
+from distributed_asgi.core.frames import Connect, decode_frame
 from distributed_asgi.core.types import Message
 from distributed_asgi.node.acceptance import NodeClaims
 from distributed_asgi.node.connection import NodeConnection
 
+from . import drain
 from . import http as bench_http
-from .drain import _REQUEST, _SCOPE
 from .report import plain_table
 
 __all__ = ["Stub", "main", "measure"]
@@ -75,15 +74,7 @@ class Stub:
 
 def _connects(requests: int) -> list[Message]:
     deadline = time.time() + 300
-    frames = []
-    for _ in range(requests):
-        connect = Connect(
-            new_connection_id(), dict(_SCOPE), "edge.stub!r", deadline, 2.0, [_REQUEST],
-            _EDGE_PEER, 0,
-        )  # fmt: skip
-        connect.claim = True  # as an edge asks for a whole request (core/claims.py)
-        frames.append(encode(connect))
-    return frames
+    return [drain.connect_frame("edge.stub!r", _EDGE_PEER, deadline) for _ in range(requests)]
 
 
 async def _served(requests: int) -> dict[str, float]:
@@ -107,29 +98,26 @@ async def _served(requests: int) -> dict[str, float]:
             claims=claims,
         )  # fmt: skip
 
-    def cpu() -> float:
-        return time.process_time()
-
     frames = _connects(requests)
-    started = cpu()
+    started = time.process_time()
     for frame in frames:
         await connection(decode_frame(frame)).run(app)
-    whole = cpu() - started
+    whole = time.process_time() - started
     served = len(done)
     packed = [msgpack.packb(frame) for frame in _connects(requests)]
-    started = cpu()
+    started = time.process_time()
     unpacked = [msgpack.unpackb(data) for data in packed]
-    unpack = cpu() - started
-    started = cpu()
+    unpack = time.process_time() - started
+    started = time.process_time()
     decoded = [decode_frame(frame) for frame in unpacked]
-    decode = cpu() - started
-    started = cpu()
+    decode = time.process_time() - started
+    started = time.process_time()
     made = [connection(connect) for connect in decoded]
-    make = cpu() - started
-    started = cpu()
+    make = time.process_time() - started
+    started = time.process_time()
     for each in made:
         await each.run(app)
-    run = cpu() - started
+    run = time.process_time() - started
     await asyncio.sleep(0)  # the held starts' flush callbacks run (nothing is held any more)
     if served != requests or len(done) != 2 * requests or layer.pushed != 2 * requests:
         raise AssertionError(
