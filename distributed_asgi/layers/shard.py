@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -122,14 +122,25 @@ class Shard:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
         """Run ``script`` in a batch with the calls around it. While calls come one at a time
-        (``ALONE_AFTER`` batches of one), one with nothing on the wire is written at once, here:
-        no task, no loop turn. Otherwise it is left to the flusher task, which writes it after
-        the tasks ready now have made theirs: all of this turn's calls in one write."""
+        (``ALONE_AFTER`` batches of one), one with nothing on the wire is written at once, by
+        the caller's wait: no task, no loop turn. Otherwise it is left to the flusher task,
+        which writes it after the tasks ready now have made theirs: all of this turn's calls in
+        one write. Queued when called, in call order, and answered by the future itself (no
+        coroutine around it: under load every call is batched)."""
         future: asyncio.Future[Any] = self._get_loop().create_future()
         # A dead flusher leaves _active set: _enqueue() forgets it and starts a new one.
         if self._active or self._alone < ALONE_AFTER:
+            self._enqueue((script, keys, list(args), future))
+            return future
+        return self._call_alone(script, keys, args, future)
+
+    async def _call_alone(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any], future: Any
+    ) -> Any:
+        """``call()`` with nothing on the wire: this batch written now, by its caller."""
+        if self._active:  # another call started a batch before this one was awaited
             self._enqueue((script, keys, list(args), future))
             return await future
         self._active = True
