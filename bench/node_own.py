@@ -16,10 +16,7 @@ first in both).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gc
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -33,9 +30,8 @@ from distributed_asgi.core.types import Message
 from distributed_asgi.node.acceptance import NodeClaims
 from distributed_asgi.node.connection import NodeConnection
 
-from . import drain
+from . import drain, own
 from . import http as bench_http
-from .report import plain_table
 
 __all__ = ["Stub", "main", "measure"]
 
@@ -135,30 +131,11 @@ async def _served(requests: int) -> dict[str, float]:
 
 def measure(requests: int) -> dict[str, float]:
     """One batch of ``requests``, the collector off: µs of CPU per request, by part."""
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        seconds = bench_http.run_in(bench_http.event_loop(), _served(requests))
-    finally:
-        if enabled:
-            gc.enable()
-    return {part: value * 1e6 for part, value in seconds.items()}
+    return own.measure(_served, requests)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.node_own", description=__doc__)
-    parser.add_argument("--requests", type=int, default=20_000, help="requests per batch")
-    parser.add_argument("--rounds", type=int, default=5, help="batches (default: 5)")
-    args = parser.parse_args(argv)
-    runs = [measure(args.requests) for _ in range(args.rounds)]
-    rows = []
-    for part in runs[0]:
-        each = " / ".join(f"{run[part]:.2f}" for run in runs)
-        rows.append([part, f"{statistics.median(run[part] for run in runs):.2f}", each])
-    print(f"the Node's own code, {args.requests:,} requests a batch, {args.rounds} batches")
-    print(plain_table(["", "µs per request (median)", "each batch"], rows, "lrl"))
-    return 0
+    return own.run_main("python -m bench.node_own", __doc__, "the Node's", _served, argv)
 
 
 if __name__ == "__main__":
