@@ -38,11 +38,12 @@ from . import http as bench_http
 from .counters import process_cpu
 from .report import checked_out, plain_table
 
-__all__ = ["Drain", "connect_frame", "drain", "main"]
+__all__ = ["REQUEST", "SCOPE", "Drain", "connect_frame", "drain", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "drain"
-_SCOPE = {
+# A bodiless GET as uvicorn scopes it (bench.edge_own serves the same).
+SCOPE = {
     "type": "http",
     "asgi": {"version": "3.0", "spec_version": "2.3"},
     "http_version": "1.1",
@@ -56,7 +57,7 @@ _SCOPE = {
     "query_string": b"",
     "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench")],
 }
-_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 # How long the worker may take to start, and to answer a burst, before the run fails.
 _START_TIMEOUT = 30.0
 _ANSWER_TIMEOUT = 300.0
@@ -125,7 +126,7 @@ async def _connect(layer: RedisChannelLayer, peer: str) -> dict[str, object]:
 
 def connect_frame(reply: str, peer: str, deadline: float) -> dict[str, object]:
     """The connect an edge sends for the hello world's whole GET, replies to ``reply``."""
-    frame = Connect(new_connection_id(), dict(_SCOPE), reply, deadline, 2.0, [_REQUEST], peer, 0)
+    frame = Connect(new_connection_id(), dict(SCOPE), reply, deadline, 2.0, [REQUEST], peer, 0)
     frame.claim = True  # as an edge asks for a whole request (core/claims.py)
     return encode(frame)
 

@@ -23,8 +23,8 @@ from distributed_asgi import Distributor
 from distributed_asgi.core.frames import encode_accept
 from distributed_asgi.core.types import Message
 
+from . import drain, own
 from . import http as bench_http
-from . import own
 
 __all__ = ["Stub", "main", "measure"]
 
@@ -33,22 +33,6 @@ _RESPONSE: list[Message] = [
     {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]},
     {"type": "http.response.body", "body": b"Hello, world!", "more_body": False},
 ]
-_SCOPE: dict[str, Any] = {
-    "type": "http",
-    "asgi": {"version": "3.0", "spec_version": "2.3"},
-    "http_version": "1.1",
-    "server": ("127.0.0.1", 8000),
-    "client": ("127.0.0.1", 50000),
-    "scheme": "http",
-    "method": "GET",
-    "root_path": "",
-    "path": "/",
-    "raw_path": b"/",
-    "query_string": b"",
-    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
-    "state": {},
-}
-_REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
 
 
 class Stub:
@@ -104,14 +88,14 @@ async def _serve(app: Any, requests: int) -> tuple[float, int]:
     whole = 0
 
     async def receive() -> Message:
-        return _REQUEST
+        return drain.REQUEST
 
     async def send(message: Message) -> None:
         nonlocal whole
         if message["type"] == "http.response.body" and not message.get("more_body", False):
             whole += 1
 
-    scopes = [dict(_SCOPE) for _ in range(requests)]
+    scopes = [{**drain.SCOPE, "state": {}} for _ in range(requests)]
     started = time.process_time()
     for scope in scopes:
         await app(scope, receive, send)
