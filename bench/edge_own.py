@@ -13,7 +13,6 @@ few percent where a whole edge's move by ten. It measures the tree it runs in.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import sys
 import time
@@ -23,7 +22,7 @@ from distributed_asgi import Distributor
 from distributed_asgi.core.frames import encode_accept
 from distributed_asgi.core.types import Message
 
-from . import drain, own
+from . import drain, node_own, own
 from . import http as bench_http
 
 __all__ = ["Stub", "main", "measure"]
@@ -35,14 +34,14 @@ _RESPONSE: list[Message] = [
 ]
 
 
-class Stub:
-    """A claiming layer that does no I/O: a connect is answered by its accept at once, every
-    claim is got, every push counted."""
+class Stub(node_own.Stub):
+    """``bench.node_own``'s layer with no I/O (every claim got, every push counted), which also
+    answers a connect at once with its accept, for the next ``receive()`` of its reply channel."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.answers: dict[str, Message] = {}  # reply channel -> the accept waiting there
         self.connects = 0
-        self.pushed = 0
         self._names = itertools.count()
 
     async def send(self, channel: str, message: Message) -> None:
@@ -52,27 +51,14 @@ class Stub:
         self.connects += 1
         self.answers[message["reply"]] = answer(message)
 
-    async def push(self, channel: str, message: Message) -> None:
-        self.pushed += 1
-
     async def receive(self, channel: str) -> Message:
         found = self.answers.pop(channel, None)
         if found is not None:
             return found
-        await asyncio.get_running_loop().create_future()  # nothing else ever comes
-        raise AssertionError("unreachable")
+        return await super().receive(channel)  # nothing else ever comes
 
     async def new_channel(self, prefix: str = "specific") -> str:
         return f"{prefix}.stub!{next(self._names):x}"
-
-    async def close(self) -> None:
-        pass
-
-    async def claim(self, channel: str, holder: str, ttl: float) -> str | None:
-        return None  # got: no Node answered in time (never asked here)
-
-    async def holder(self, channel: str) -> str | None:
-        return None
 
 
 def answer(connect: Message) -> Message:
