@@ -137,7 +137,11 @@ class Shard:
         return self._call_alone(script, keys, args, future)
 
     async def _call_alone(
-        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any], future: Any
+        self,
+        script: LuaScript,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        future: asyncio.Future[Any],
     ) -> Any:
         """``call()`` with nothing on the wire: this batch written now, by its caller."""
         if self._active:  # another call started a batch before this one was awaited
